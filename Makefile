@@ -1,0 +1,30 @@
+# fedid: every target a newcomer or CI needs. `make help` lists them.
+CARGO ?= cargo
+# Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
+FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
+
+.PHONY: help test lint fmt deps-check run ci
+
+help:
+	@echo "make run         run the server on SQLite (./fedid.db)"
+	@echo "make test        run every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
+	@echo "make lint        rustfmt check and clippy with warnings denied"
+	@echo "make deps-check  prove the domain crate depends on no framework"
+
+test:
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+deps-check:
+	@tree=$$($(CARGO) tree -p fedid-domain -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+	bad=0; for crate in $(FORBIDDEN_IN_DOMAIN); do \
+	  if echo "$$tree" | grep -qx "$$crate"; then echo "fedid-domain depends on $$crate"; bad=1; fi; \
+	done; \
+	if [ $$bad -ne 0 ]; then exit 1; fi; \
+	echo "deps-check: fedid-domain's normal dependency tree ($$(echo "$$tree" | wc -l) crates) holds none of: $(FORBIDDEN_IN_DOMAIN)"

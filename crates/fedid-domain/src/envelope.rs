@@ -1,0 +1,416 @@
+//! The signed envelope (PROTOCOL.md sections 3 to 5): parsing with every
+//! member rule, the signed bytes (RFC 8785), the replay key, the wire form,
+//! verification and signing.
+
+use serde_json::{Map, Value};
+
+use crate::handle::{DomainPolicy, Handle};
+use crate::json::{self, JsonError};
+use crate::keys::{Signature, SigningKey, SigningSecret};
+use crate::time::Timestamp;
+
+/// The whole envelope is at most this many bytes: a protocol constant.
+pub const MAX_ENVELOPE_BYTES: usize = 65_536;
+/// The payload object is depth 1; each object or array inside adds one.
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Why an envelope was refused, as PROTOCOL.md section 8 names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("protocol_version {0} is not supported")]
+    UnsupportedProtocolVersion(String),
+    #[error("message type {0} is not supported")]
+    UnsupportedMessageType(String),
+}
+
+impl EnvelopeError {
+    /// The stable error code of the contract.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "payload_too_large",
+            Self::Invalid(_) => "invalid_envelope",
+            Self::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
+            Self::UnsupportedMessageType(_) => "unsupported_message_type",
+        }
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> EnvelopeError {
+    EnvelopeError::Invalid(reason.into())
+}
+
+impl From<JsonError> for EnvelopeError {
+    fn from(e: JsonError) -> Self {
+        invalid(e.to_string())
+    }
+}
+
+/// The message types of protocol version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    RelationshipRequest,
+    RelationshipAccept,
+    RelationshipRevoke,
+    Message,
+}
+
+/// Why a message type was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageTypeError {
+    #[error("a message type is 1 to 64 characters of A-Z and _")]
+    Malformed,
+    #[error("message type {0} is not supported")]
+    Unsupported(String),
+}
+
+impl MessageType {
+    pub const ALL: [Self; 4] = [
+        Self::RelationshipRequest,
+        Self::RelationshipAccept,
+        Self::RelationshipRevoke,
+        Self::Message,
+    ];
+
+    pub fn parse(text: &str) -> Result<Self, MessageTypeError> {
+        if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            return Err(MessageTypeError::Malformed);
+        }
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| MessageTypeError::Unsupported(text.to_owned()))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RelationshipRequest => "RELATIONSHIP_REQUEST",
+            Self::RelationshipAccept => "RELATIONSHIP_ACCEPT",
+            Self::RelationshipRevoke => "RELATIONSHIP_REVOKE",
+            Self::Message => "MESSAGE",
+        }
+    }
+}
+
+/// Why a nonce was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a nonce is empty or 16 to 128 characters of A-Z a-z 0-9 _ -")]
+pub struct NonceError;
+
+/// An envelope nonce; empty when the sender gave none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Nonce(String);
+
+impl Nonce {
+    /// The empty string is accepted as "no nonce": the wire form writes an
+    /// absent nonce as `""` (docs/contract-notes.md).
+    pub fn parse(text: &str) -> Result<Self, NonceError> {
+        let valid = text.is_empty()
+            || ((16..=128).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(NonceError)
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self(String::new())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// SHA-256 of an envelope's signed bytes (PROTOCOL.md section 5).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplayKey([u8; 32]);
+
+impl ReplayKey {
+    pub fn of(signed_bytes: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, signed_bytes);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for ReplayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplayKey({})", self.to_hex())
+    }
+}
+
+/// The eight signed members: what a client signs, before it has a signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsignedEnvelope {
+    pub message_type: MessageType,
+    pub message_version: u64,
+    pub nonce: Nonce,
+    pub from: Handle,
+    pub to: Handle,
+    pub timestamp: Timestamp,
+    pub payload: Map<String, Value>,
+}
+
+impl UnsignedEnvelope {
+    fn signed_object(&self) -> Map<String, Value> {
+        let mut object = Map::new();
+        object.insert("from".into(), Value::String(self.from.as_str().into()));
+        object.insert("message_type".into(), Value::String(self.message_type.as_str().into()));
+        object.insert("message_version".into(), Value::from(self.message_version));
+        object.insert("nonce".into(), Value::String(self.nonce.as_str().into()));
+        object.insert("payload".into(), Value::Object(self.payload.clone()));
+        object.insert("protocol_version".into(), Value::from(PROTOCOL_VERSION));
+        object.insert("timestamp".into(), Value::String(self.timestamp.as_str().into()));
+        object.insert("to".into(), Value::String(self.to.as_str().into()));
+        object
+    }
+
+    /// RFC 8785 serialization of the eight signed members (section 4).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        canonical(&Value::Object(self.signed_object()))
+    }
+
+    /// Attaches a signature. Whether it verifies is checked separately.
+    pub fn with_signature(self, signature: Signature) -> Envelope {
+        let signed_bytes = self.signed_bytes();
+        Envelope {
+            fields: self,
+            signature,
+            signed_bytes,
+        }
+    }
+
+    /// Signs with a client's key (tools and tests: servers never sign).
+    pub fn sign(self, secret: &SigningSecret) -> Envelope {
+        let signature = secret.sign(&self.signed_bytes());
+        self.with_signature(signature)
+    }
+
+    /// Checks the rules a builder cannot enforce by construction: distinct
+    /// ends and the payload depth.
+    pub fn check(&self) -> Result<(), EnvelopeError> {
+        if self.from == self.to {
+            return Err(invalid("from and to must differ"));
+        }
+        if self.message_version == 0 {
+            return Err(invalid("message_version must be 1 or more"));
+        }
+        if object_depth(&self.payload) > MAX_PAYLOAD_DEPTH {
+            return Err(invalid(format!("payload nesting deeper than {MAX_PAYLOAD_DEPTH}")));
+        }
+        Ok(())
+    }
+}
+
+/// RFC 8785 (JCS) bytes of a value read by [`json::parse_strict`] or built here.
+pub fn canonical(value: &Value) -> Vec<u8> {
+    // Serializing a Value to memory cannot fail: every number in it is finite.
+    serde_json_canonicalizer::to_vec(value).unwrap_or_default()
+}
+
+fn object_depth(object: &Map<String, Value>) -> usize {
+    1 + object.values().map(value_depth).max().unwrap_or(0)
+}
+
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(o) => object_depth(o),
+        Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A well-formed envelope whose signature has not been checked yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    fields: UnsignedEnvelope,
+    signature: Signature,
+    signed_bytes: Vec<u8>,
+}
+
+impl Envelope {
+    /// Parses a request body under every rule of section 3, in the order of
+    /// section 8 step 1.
+    pub fn parse(body: &[u8], policy: DomainPolicy) -> Result<Self, EnvelopeError> {
+        if body.len() > MAX_ENVELOPE_BYTES {
+            return Err(EnvelopeError::TooLarge);
+        }
+        let document = json::parse_document(body)?;
+        let Value::Object(mut object) = document.value else {
+            return Err(invalid("an envelope is a JSON object"));
+        };
+        let integer = |name: &str, value: &Value| -> Result<Option<u64>, EnvelopeError> {
+            if !value.is_number() || document.non_integer_members.iter().any(|m| m == name) {
+                return Err(invalid(format!("{name} must be an integer literal")));
+            }
+            Ok(value.as_u64())
+        };
+        if let Some(version) = object.get("protocol_version") {
+            if integer("protocol_version", version)? != Some(PROTOCOL_VERSION) {
+                return Err(EnvelopeError::UnsupportedProtocolVersion(version.to_string()));
+            }
+        }
+        let message_version = match object.get("message_version") {
+            None => 1,
+            Some(v) => match integer("message_version", v)? {
+                Some(n) if n >= 1 => n,
+                _ => return Err(invalid("message_version must be an integer, 1 or more")),
+            },
+        };
+        let from = required_handle(&object, "from", policy)?;
+        let to = required_handle(&object, "to", policy)?;
+        let timestamp =
+            Timestamp::parse(required_str(&object, "timestamp")?).map_err(|e| invalid(format!("timestamp: {e}")))?;
+        let signature = Signature::parse(required_str(&object, "signature")?)
+            .ok_or_else(|| invalid("signature must be 64 bytes of base64url"))?;
+        let nonce = match object.get("nonce") {
+            None => Nonce::empty(),
+            Some(Value::String(s)) => Nonce::parse(s).map_err(|e| invalid(format!("nonce: {e}")))?,
+            Some(_) => return Err(invalid("nonce must be a string")),
+        };
+        let payload = match object.remove("payload") {
+            None => Map::new(),
+            Some(Value::Object(p)) => p,
+            Some(_) => return Err(invalid("payload must be a JSON object")),
+        };
+        let type_text = match (object.get("message_type"), object.get("type")) {
+            (None, None) => return Err(invalid("message_type is required")),
+            (Some(a), Some(b)) if a != b => return Err(invalid("type and message_type differ")),
+            (Some(Value::String(t)), _) | (None, Some(Value::String(t))) => t.as_str(),
+            _ => return Err(invalid("message_type must be a string")),
+        };
+        let message_type = match MessageType::parse(type_text) {
+            Ok(t) => Ok(t),
+            Err(MessageTypeError::Malformed) => Err(invalid("message_type is 1 to 64 characters of A-Z and _")),
+            Err(MessageTypeError::Unsupported(t)) => Err(EnvelopeError::UnsupportedMessageType(t)),
+        };
+        let fields = UnsignedEnvelope {
+            // The member rules come before the type check (section 8 step 1).
+            message_type: MessageType::Message,
+            message_version,
+            nonce,
+            from,
+            to,
+            timestamp,
+            payload,
+        };
+        fields.check()?;
+        let fields = UnsignedEnvelope {
+            message_type: message_type?,
+            ..fields
+        };
+        Ok(fields.with_signature(signature))
+    }
+
+    pub fn fields(&self) -> &UnsignedEnvelope {
+        &self.fields
+    }
+
+    pub fn message_type(&self) -> MessageType {
+        self.fields.message_type
+    }
+
+    pub fn from(&self) -> &Handle {
+        &self.fields.from
+    }
+
+    pub fn to(&self) -> &Handle {
+        &self.fields.to
+    }
+
+    pub fn nonce(&self) -> &Nonce {
+        &self.fields.nonce
+    }
+
+    pub fn timestamp(&self) -> &Timestamp {
+        &self.fields.timestamp
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.signed_bytes
+    }
+
+    pub fn replay_key(&self) -> ReplayKey {
+        ReplayKey::of(&self.signed_bytes)
+    }
+
+    /// The wire form (section 3): the signed members plus `type` and `signature`.
+    pub fn wire_form(&self) -> String {
+        let mut object = self.fields.signed_object();
+        object.insert("type".into(), Value::String(self.fields.message_type.as_str().into()));
+        object.insert("signature".into(), Value::String(self.signature.to_base64url()));
+        // JCS output is UTF-8 by construction.
+        String::from_utf8(canonical(&Value::Object(object))).unwrap_or_default()
+    }
+
+    /// Checks the signature against `key`; only this makes an envelope
+    /// [`VerifiedEnvelope`]. On failure the envelope comes back unchanged.
+    pub fn verify(self, key: &SigningKey) -> Result<VerifiedEnvelope, Box<Self>> {
+        if self.signature.verify(key, &self.signed_bytes) {
+            Ok(VerifiedEnvelope(self))
+        } else {
+            Err(Box::new(self))
+        }
+    }
+}
+
+fn required_str<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, EnvelopeError> {
+    match object.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(invalid(format!("{name} must be a string"))),
+        None => Err(invalid(format!("{name} is required"))),
+    }
+}
+
+fn required_handle(object: &Map<String, Value>, name: &str, policy: DomainPolicy) -> Result<Handle, EnvelopeError> {
+    Handle::parse(required_str(object, name)?, policy).map_err(|e| invalid(format!("{name}: {e}")))
+}
+
+/// An envelope whose signature verified against its sender's key. Services
+/// that act on envelopes accept only this type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedEnvelope(Envelope);
+
+impl std::ops::Deref for VerifiedEnvelope {
+    type Target = Envelope;
+
+    fn deref(&self) -> &Envelope {
+        &self.0
+    }
+}
+
+impl VerifiedEnvelope {
+    pub fn into_inner(self) -> Envelope {
+        self.0
+    }
+}

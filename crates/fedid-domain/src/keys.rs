@@ -1,0 +1,197 @@
+//! Public keys and signatures (PROTOCOL.md section 2).
+
+use std::fmt;
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+
+use crate::base64url;
+
+/// Why a key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not base64url of 32 bytes")]
+    Encoding,
+    #[error("not a canonical Ed25519 point")]
+    NotCanonical,
+    #[error("an Ed25519 point of small order")]
+    SmallOrder,
+    #[error("not a valid X25519 public key")]
+    InvalidX25519,
+}
+
+/// A validated Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SigningKey([u8; 32]);
+
+impl SigningKey {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        Self::from_bytes(base64url::decode_array(text).ok_or(KeyError::Encoding)?)
+    }
+
+    /// Valid only if it decodes to a curve point, re-encodes to the same
+    /// bytes, and is not of small order.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        let point = CompressedEdwardsY(bytes).decompress().ok_or(KeyError::NotCanonical)?;
+        if point.compress().to_bytes() != bytes {
+            return Err(KeyError::NotCanonical);
+        }
+        if point.is_small_order() {
+            return Err(KeyError::SmallOrder);
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_base64url(&self) -> String {
+        base64url::encode(&self.0)
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.to_base64url())
+    }
+}
+
+/// u-coordinates of X25519 points of order 8 (the other low-order values
+/// are 0, 1 and p-1).
+const X25519_ORDER_8: [[u8; 32]; 2] = [
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+        0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44,
+        0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+    ],
+];
+
+/// A validated X25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncryptionKey([u8; 32]);
+
+impl EncryptionKey {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        Self::from_bytes(base64url::decode_array(text).ok_or(KeyError::Encoding)?)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        if bytes[31] & 0x80 != 0 || !below_field_prime(&bytes) {
+            return Err(KeyError::InvalidX25519);
+        }
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let mut p_minus_one = [0xffu8; 32];
+        p_minus_one[0] = 0xec;
+        p_minus_one[31] = 0x7f;
+        let low_order = bytes == [0u8; 32] || bytes == one || bytes == p_minus_one || X25519_ORDER_8.contains(&bytes);
+        if low_order {
+            return Err(KeyError::InvalidX25519);
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_base64url(&self) -> String {
+        base64url::encode(&self.0)
+    }
+}
+
+/// u < 2^255 - 19 for a little-endian value whose bit 255 is clear.
+fn below_field_prime(le: &[u8; 32]) -> bool {
+    !(le[31] == 0x7f && le[1..31].iter().all(|b| *b == 0xff) && le[0] >= 0xed)
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptionKey({})", self.to_base64url())
+    }
+}
+
+/// An Ed25519 signature: 64 bytes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 64]);
+
+impl Signature {
+    pub fn parse(text: &str) -> Option<Self> {
+        base64url::decode_array(text).map(Self)
+    }
+
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    pub fn to_base64url(&self) -> String {
+        base64url::encode(&self.0)
+    }
+
+    /// Strict Ed25519 verification: ring refuses an unreduced `S`; the key
+    /// was already checked for canonical encoding and small order.
+    pub fn verify(&self, key: &SigningKey, message: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.as_bytes())
+            .verify(message, &self.0)
+            .is_ok()
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.to_base64url();
+        write!(f, "Signature({}…)", text.get(..8).unwrap_or_default())
+    }
+}
+
+/// A client's private signing key, for tools and tests: the server never
+/// holds one. Its `Debug` shows only the public half.
+pub struct SigningSecret {
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl SigningSecret {
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyError> {
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+            .map(|pair| Self { pair })
+            .map_err(|_| KeyError::Encoding)
+    }
+
+    /// A fresh random seed from the operating system.
+    pub fn generate_seed() -> Option<[u8; 32]> {
+        use ring::rand::SecureRandom;
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut seed).ok()?;
+        Some(seed)
+    }
+
+    pub fn public_key(&self) -> SigningKey {
+        use ring::signature::KeyPair;
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(self.pair.public_key().as_ref());
+        SigningKey(bytes)
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        let mut bytes = [0u8; 64];
+        bytes.copy_from_slice(self.pair.sign(message).as_ref());
+        Signature(bytes)
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SigningSecret(public: {}, private: <redacted>)",
+            self.public_key().to_base64url()
+        )
+    }
+}

@@ -1,0 +1,17 @@
+//! fedid's domain: every rule of the federation protocol and the user API,
+//! behind port traits. It knows nothing of HTTP, SQL, sockets, configuration
+//! files or logging backends; adapters translate to and from it.
+
+#![forbid(unsafe_code)]
+
+pub mod base64url;
+pub mod envelope;
+pub mod handle;
+pub mod json;
+pub mod keys;
+pub mod time;
+
+pub use envelope::{Envelope, EnvelopeError, MessageType, Nonce, ReplayKey, UnsignedEnvelope, VerifiedEnvelope};
+pub use handle::{Alias, Domain, DomainPolicy, Handle, Scheme};
+pub use keys::{EncryptionKey, KeyError, Signature, SigningKey, SigningSecret};
+pub use time::{Timestamp, UnixTime};
