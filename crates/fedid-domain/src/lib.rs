@@ -15,3 +15,15 @@ pub use envelope::{Envelope, EnvelopeError, MessageType, Nonce, ReplayKey, Unsig
 pub use handle::{Alias, Domain, DomainPolicy, Handle, Scheme};
 pub use keys::{EncryptionKey, KeyError, Signature, SigningKey, SigningSecret};
 pub use time::{Timestamp, UnixTime};
+
+pub mod key_directory;
+pub mod model;
+pub mod ports;
+pub mod services;
+pub mod settings;
+
+pub use key_directory::KeyDirectory;
+pub use model::*;
+pub use ports::{Clock, DeliveryFailure, KeyFetcher, Random, Store, StoreError, Transport, Tx};
+pub use services::*;
+pub use settings::Settings;

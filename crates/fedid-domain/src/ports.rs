@@ -1,0 +1,272 @@
+//! The ports: what the domain needs from the outside world. Every trait is
+//! synchronous and object-safe; adapters implement them and `main` wires
+//! them together.
+
+use crate::envelope::ReplayKey;
+use crate::handle::{Alias, Domain, Handle};
+use crate::keys::{EncryptionKey, SigningKey};
+use crate::model::*;
+use crate::time::UnixTime;
+
+/// Failures of the store, translated by each adapter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed; the message is for logs.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Another user holds or once held this alias.
+    #[error("alias taken")]
+    AliasTaken,
+    /// The unit of work asked for a rollback; the store only passes it on.
+    #[error("transaction aborted")]
+    Aborted,
+}
+
+/// The work inside one transaction. Each method may fail with
+/// [`StoreError::Unavailable`]; `set_alias` also with [`StoreError::AliasTaken`].
+pub trait Tx {
+    // Users and sessions.
+    fn create_user(&mut self, at: UnixTime) -> Result<UserId, StoreError>;
+    /// The identity of an existing user; locks that user against concurrent
+    /// resets and alias changes until the transaction ends.
+    fn identity(&mut self, user: UserId) -> Result<Option<IdentityRecord>, StoreError>;
+    fn insert_session(&mut self, user: UserId, token_hash: &[u8; 32], expires_at: UnixTime) -> Result<(), StoreError>;
+    /// The user of an unexpired, unrevoked session.
+    fn session_user(&mut self, token_hash: &[u8; 32], now: UnixTime) -> Result<Option<UserId>, StoreError>;
+    /// Revokes every live session of the user; returns how many.
+    fn revoke_sessions(&mut self, user: UserId, at: UnixTime) -> Result<u64, StoreError>;
+
+    // Identities.
+    /// The identity whose current alias this is; locks it like [`Tx::identity`].
+    fn identity_by_alias(&mut self, alias: &Alias) -> Result<Option<IdentityRecord>, StoreError>;
+    /// The user who holds or once held this alias (aliases are never reused).
+    fn alias_holder(&mut self, alias: &Alias) -> Result<Option<UserId>, StoreError>;
+    /// Sets the alias and remembers it for good. `AliasTaken` when another
+    /// user holds or held it (a race lost on the unique index included).
+    fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError>;
+    fn set_keys(
+        &mut self,
+        user: UserId,
+        signing: &SigningKey,
+        encryption: &EncryptionKey,
+        at: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Clears both keys and records the reset time.
+    fn clear_keys(&mut self, user: UserId, at: UnixTime) -> Result<(), StoreError>;
+
+    // Relationships.
+    fn relationship(&mut self, user: UserId, peer: &Handle) -> Result<Option<Relationship>, StoreError>;
+    fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError>;
+    fn delete_relationship(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;
+    /// Deletes all of the user's relationships; returns their peers.
+    fn delete_relationships(&mut self, user: UserId) -> Result<Vec<Handle>, StoreError>;
+    /// Ordered by peer handle (byte order), strictly after `after`.
+    fn relationships_after(
+        &mut self,
+        user: UserId,
+        after: Option<&Handle>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, StoreError>;
+    fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError>;
+
+    // Inbox.
+    fn insert_message(&mut self, user: UserId, received_at: UnixTime, envelope: &str) -> Result<i64, StoreError>;
+    fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
+    fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
+    /// Ordered by id, strictly after `after`.
+    fn messages_after(
+        &mut self,
+        user: UserId,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>, StoreError>;
+    fn delete_message(&mut self, user: UserId, id: i64) -> Result<bool, StoreError>;
+
+    // Revocation queue.
+    fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError>;
+    /// Queues a row unless one is queued already; true when added.
+    fn enqueue(&mut self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError>;
+    /// Overwrites attempts, last attempt, last error and claim of a queued row.
+    fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError>;
+    fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;
+    /// Ordered by peer handle (byte order), strictly after `after`.
+    fn queue_after(
+        &mut self,
+        user: UserId,
+        after: Option<&Handle>,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError>;
+    fn queue_len(&mut self, user: UserId) -> Result<u64, StoreError>;
+    /// Every user's queued rows: the `fedid_revocations_queued` gauge.
+    fn total_queue_len(&mut self) -> Result<u64, StoreError>;
+
+    // Replay protection (PROTOCOL.md section 5).
+    /// Records an accepted envelope unless its key, or its sender and
+    /// non-empty nonce, is already recorded and not expired at `now`.
+    fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError>;
+    fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError>;
+    /// Deletes rows expired at `now`, at most `limit`; returns how many.
+    fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError>;
+
+    // Audit.
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Oldest first.
+    fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// A unit of work: gets the transaction, returns `Err` to roll back.
+pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'a;
+
+/// Storage with transactions. `write` runs `work` in one serializable,
+/// all-or-nothing transaction and may run it again after a serialization
+/// conflict; `read` runs it on a consistent snapshot and must not write.
+pub trait Store: Send + Sync {
+    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    /// Whether the database answers (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Runs `work` in a write transaction and hands back its value or error.
+pub fn write<T, E: From<StoreError>>(store: &dyn Store, work: impl FnMut(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
+    run(store, work, true)
+}
+
+/// Runs `work` in a read transaction and hands back its value or error.
+pub fn read<T, E: From<StoreError>>(store: &dyn Store, work: impl FnMut(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
+    run(store, work, false)
+}
+
+fn run<T, E: From<StoreError>>(
+    store: &dyn Store,
+    mut work: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    writing: bool,
+) -> Result<T, E> {
+    let mut outcome: Option<Result<T, E>> = None;
+    let mut unit = |tx: &mut dyn Tx| match work(tx) {
+        Ok(value) => {
+            outcome = Some(Ok(value));
+            Ok(())
+        }
+        Err(error) => {
+            outcome = Some(Err(error));
+            Err(StoreError::Aborted)
+        }
+    };
+    let result = if writing {
+        store.write(&mut unit)
+    } else {
+        store.read(&mut unit)
+    };
+    match (result, outcome) {
+        (Ok(()), Some(Ok(value))) => Ok(value),
+        (Err(StoreError::Aborted), Some(Err(error))) => Err(error),
+        (Err(error), _) => Err(error.into()),
+        (Ok(()), _) => Err(StoreError::Unavailable("the store committed without running the work".into()).into()),
+    }
+}
+
+/// The time. Tests use a fixed or stepped clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> UnixTime;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        UnixTime::from_nanos(since.as_nanos() as i128)
+    }
+}
+
+/// Randomness for session tokens.
+pub trait Random: Send + Sync {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), StoreError>;
+}
+
+/// The operating system's CSPRNG, through ring.
+#[derive(Debug)]
+pub struct SystemRandom(ring::rand::SystemRandom);
+
+impl Default for SystemRandom {
+    fn default() -> Self {
+        Self(ring::rand::SystemRandom::new())
+    }
+}
+
+impl Random for SystemRandom {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), StoreError> {
+        use ring::rand::SecureRandom;
+        self.0
+            .fill(bytes)
+            .map_err(|_| StoreError::Unavailable("the system random source failed".into()))
+    }
+}
+
+/// Why a delivery failed (PROTOCOL.md section 7); `Display` is the
+/// recorded reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryFailure {
+    #[error("{}", http_reason(*status, code.as_deref()))]
+    Http { status: u16, code: Option<String> },
+    #[error("timeout")]
+    Timeout,
+    #[error("connect refused")]
+    ConnectRefused,
+    #[error("dns")]
+    Dns,
+    #[error("blocked address")]
+    BlockedAddress,
+    #[error("blocked domain")]
+    BlockedDomain,
+    #[error("tls")]
+    Tls,
+    #[error("redirect")]
+    Redirect,
+    #[error("io")]
+    Io,
+}
+
+fn http_reason(status: u16, code: Option<&str>) -> String {
+    match code {
+        Some(code) => format!("http {status} {code}"),
+        None => format!("http {status}"),
+    }
+}
+
+/// Outbound delivery: `POST {scheme}://{domain}/federation/inbox` with the
+/// wire form. Any 2xx is success. Each call has its own timeout.
+pub trait Transport: Send + Sync {
+    fn deliver(&self, to: &Domain, wire_form: &str) -> Result<(), DeliveryFailure>;
+}
+
+/// A remote user's published keys (key discovery, PROTOCOL.md section 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedKeys {
+    pub handle: Handle,
+    pub signing_key: SigningKey,
+    pub encryption_key: EncryptionKey,
+    pub keys_updated_at: Option<UnixTime>,
+}
+
+/// Why no key could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFetchFailure {
+    /// The peer answered that it has no such user, or no keys for it.
+    #[error("no key published")]
+    NotFound,
+    /// Anything else: network, status, media type, size, handle mismatch.
+    #[error("key lookup failed: {0}")]
+    Failed(String),
+}
+
+/// Fetches a remote handle's keys over the network. `refetch` asks caches
+/// on the way to revalidate (`Cache-Control: no-cache`).
+pub trait KeyFetcher: Send + Sync {
+    fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure>;
+}

@@ -1,0 +1,158 @@
+//! The identity object, alias changes and key registration (API.md).
+
+use serde_json::json;
+
+use crate::handle::{Alias, Handle};
+use crate::keys::{EncryptionKey, SigningKey};
+use crate::model::{AuditRecord, IdentityRecord, UserId};
+use crate::ports::{self, StoreError, Tx};
+use crate::services::Fedid;
+use crate::time::UnixTime;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("{0}")]
+    InvalidAlias(String),
+    #[error("another user holds or once held this alias")]
+    AliasTaken,
+    #[error("the alias cannot change while relationships exist")]
+    RelationshipsExist,
+    #[error("the alias cannot change while revocations are queued")]
+    RevocationsPending,
+    /// `member` names the first key at fault.
+    #[error("{member}: {reason}")]
+    InvalidKey { member: &'static str, reason: String },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for IdentityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AliasTaken => Self::AliasTaken,
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl IdentityError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownUser => "unauthenticated",
+            Self::InvalidAlias(_) => "invalid_alias",
+            Self::AliasTaken => "alias_taken",
+            Self::RelationshipsExist => "relationships_exist",
+            Self::RevocationsPending => "revocations_pending",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+/// The identity object of API.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityView {
+    pub record: IdentityRecord,
+    pub handle: Option<Handle>,
+    pub pending_revocations: u64,
+}
+
+impl IdentityView {
+    /// `active` when alias and both keys are set, else `setup_required`.
+    pub fn state(&self) -> &'static str {
+        if self.record.is_active() {
+            "active"
+        } else {
+            "setup_required"
+        }
+    }
+}
+
+/// Keys as the client sent them, validated here.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysInput<'a> {
+    pub signing_key: &'a str,
+    pub encryption_key: &'a str,
+}
+
+impl Fedid {
+    pub fn identity(&self, user: UserId) -> Result<IdentityView, IdentityError> {
+        ports::read(self.store.as_ref(), |tx| self.view(tx, user))
+    }
+
+    pub(crate) fn view(&self, tx: &mut dyn Tx, user: UserId) -> Result<IdentityView, IdentityError> {
+        let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+        let pending_revocations = tx.queue_len(user)?;
+        let handle = record.handle(&self.settings.domain);
+        Ok(IdentityView {
+            record,
+            handle,
+            pending_revocations,
+        })
+    }
+
+    /// Sets the alias (ASCII folded). Aliases are never reused, and the
+    /// handle peers know is stable while relationships or revocations exist.
+    pub fn set_alias(&self, user: UserId, input: &str) -> Result<IdentityView, IdentityError> {
+        let alias = Alias::parse_user_input(input).map_err(|e| IdentityError::InvalidAlias(e.to_string()))?;
+        ports::write(self.store.as_ref(), |tx| {
+            let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+            if record.alias.as_ref() == Some(&alias) {
+                return self.view(tx, user);
+            }
+            if tx.alias_holder(&alias)?.is_some_and(|holder| holder != user) {
+                return Err(IdentityError::AliasTaken);
+            }
+            if tx.count_relationships(user, None)? > 0 {
+                return Err(IdentityError::RelationshipsExist);
+            }
+            if tx.queue_len(user)? > 0 {
+                return Err(IdentityError::RevocationsPending);
+            }
+            tx.set_alias(user, &alias)?;
+            self.view(tx, user)
+        })
+    }
+
+    /// Registers or replaces both keys, with an audit record.
+    pub fn set_keys(&self, user: UserId, input: KeysInput<'_>) -> Result<IdentityView, IdentityError> {
+        let signing = SigningKey::parse(input.signing_key).map_err(|e| IdentityError::InvalidKey {
+            member: "signingKey",
+            reason: e.to_string(),
+        })?;
+        let encryption = EncryptionKey::parse(input.encryption_key).map_err(|e| IdentityError::InvalidKey {
+            member: "encryptionKey",
+            reason: e.to_string(),
+        })?;
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), |tx| {
+            tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+            tx.set_keys(user, &signing, &encryption, now)?;
+            audit(
+                tx,
+                user,
+                now,
+                "keys_set",
+                json!({ "signingKey": signing.to_base64url() }),
+            )?;
+            self.view(tx, user)
+        })
+    }
+}
+
+pub(crate) fn audit(
+    tx: &mut dyn Tx,
+    user: UserId,
+    at: UnixTime,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), StoreError> {
+    tx.append_audit(&AuditRecord {
+        user,
+        at,
+        action: action.to_owned(),
+        details,
+    })
+}

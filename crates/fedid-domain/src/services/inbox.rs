@@ -1,0 +1,228 @@
+//! `POST /federation/inbox` (PROTOCOL.md section 8), steps 1 to 7 in order,
+//! with the relationship rules of section 9 (recipient side).
+
+use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
+use crate::key_directory::KeyCheckError;
+use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
+use crate::ports::{self, StoreError, Tx};
+use crate::services::Fedid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("no local user with an active identity has this handle")]
+    UnknownRecipient,
+    #[error("the sender's domain is not on this server's allow-list")]
+    DomainNotAllowed,
+    #[error("the timestamp is outside the allowed clock skew")]
+    TimestampOutOfWindow,
+    #[error("the sender's keys cannot be obtained right now")]
+    SenderKeysUnavailable,
+    #[error("the signature does not verify against the sender's key")]
+    InvalidSignature,
+    #[error("this nonce was already used by the sender for another envelope")]
+    NonceReused,
+    #[error("there is no relationship with the sender")]
+    NoRelationship,
+    #[error("there is no pending request to accept")]
+    NoPendingRequest,
+    #[error("the recipient's inbox is full")]
+    InboxFull,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl InboxError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Envelope(e) => e.code(),
+            Self::UnknownRecipient => "unknown_recipient",
+            Self::DomainNotAllowed => "domain_not_allowed",
+            Self::TimestampOutOfWindow => "timestamp_out_of_window",
+            Self::SenderKeysUnavailable => "sender_keys_unavailable",
+            Self::InvalidSignature => "invalid_signature",
+            Self::NonceReused => "nonce_reused",
+            Self::NoRelationship => "no_relationship",
+            Self::NoPendingRequest => "no_pending_request",
+            Self::InboxFull => "inbox_full",
+            Self::Store(_) => "internal_error",
+        }
+    }
+
+    /// The status PROTOCOL.md section 8 gives this refusal. The protocol
+    /// itself needs it: a refused local delivery is recorded as
+    /// `http <status> <code>` (section 7).
+    pub fn protocol_status(&self) -> u16 {
+        match self {
+            Self::Envelope(EnvelopeError::TooLarge) => 413,
+            Self::Envelope(_) | Self::TimestampOutOfWindow => 400,
+            Self::UnknownRecipient => 404,
+            Self::DomainNotAllowed | Self::NoRelationship => 403,
+            Self::SenderKeysUnavailable => 502,
+            Self::InvalidSignature => 401,
+            Self::NonceReused | Self::NoPendingRequest => 409,
+            Self::InboxFull => 429,
+            Self::Store(_) => 500,
+        }
+    }
+}
+
+/// A successful answer: `202 accepted` or `200 duplicate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Accepted,
+    Duplicate,
+}
+
+/// What the recipient's rule decided (section 9, received side).
+enum Effect {
+    Nothing,
+    Store,
+}
+
+impl Fedid {
+    /// Receives one envelope from another server (or from this one).
+    pub fn receive(&self, body: &[u8]) -> Result<Received, InboxError> {
+        // Step 1: size, I-JSON, protocol version, member rules, type.
+        let envelope = Envelope::parse(body, self.settings.policy())?;
+        // Step 2: recipient, then allow-list.
+        let recipient = self.local_recipient(&envelope)?;
+        if !self.settings.domain_allowed(envelope.from().domain_str()) {
+            return Err(InboxError::DomainNotAllowed);
+        }
+        // Step 3: timestamp window.
+        self.check_window(&envelope)
+            .map_err(|_| InboxError::TimestampOutOfWindow)?;
+        // Steps 4 and 5: sender keys, signature.
+        let verified = self.verify_sender(envelope)?;
+        // Steps 6 and 7 in one transaction with the re-check of step 2.
+        self.apply(&verified, &recipient)
+    }
+
+    /// Whether the envelope's timestamp is within the clock skew of now.
+    pub(crate) fn check_window(&self, envelope: &Envelope) -> Result<(), ()> {
+        let skew = self.settings.max_clock_skew_secs.max(0) as u128 * 1_000_000_000;
+        if envelope.timestamp().instant().distance_nanos(self.clock.now()) <= skew {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    fn local_recipient(&self, envelope: &Envelope) -> Result<IdentityRecord, InboxError> {
+        let to = envelope.to();
+        if !self.settings.is_local(to.domain_str()) {
+            return Err(InboxError::UnknownRecipient);
+        }
+        let alias = to.alias();
+        let record = ports::read(self.store.as_ref(), |tx| tx.identity_by_alias(&alias))?;
+        match record {
+            Some(r) if r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke => Ok(r),
+            _ => Err(InboxError::UnknownRecipient),
+        }
+    }
+
+    fn verify_sender(&self, envelope: Envelope) -> Result<VerifiedEnvelope, InboxError> {
+        let from = envelope.from().clone();
+        if !self.settings.is_local(from.domain_str()) {
+            return self.keys.verify(envelope).map_err(|e| match e {
+                KeyCheckError::Unavailable => InboxError::SenderKeysUnavailable,
+                KeyCheckError::InvalidSignature => InboxError::InvalidSignature,
+            });
+        }
+        let alias = from.alias();
+        let sender = ports::read(self.store.as_ref(), |tx| tx.identity_by_alias(&alias))?;
+        let key = sender
+            .and_then(|s| s.signing_key)
+            .ok_or(InboxError::SenderKeysUnavailable)?;
+        envelope.verify(&key).map_err(|_| InboxError::InvalidSignature)
+    }
+
+    fn apply(&self, envelope: &VerifiedEnvelope, seen: &IdentityRecord) -> Result<Received, InboxError> {
+        let now = self.clock.now();
+        let record = ReplayRecord {
+            key: envelope.replay_key(),
+            sender: envelope.from().clone(),
+            nonce: envelope.nonce().clone(),
+            expires_at: envelope
+                .timestamp()
+                .instant()
+                .plus_secs(self.settings.max_clock_skew_secs),
+        };
+        let alias = envelope.to().alias();
+        ports::write(self.store.as_ref(), |tx| {
+            // Step 2 again, under the recipient's lock: never apply to an
+            // identity reset (or an alias moved) since the first check.
+            let current = tx.identity_by_alias(&alias)?;
+            let unchanged = current.as_ref().is_some_and(|c| {
+                c.user == seen.user
+                    && c.last_reset_at == seen.last_reset_at
+                    && (c.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
+            });
+            if !unchanged {
+                return Err(InboxError::UnknownRecipient);
+            }
+            match tx.record_replay(&record, now)? {
+                ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
+                ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
+                ReplayOutcome::Recorded => {}
+            }
+            if let Effect::Store = self.apply_rule(tx, envelope, seen, now)? {
+                let limited = envelope.message_type() != MessageType::RelationshipRevoke;
+                if limited && tx.count_messages(seen.user)? >= self.settings.inbox_messages_per_user {
+                    return Err(InboxError::InboxFull);
+                }
+                tx.insert_message(seen.user, now, &envelope.wire_form())?;
+            }
+            Ok(Received::Accepted)
+        })
+    }
+
+    /// Section 9, received side: the state change and whether to store.
+    fn apply_rule(
+        &self,
+        tx: &mut dyn Tx,
+        envelope: &VerifiedEnvelope,
+        recipient: &IdentityRecord,
+        now: crate::time::UnixTime,
+    ) -> Result<Effect, InboxError> {
+        use RelationshipState::*;
+        let user = recipient.user;
+        let peer = envelope.from();
+        let state = tx.relationship(user, peer)?.map(|r| r.state);
+        let set = |tx: &mut dyn Tx, state| {
+            tx.put_relationship(
+                user,
+                &Relationship {
+                    peer: peer.clone(),
+                    state,
+                    since: now,
+                },
+            )
+        };
+        match (envelope.message_type(), state) {
+            (MessageType::RelationshipRequest, None) => {
+                if tx.count_relationships(user, Some(Incoming))? >= self.settings.incoming_requests_per_user {
+                    return Err(InboxError::InboxFull);
+                }
+                set(tx, Incoming)?;
+                Ok(Effect::Store)
+            }
+            (MessageType::RelationshipRequest, Some(Outgoing)) | (MessageType::RelationshipAccept, Some(Outgoing)) => {
+                set(tx, Active)?;
+                Ok(Effect::Store)
+            }
+            (MessageType::RelationshipRequest, Some(Incoming | Active)) => Ok(Effect::Nothing),
+            (MessageType::RelationshipAccept, None | Some(Incoming)) => Err(InboxError::NoPendingRequest),
+            (MessageType::RelationshipAccept, Some(Active)) => Ok(Effect::Nothing),
+            (MessageType::RelationshipRevoke, None) => Ok(Effect::Nothing),
+            (MessageType::RelationshipRevoke, Some(_)) => {
+                tx.delete_relationship(user, peer)?;
+                Ok(Effect::Store)
+            }
+            (MessageType::Message, Some(Active)) => Ok(Effect::Store),
+            (MessageType::Message, _) => Err(InboxError::NoRelationship),
+        }
+    }
+}

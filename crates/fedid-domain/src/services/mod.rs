@@ -1,0 +1,159 @@
+//! The use cases, as methods of [`Fedid`]: one file per use case, one error
+//! enum per use case. Each error has a stable `code()` from the contract;
+//! HTTP statuses are the HTTP adapter's business (except where the protocol
+//! itself records them, see [`InboxError::protocol_status`]).
+
+mod discovery;
+mod identity;
+mod inbox;
+mod outbox;
+mod reads;
+mod reset;
+mod revocations;
+mod sessions;
+
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use discovery::PublishedIdentity;
+pub use identity::{IdentityError, IdentityView, KeysInput};
+pub use inbox::{InboxError, Received};
+pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
+pub use reads::ReadError;
+pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};
+pub use revocations::{FlushError, FlushItem, FlushOutcome, FlushReport, FlushResult};
+pub use sessions::{SessionError, SessionToken};
+
+use crate::envelope::Envelope;
+use crate::key_directory::KeyDirectory;
+use crate::ports::{Clock, DeliveryFailure, Random, Store, StoreError, Transport};
+use crate::settings::Settings;
+
+/// Counts what the metrics adapter wants to know about deliveries.
+pub trait DeliveryObserver: Send + Sync {
+    fn delivery(&self, delivered: bool, seconds: f64);
+}
+
+/// The adapters one fedid instance runs on.
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub transport: Arc<dyn Transport>,
+    pub keys: Arc<KeyDirectory>,
+}
+
+/// One fedid instance: settings, ports, and every use case.
+pub struct Fedid {
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    transport: Arc<dyn Transport>,
+    keys: Arc<KeyDirectory>,
+    deliveries: Semaphore,
+    delivery_observer: Option<Arc<dyn DeliveryObserver>>,
+}
+
+impl Fedid {
+    pub fn new(settings: Settings, ports: Ports) -> Self {
+        let deliveries = Semaphore::new(settings.delivery_max_in_flight.max(1));
+        Self {
+            settings,
+            store: ports.store,
+            clock: ports.clock,
+            random: ports.random,
+            transport: ports.transport,
+            keys: ports.keys,
+            deliveries,
+            delivery_observer: None,
+        }
+    }
+
+    pub fn with_delivery_observer(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
+        self.delivery_observer = Some(observer);
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Delivers an envelope (PROTOCOL.md section 7): in-process through the
+    /// inbox for a local recipient, else through the transport. Bounded by
+    /// `delivery.max_in_flight` for the whole instance.
+    pub(crate) fn deliver(&self, envelope: &Envelope) -> Result<(), DeliveryFailure> {
+        let started = std::time::Instant::now();
+        let wire = envelope.wire_form();
+        let to = envelope.to().domain();
+        let result = if !self.settings.domain_allowed(to.as_str()) {
+            Err(DeliveryFailure::BlockedDomain)
+        } else if self.settings.is_local(to.as_str()) {
+            self.receive(wire.as_bytes())
+                .map(|_| ())
+                .map_err(|e| DeliveryFailure::Http {
+                    status: e.protocol_status(),
+                    code: Some(e.code().to_owned()),
+                })
+        } else {
+            let _permit = self.deliveries.acquire();
+            self.transport.deliver(&to, &wire)
+        };
+        if let Some(observer) = &self.delivery_observer {
+            observer.delivery(result.is_ok(), started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Prunes expired replay keys, a batch at a time; returns how many.
+    pub fn prune_replay_keys(&self, batch: usize) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        crate::ports::write(self.store.as_ref(), |tx| tx.prune_replays(now, batch))
+    }
+
+    /// The number of queued revocations of every user (a gauge).
+    pub fn total_queued_revocations(&self) -> Result<u64, StoreError> {
+        crate::ports::read(self.store.as_ref(), |tx| tx.total_queue_len())
+    }
+}
+
+/// A counting semaphore for deliveries in flight.
+struct Semaphore {
+    available: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(permits: usize) -> Self {
+        Self {
+            available: Mutex::new(permits),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut available = self.available.lock().unwrap_or_else(|p| p.into_inner());
+        while *available == 0 {
+            available = self.freed.wait(available).unwrap_or_else(|p| p.into_inner());
+        }
+        *available -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut available = self.0.available.lock().unwrap_or_else(|p| p.into_inner());
+        *available += 1;
+        self.0.freed.notify_one();
+    }
+}

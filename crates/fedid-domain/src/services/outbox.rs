@@ -1,0 +1,204 @@
+//! `POST /users/me/outbox` (API.md; PROTOCOL.md section 9, sender side):
+//! one client-signed envelope from a local user.
+
+use serde_json::{Map, Value};
+
+use crate::envelope::{Envelope, EnvelopeError, MessageType};
+use crate::handle::Handle;
+use crate::model::{QueuedRevocation, Relationship, RelationshipState, UserId};
+use crate::ports::{self, DeliveryFailure, StoreError};
+use crate::services::identity::IdentityError;
+use crate::services::Fedid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the user has no alias or no signing key yet")]
+    IdentityNotSetUp,
+    #[error(transparent)]
+    Envelope(EnvelopeError),
+    #[error("the timestamp is outside the allowed clock skew")]
+    TimestampOutOfWindow,
+    #[error("the signature does not verify against the user's signing key")]
+    InvalidSignature,
+    #[error("no local user with an active identity has this handle")]
+    UnknownRecipient,
+    #[error("a revocation to this peer is still queued")]
+    RevocationsPending,
+    #[error("there is no pending request to accept")]
+    NoPendingRequest,
+    #[error("there is no active relationship with this peer")]
+    NoRelationship,
+    #[error("delivery failed: {0}")]
+    DeliveryFailed(DeliveryFailure),
+    #[error("unknown user")]
+    UnknownUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OutboxError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::IdentityNotSetUp => "identity_not_set_up",
+            Self::Envelope(e) => e.code(),
+            Self::TimestampOutOfWindow => "timestamp_out_of_window",
+            Self::InvalidSignature => "invalid_signature",
+            Self::UnknownRecipient => "unknown_recipient",
+            Self::RevocationsPending => "revocations_pending",
+            Self::NoPendingRequest => "no_pending_request",
+            Self::NoRelationship => "no_relationship",
+            Self::DeliveryFailed(_) => "delivery_failed",
+            Self::UnknownUser => "unauthenticated",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl From<IdentityError> for OutboxError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Store(s) => Self::Store(s),
+            _ => Self::UnknownUser,
+        }
+    }
+}
+
+/// The client's envelope members; the server adds `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRequest {
+    pub to: Handle,
+    pub message_type: String,
+    pub message_version: u64,
+    pub nonce: Option<String>,
+    pub timestamp: String,
+    pub payload: Option<Map<String, Value>>,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    Delivered,
+    /// A REVOKE whose delivery failed: it waits in the revocation queue.
+    Queued,
+}
+
+impl Fedid {
+    pub fn send(&self, user: UserId, request: OutboxRequest) -> Result<OutboxOutcome, OutboxError> {
+        let record = ports::read(self.store.as_ref(), |tx| tx.identity(user))?.ok_or(OutboxError::UnknownUser)?;
+        let (Some(from), Some(key)) = (record.handle(&self.settings.domain), record.signing_key) else {
+            return Err(OutboxError::IdentityNotSetUp);
+        };
+        let envelope = self.build_envelope(&from, &request)?;
+        self.check_window(&envelope)
+            .map_err(|_| OutboxError::TimestampOutOfWindow)?;
+        let envelope = envelope.verify(&key).map_err(|_| OutboxError::InvalidSignature)?;
+        let to = envelope.to().clone();
+        if self.settings.is_local(to.domain_str()) {
+            let alias = to.alias();
+            let recipient = ports::read(self.store.as_ref(), |tx| tx.identity_by_alias(&alias))?;
+            let known =
+                recipient.is_some_and(|r| r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke);
+            if !known {
+                return Err(OutboxError::UnknownRecipient);
+            }
+        }
+        let kind = envelope.message_type();
+        if kind == MessageType::RelationshipRevoke {
+            return self.send_revoke(user, &envelope);
+        }
+        ports::read(self.store.as_ref(), |tx| {
+            if tx.queued(user, &to)?.is_some() {
+                return Err(OutboxError::RevocationsPending);
+            }
+            let state = tx.relationship(user, &to)?.map(|r| r.state);
+            match (kind, state) {
+                (MessageType::RelationshipAccept, Some(RelationshipState::Incoming | RelationshipState::Active)) => {
+                    Ok(())
+                }
+                (MessageType::RelationshipAccept, _) => Err(OutboxError::NoPendingRequest),
+                (MessageType::Message, Some(RelationshipState::Active)) => Ok(()),
+                (MessageType::Message, _) => Err(OutboxError::NoRelationship),
+                _ => Ok(()),
+            }
+        })?;
+        self.deliver(&envelope).map_err(OutboxError::DeliveryFailed)?;
+        // The transition applies to the state at the moment delivery succeeded.
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), |tx| {
+            let state = tx.relationship(user, &to)?.map(|r| r.state);
+            let next = match (kind, state) {
+                (MessageType::RelationshipRequest, None) => Some(RelationshipState::Outgoing),
+                (MessageType::RelationshipRequest, Some(RelationshipState::Incoming)) => {
+                    Some(RelationshipState::Active)
+                }
+                (MessageType::RelationshipAccept, Some(RelationshipState::Incoming)) => Some(RelationshipState::Active),
+                _ => None,
+            };
+            if let Some(state) = next {
+                tx.put_relationship(
+                    user,
+                    &Relationship {
+                        peer: to.clone(),
+                        state,
+                        since: now,
+                    },
+                )?;
+            }
+            Ok::<_, OutboxError>(())
+        })?;
+        Ok(OutboxOutcome::Delivered)
+    }
+
+    /// A REVOKE removes the relationship at once; delivery failures queue it.
+    fn send_revoke(&self, user: UserId, envelope: &Envelope) -> Result<OutboxOutcome, OutboxError> {
+        let to = envelope.to().clone();
+        ports::write(self.store.as_ref(), |tx| tx.delete_relationship(user, &to))?;
+        let result = self.deliver(envelope);
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), |tx| {
+            match &result {
+                Ok(()) => {
+                    tx.dequeue(user, &to)?;
+                }
+                Err(failure) => {
+                    let mut row = match tx.queued(user, &to)? {
+                        Some(row) => row,
+                        None => {
+                            let row = QueuedRevocation::new(to.clone(), now);
+                            tx.enqueue(user, &row)?;
+                            row
+                        }
+                    };
+                    row.attempts += 1;
+                    row.last_attempt_at = Some(now);
+                    row.last_error = Some(failure.to_string());
+                    tx.update_queued(user, &row)?;
+                }
+            }
+            Ok::<_, OutboxError>(())
+        })?;
+        Ok(if result.is_ok() {
+            OutboxOutcome::Delivered
+        } else {
+            OutboxOutcome::Queued
+        })
+    }
+
+    /// Builds the envelope the inbox would read, and checks it the same way.
+    pub(crate) fn build_envelope(&self, from: &Handle, r: &OutboxRequest) -> Result<Envelope, OutboxError> {
+        let mut object = Map::new();
+        object.insert("protocol_version".into(), Value::from(1));
+        object.insert("message_type".into(), Value::String(r.message_type.clone()));
+        object.insert("message_version".into(), Value::from(r.message_version));
+        if let Some(nonce) = &r.nonce {
+            object.insert("nonce".into(), Value::String(nonce.clone()));
+        }
+        object.insert("from".into(), Value::String(from.as_str().into()));
+        object.insert("to".into(), Value::String(r.to.as_str().into()));
+        object.insert("timestamp".into(), Value::String(r.timestamp.clone()));
+        object.insert("payload".into(), Value::Object(r.payload.clone().unwrap_or_default()));
+        object.insert("signature".into(), Value::String(r.signature.clone()));
+        let body = crate::envelope::canonical(&Value::Object(object));
+        Envelope::parse(&body, self.settings.policy()).map_err(OutboxError::Envelope)
+    }
+}

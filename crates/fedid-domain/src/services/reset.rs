@@ -1,0 +1,87 @@
+//! Identity reset (PROTOCOL.md section 10): the last resort after a lost
+//! seed. One transaction erases what was encrypted under the old keys and
+//! queues a revocation for every former peer.
+
+use serde_json::json;
+
+use crate::model::{QueuedRevocation, UserId};
+use crate::ports::{self, StoreError};
+use crate::services::identity::{audit, IdentityError, IdentityView};
+use crate::services::Fedid;
+
+/// The exact confirmation a client must send.
+pub const RESET_CONFIRMATION: &str = "erase-all-my-data";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    #[error("send {{\"confirm\":\"{RESET_CONFIRMATION}\"}} to erase everything")]
+    ConfirmationRequired,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ResetError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ConfirmationRequired => "confirmation_required",
+            Self::UnknownUser => "unauthenticated",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl From<IdentityError> for ResetError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Store(s) => Self::Store(s),
+            _ => Self::UnknownUser,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Rows this reset added to the queue.
+    pub revocations_queued: u64,
+    pub relationships_erased: u64,
+    pub inbox_messages_erased: u64,
+    pub identity: IdentityView,
+}
+
+impl Fedid {
+    /// Erases the user's inbox, relationships and keys, queues one
+    /// revocation per former peer not already queued, and audits it; all or
+    /// nothing. `confirmation` must be exactly [`RESET_CONFIRMATION`].
+    pub fn reset_identity(&self, user: UserId, confirmation: Option<&str>) -> Result<ResetReport, ResetError> {
+        if confirmation != Some(RESET_CONFIRMATION) {
+            return Err(ResetError::ConfirmationRequired);
+        }
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), |tx| {
+            tx.identity(user)?.ok_or(ResetError::UnknownUser)?;
+            let inbox_messages_erased = tx.delete_messages(user)?;
+            let peers = tx.delete_relationships(user)?;
+            let mut revocations_queued = 0;
+            for peer in &peers {
+                if tx.enqueue(user, &QueuedRevocation::new(peer.clone(), now))? {
+                    revocations_queued += 1;
+                }
+            }
+            tx.clear_keys(user, now)?;
+            let counts = json!({
+                "relationships": peers.len(),
+                "inboxMessages": inbox_messages_erased,
+                "revocationsQueued": revocations_queued,
+            });
+            audit(tx, user, now, "identity_reset", counts)?;
+            Ok(ResetReport {
+                revocations_queued,
+                relationships_erased: peers.len() as u64,
+                inbox_messages_erased,
+                identity: self.view(tx, user)?,
+            })
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The revocation queue (PROTOCOL.md section 10; API.md): drop a row, and
+//! flush: deliver client-signed REVOKEs for queued peers, concurrently,
+//! each row claimed so that two flushes never deliver it twice.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use crate::envelope::{Envelope, VerifiedEnvelope};
+use crate::handle::Handle;
+use crate::model::UserId;
+use crate::ports::{self, StoreError};
+use crate::services::identity::{audit, IdentityError};
+use crate::services::outbox::OutboxRequest;
+use crate::services::Fedid;
+
+/// At most this many items in one flush.
+pub const MAX_FLUSH_ITEMS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlushError {
+    /// `member` is the JSON member at fault, e.g. `items[3].peerHandle`.
+    #[error("{member}: {reason}")]
+    InvalidRequest { member: String, reason: String },
+    #[error("the user has no alias or no signing key yet")]
+    IdentityNotSetUp,
+    #[error("no such queued revocation")]
+    NotQueued,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FlushError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::IdentityNotSetUp => "identity_not_set_up",
+            Self::NotQueued => "not_queued",
+            Self::UnknownUser => "unauthenticated",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl From<IdentityError> for FlushError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Store(s) => Self::Store(s),
+            _ => Self::UnknownUser,
+        }
+    }
+}
+
+/// One item of a flush, as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushItem {
+    pub peer_handle: String,
+    pub signature: String,
+    pub nonce: Option<String>,
+    pub timestamp: String,
+    pub message_version: u64,
+}
+
+/// Each item's outcome, in the order API.md checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushOutcome {
+    NotQueued,
+    InProgress,
+    /// A member rule or the timestamp window; holds the code.
+    InvalidItem(&'static str),
+    InvalidSignature,
+    Delivered,
+    /// Holds the delivery failure reason.
+    Failed(String),
+}
+
+impl FlushOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotQueued => "not_queued",
+            Self::InProgress => "in_progress",
+            Self::InvalidItem(_) => "invalid_item",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Delivered => "delivered",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// The `error` member of the result.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::InvalidItem(code) => Some(code),
+            Self::InvalidSignature => Some("invalid_signature"),
+            Self::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushResult {
+    pub peer: Handle,
+    pub outcome: FlushOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    /// In request order.
+    pub results: Vec<FlushResult>,
+    pub delivered: u64,
+    pub failed: u64,
+    /// The user's queue length after every result was recorded.
+    pub remaining: u64,
+}
+
+enum Claim {
+    Outcome(FlushOutcome),
+    Ready(Box<VerifiedEnvelope>),
+}
+
+impl Fedid {
+    /// Drops a queued row without delivering it, with an audit record.
+    pub fn drop_revocation(&self, user: UserId, peer: &Handle) -> Result<(), FlushError> {
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), |tx| {
+            if !tx.dequeue(user, peer)? {
+                return Err(FlushError::NotQueued);
+            }
+            audit(
+                tx,
+                user,
+                now,
+                "revocation_dropped",
+                json!({ "peerHandle": peer.as_str() }),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Delivers the signed REVOKE of each item whose row is queued.
+    pub fn flush(&self, user: UserId, items: &[FlushItem]) -> Result<FlushReport, FlushError> {
+        let peers = self.check_flush_shape(items)?;
+        let record = ports::read(self.store.as_ref(), |tx| tx.identity(user))?.ok_or(FlushError::UnknownUser)?;
+        let (Some(from), Some(key)) = (record.handle(&self.settings.domain), record.signing_key) else {
+            return Err(FlushError::IdentityNotSetUp);
+        };
+
+        let mut outcomes: Vec<Option<FlushOutcome>> = vec![None; items.len()];
+        let mut ready: Vec<(usize, Box<VerifiedEnvelope>)> = Vec::new();
+        for (index, (item, peer)) in items.iter().zip(&peers).enumerate() {
+            match self.claim_and_check(user, &from, &key, item, peer)? {
+                Claim::Outcome(outcome) => outcomes[index] = Some(outcome),
+                Claim::Ready(envelope) => ready.push((index, envelope)),
+            }
+        }
+
+        let delivered = Mutex::new(Vec::with_capacity(ready.len()));
+        let next = AtomicUsize::new(0);
+        let workers = self.settings.delivery_concurrency.clamp(1, ready.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some((index, envelope)) = ready.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let outcome = self.deliver_claimed(user, envelope);
+                        delivered
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((*index, outcome));
+                    }
+                });
+            }
+        });
+        for (index, outcome) in delivered.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            outcomes[index] = Some(outcome);
+        }
+
+        let results: Vec<FlushResult> = peers
+            .into_iter()
+            .zip(outcomes)
+            .map(|(peer, outcome)| FlushResult {
+                peer,
+                outcome: outcome.unwrap_or(FlushOutcome::Failed("io".into())),
+            })
+            .collect();
+        let count = |wanted: fn(&FlushOutcome) -> bool| results.iter().filter(|r| wanted(&r.outcome)).count() as u64;
+        let remaining = ports::read(self.store.as_ref(), |tx| tx.queue_len(user))?;
+        Ok(FlushReport {
+            delivered: count(|o| *o == FlushOutcome::Delivered),
+            failed: count(|o| matches!(o, FlushOutcome::Failed(_))),
+            results,
+            remaining,
+        })
+    }
+
+    fn check_flush_shape(&self, items: &[FlushItem]) -> Result<Vec<Handle>, FlushError> {
+        if items.is_empty() || items.len() > MAX_FLUSH_ITEMS {
+            return Err(FlushError::InvalidRequest {
+                member: "items".into(),
+                reason: format!("between 1 and {MAX_FLUSH_ITEMS} items"),
+            });
+        }
+        let mut peers: Vec<Handle> = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let member = format!("items[{index}].peerHandle");
+            let peer = Handle::parse_user_input(&item.peer_handle, self.settings.policy()).map_err(|e| {
+                FlushError::InvalidRequest {
+                    member: member.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            if !seen.insert(peer.clone()) {
+                return Err(FlushError::InvalidRequest {
+                    member,
+                    reason: "this peer is listed twice".into(),
+                });
+            }
+            peers.push(peer);
+        }
+        Ok(peers)
+    }
+
+    /// Claims the row, then checks the item; a refused item releases the
+    /// claim with its code as `lastError` and attempts unchanged.
+    fn claim_and_check(
+        &self,
+        user: UserId,
+        from: &Handle,
+        key: &crate::keys::SigningKey,
+        item: &FlushItem,
+        peer: &Handle,
+    ) -> Result<Claim, FlushError> {
+        let now = self.clock.now();
+        let claim_until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
+        let claimed = ports::write(self.store.as_ref(), |tx| {
+            let Some(mut row) = tx.queued(user, peer)? else {
+                return Ok(Some(FlushOutcome::NotQueued));
+            };
+            if row.claimed_until.is_some_and(|until| until > now) {
+                return Ok(Some(FlushOutcome::InProgress));
+            }
+            row.claimed_until = Some(claim_until);
+            tx.update_queued(user, &row)?;
+            Ok::<_, FlushError>(None)
+        })?;
+        if let Some(outcome) = claimed {
+            return Ok(Claim::Outcome(outcome));
+        }
+        let request = OutboxRequest {
+            to: peer.clone(),
+            message_type: "RELATIONSHIP_REVOKE".into(),
+            message_version: item.message_version,
+            nonce: item.nonce.clone(),
+            timestamp: item.timestamp.clone(),
+            payload: None,
+            signature: item.signature.clone(),
+        };
+        let refusal = match self.build_envelope(from, &request) {
+            Err(e) => FlushOutcome::InvalidItem(e.code()),
+            Ok(envelope) if self.check_window(&envelope).is_err() => {
+                FlushOutcome::InvalidItem("timestamp_out_of_window")
+            }
+            Ok(envelope) => match envelope.verify(key) {
+                Ok(verified) => return Ok(Claim::Ready(Box::new(verified))),
+                Err(_) => FlushOutcome::InvalidSignature,
+            },
+        };
+        let code = refusal.error().unwrap_or_default().to_owned();
+        self.release(user, peer, |row| row.last_error = Some(code.clone()))?;
+        Ok(Claim::Outcome(refusal))
+    }
+
+    fn deliver_claimed(&self, user: UserId, envelope: &Envelope) -> FlushOutcome {
+        let peer = envelope.to();
+        let recorded = match self.deliver(envelope) {
+            Ok(()) => ports::write(self.store.as_ref(), |tx| tx.dequeue(user, peer)).map(|_| FlushOutcome::Delivered),
+            Err(failure) => {
+                let reason = failure.to_string();
+                let now = self.clock.now();
+                self.release(user, peer, |row| {
+                    row.attempts += 1;
+                    row.last_attempt_at = Some(now);
+                    row.last_error = Some(reason.clone());
+                })
+                .map(|_| FlushOutcome::Failed(reason.clone()))
+            }
+        };
+        // A row whose result could not be written keeps its claim until it
+        // lapses; the client sees the delivery's own outcome.
+        recorded.unwrap_or_else(|_| FlushOutcome::Failed("io".into()))
+    }
+
+    fn release(
+        &self,
+        user: UserId,
+        peer: &Handle,
+        change: impl Fn(&mut crate::model::QueuedRevocation),
+    ) -> Result<(), StoreError> {
+        ports::write(self.store.as_ref(), |tx| {
+            if let Some(mut row) = tx.queued(user, peer)? {
+                change(&mut row);
+                row.claimed_until = None;
+                tx.update_queued(user, &row)?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! The knobs the rules depend on. The server fills this from its
+//! configuration; tests build it with [`Settings::for_domain`].
+
+use crate::handle::{Domain, DomainPolicy, Scheme};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The domain part of local handles.
+    pub domain: Domain,
+    pub scheme: Scheme,
+    pub allow_private_networks: bool,
+    /// When not empty, the only domains this server talks to or accepts
+    /// envelopes from.
+    pub allowed_domains: Vec<Domain>,
+    pub max_clock_skew_secs: i64,
+    pub key_cache_ttl_secs: i64,
+    pub max_key_fetches: usize,
+    pub max_key_fetches_per_domain: usize,
+    pub delivery_concurrency: usize,
+    pub delivery_max_in_flight: usize,
+    pub delivery_timeout_ms: u64,
+    pub inbox_messages_per_user: u64,
+    pub incoming_requests_per_user: u64,
+    pub token_ttl_days: u32,
+}
+
+impl Settings {
+    /// The defaults of OPERATIONS.md for a server of `domain`.
+    pub fn for_domain(domain: Domain, scheme: Scheme, allow_private_networks: bool) -> Self {
+        Self {
+            domain,
+            scheme,
+            allow_private_networks,
+            allowed_domains: Vec::new(),
+            max_clock_skew_secs: 300,
+            key_cache_ttl_secs: 300,
+            max_key_fetches: 32,
+            max_key_fetches_per_domain: 4,
+            delivery_concurrency: 16,
+            delivery_max_in_flight: 64,
+            delivery_timeout_ms: 10_000,
+            inbox_messages_per_user: 10_000,
+            incoming_requests_per_user: 1_000,
+            token_ttl_days: 30,
+        }
+    }
+
+    /// How handles and domains are judged on this server.
+    pub fn policy(&self) -> DomainPolicy {
+        DomainPolicy::for_scheme(self.scheme, self.allow_private_networks)
+    }
+
+    /// Whether the allow-list (if any) admits `domain`.
+    pub fn domain_allowed(&self, domain: &str) -> bool {
+        self.allowed_domains.is_empty() || self.allowed_domains.iter().any(|d| d.as_str() == domain)
+    }
+
+    pub fn is_local(&self, domain: &str) -> bool {
+        self.domain.as_str() == domain
+    }
+}

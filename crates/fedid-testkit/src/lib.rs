@@ -1,0 +1,66 @@
+//! Adapters for integration testers: an in-memory store, a manual clock,
+//! and an in-process network that connects several fedid instances by
+//! domain. Build instances with [`Instance::start`].
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod clock;
+pub mod memory_store;
+pub mod network;
+
+use std::sync::Arc;
+
+pub use client::ClientKeys;
+pub use clock::ManualClock;
+pub use memory_store::MemoryStore;
+pub use network::Network;
+
+use fedid_domain::ports::SystemRandom;
+use fedid_domain::services::Ports;
+use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, KeyDirectory, Scheme, Settings, Store};
+
+/// One fedid instance on an in-process [`Network`].
+pub struct Instance {
+    pub fedid: Arc<Fedid>,
+    pub store: Arc<MemoryStore>,
+}
+
+impl Instance {
+    /// Starts an instance of `domain` with default settings and a memory store.
+    pub fn start(network: &Arc<Network>, domain: &str, clock: Arc<dyn Clock>) -> Option<Self> {
+        let domain = Domain::parse(domain, DomainPolicy::HTTPS_PUBLIC).ok()?;
+        Some(Self::start_with(
+            network,
+            Settings::for_domain(domain, Scheme::Https, false),
+            clock,
+        ))
+    }
+
+    /// Starts an instance with the given settings and a memory store.
+    pub fn start_with(network: &Arc<Network>, settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let fedid = Arc::new(build(settings, Arc::clone(&store) as Arc<dyn Store>, network, clock));
+        network.join(&fedid.settings().domain.clone(), &fedid);
+        Self { fedid, store }
+    }
+}
+
+/// A [`Fedid`] over any store, wired to the in-process network.
+pub fn build(settings: Settings, store: Arc<dyn Store>, network: &Arc<Network>, clock: Arc<dyn Clock>) -> Fedid {
+    let keys = KeyDirectory::new(
+        network.key_fetcher(),
+        Arc::clone(&clock),
+        settings.key_cache_ttl_secs,
+        settings.max_key_fetches,
+        settings.max_key_fetches_per_domain,
+    );
+    let ports = Ports {
+        store,
+        clock,
+        random: Arc::new(SystemRandom::default()),
+        transport: network.transport(),
+        keys: Arc::new(keys),
+    };
+    Fedid::new(settings, ports)
+}

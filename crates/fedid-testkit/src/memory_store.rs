@@ -1,0 +1,373 @@
+//! [`MemoryStore`]: every storage port in memory. A transaction works on a
+//! copy of the state and publishes it on success, so a failed unit of work
+//! leaves nothing behind, exactly like a database rollback. Meant for tests
+//! and small embedded setups: each write copies the whole state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use fedid_domain::ports::{StoreError, Tx, Work};
+use fedid_domain::{
+    Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
+    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, Store, UnixTime, UserId,
+};
+
+#[derive(Debug, Clone)]
+struct Session {
+    user: UserId,
+    expires_at: UnixTime,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    next_user: i64,
+    identities: BTreeMap<UserId, IdentityRecord>,
+    sessions: HashMap<[u8; 32], Session>,
+    alias_history: HashMap<Alias, UserId>,
+    relationships: BTreeMap<(UserId, String), Relationship>,
+    next_message: i64,
+    messages: BTreeMap<i64, (UserId, InboxMessage)>,
+    queue: BTreeMap<(UserId, String), QueuedRevocation>,
+    replays: HashMap<ReplayKey, ReplayRecord>,
+    nonces: HashMap<(String, String), ReplayKey>,
+    audit: Vec<AuditRecord>,
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut copy = state.clone();
+        work(&mut copy)?;
+        *state = copy;
+        Ok(())
+    }
+
+    fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        // Reads must not write; running on a copy enforces it.
+        self.write_discarding(work)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn write_discarding(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut copy = state.clone();
+        drop(state);
+        work(&mut copy)
+    }
+}
+
+fn range_after<'a, V>(
+    map: &'a BTreeMap<(UserId, String), V>,
+    user: UserId,
+    after: Option<&Handle>,
+) -> impl Iterator<Item = &'a V> {
+    let after: Option<String> = after.map(|h| h.as_str().to_owned());
+    let start = (user, after.clone().unwrap_or_default());
+    map.range(start..)
+        .take_while(move |((u, _), _)| *u == user)
+        .filter(move |((_, peer), _)| after.as_ref().is_none_or(|a| peer.as_str() > a.as_str()))
+        .map(|(_, v)| v)
+}
+
+impl Tx for State {
+    fn create_user(&mut self, _at: UnixTime) -> Result<UserId, StoreError> {
+        self.next_user += 1;
+        let user = UserId(self.next_user);
+        self.identities.insert(user, IdentityRecord::new(user));
+        Ok(user)
+    }
+
+    fn identity(&mut self, user: UserId) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self.identities.get(&user).cloned())
+    }
+
+    fn insert_session(&mut self, user: UserId, token_hash: &[u8; 32], expires_at: UnixTime) -> Result<(), StoreError> {
+        self.sessions.insert(
+            *token_hash,
+            Session {
+                user,
+                expires_at,
+                revoked: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn session_user(&mut self, token_hash: &[u8; 32], now: UnixTime) -> Result<Option<UserId>, StoreError> {
+        Ok(self
+            .sessions
+            .get(token_hash)
+            .filter(|s| !s.revoked && s.expires_at > now)
+            .map(|s| s.user))
+    }
+
+    fn revoke_sessions(&mut self, user: UserId, now: UnixTime) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for session in self.sessions.values_mut() {
+            if session.user == user && !session.revoked && session.expires_at > now {
+                session.revoked = true;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    fn identity_by_alias(&mut self, alias: &Alias) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self
+            .identities
+            .values()
+            .find(|i| i.alias.as_ref() == Some(alias))
+            .cloned())
+    }
+
+    fn alias_holder(&mut self, alias: &Alias) -> Result<Option<UserId>, StoreError> {
+        Ok(self.alias_history.get(alias).copied())
+    }
+
+    fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError> {
+        if self.alias_history.get(alias).is_some_and(|holder| *holder != user) {
+            return Err(StoreError::AliasTaken);
+        }
+        self.alias_history.insert(alias.clone(), user);
+        let identity = self
+            .identities
+            .get_mut(&user)
+            .ok_or(StoreError::Unavailable("no such user".into()))?;
+        identity.alias = Some(alias.clone());
+        Ok(())
+    }
+
+    fn set_keys(
+        &mut self,
+        user: UserId,
+        signing: &SigningKey,
+        encryption: &EncryptionKey,
+        at: UnixTime,
+    ) -> Result<(), StoreError> {
+        let identity = self
+            .identities
+            .get_mut(&user)
+            .ok_or(StoreError::Unavailable("no such user".into()))?;
+        identity.signing_key = Some(*signing);
+        identity.encryption_key = Some(*encryption);
+        identity.keys_updated_at = Some(at);
+        Ok(())
+    }
+
+    fn clear_keys(&mut self, user: UserId, at: UnixTime) -> Result<(), StoreError> {
+        let identity = self
+            .identities
+            .get_mut(&user)
+            .ok_or(StoreError::Unavailable("no such user".into()))?;
+        identity.signing_key = None;
+        identity.encryption_key = None;
+        identity.keys_updated_at = None;
+        identity.last_reset_at = Some(at);
+        Ok(())
+    }
+
+    fn relationship(&mut self, user: UserId, peer: &Handle) -> Result<Option<Relationship>, StoreError> {
+        Ok(self.relationships.get(&(user, peer.as_str().to_owned())).cloned())
+    }
+
+    fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError> {
+        self.relationships
+            .insert((user, relationship.peer.as_str().to_owned()), relationship.clone());
+        Ok(())
+    }
+
+    fn delete_relationship(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
+        Ok(self.relationships.remove(&(user, peer.as_str().to_owned())).is_some())
+    }
+
+    fn delete_relationships(&mut self, user: UserId) -> Result<Vec<Handle>, StoreError> {
+        let peers: Vec<Handle> = range_after(&self.relationships, user, None)
+            .map(|r| r.peer.clone())
+            .collect();
+        self.relationships.retain(|(u, _), _| *u != user);
+        Ok(peers)
+    }
+
+    fn relationships_after(
+        &mut self,
+        user: UserId,
+        after: Option<&Handle>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, StoreError> {
+        Ok(range_after(&self.relationships, user, after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError> {
+        Ok(range_after(&self.relationships, user, None)
+            .filter(|r| state.is_none_or(|s| r.state == s))
+            .count() as u64)
+    }
+
+    fn insert_message(&mut self, user: UserId, received_at: UnixTime, envelope: &str) -> Result<i64, StoreError> {
+        self.next_message += 1;
+        let id = self.next_message;
+        self.messages.insert(
+            id,
+            (
+                user,
+                InboxMessage {
+                    id,
+                    received_at,
+                    envelope: envelope.to_owned(),
+                },
+            ),
+        );
+        Ok(id)
+    }
+
+    fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
+        Ok(self.messages.values().filter(|(u, _)| *u == user).count() as u64)
+    }
+
+    fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
+        let before = self.messages.len();
+        self.messages.retain(|_, (u, _)| *u != user);
+        Ok((before - self.messages.len()) as u64)
+    }
+
+    fn messages_after(
+        &mut self,
+        user: UserId,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>, StoreError> {
+        let start = after.map_or(i64::MIN, |a| a.saturating_add(1));
+        Ok(self
+            .messages
+            .range(start..)
+            .filter(|(_, (u, _))| *u == user)
+            .take(limit)
+            .map(|(_, (_, m))| m.clone())
+            .collect())
+    }
+
+    fn delete_message(&mut self, user: UserId, id: i64) -> Result<bool, StoreError> {
+        if self.messages.get(&id).is_some_and(|(u, _)| *u == user) {
+            self.messages.remove(&id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError> {
+        Ok(self.queue.get(&(user, peer.as_str().to_owned())).cloned())
+    }
+
+    fn enqueue(&mut self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError> {
+        let key = (user, row.peer.as_str().to_owned());
+        if self.queue.contains_key(&key) {
+            return Ok(false);
+        }
+        self.queue.insert(key, row.clone());
+        Ok(true)
+    }
+
+    fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError> {
+        if let Some(existing) = self.queue.get_mut(&(user, row.peer.as_str().to_owned())) {
+            existing.attempts = row.attempts;
+            existing.last_attempt_at = row.last_attempt_at;
+            existing.last_error = row.last_error.clone();
+            existing.claimed_until = row.claimed_until;
+        }
+        Ok(())
+    }
+
+    fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
+        Ok(self.queue.remove(&(user, peer.as_str().to_owned())).is_some())
+    }
+
+    fn queue_after(
+        &mut self,
+        user: UserId,
+        after: Option<&Handle>,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError> {
+        Ok(range_after(&self.queue, user, after).take(limit).cloned().collect())
+    }
+
+    fn queue_len(&mut self, user: UserId) -> Result<u64, StoreError> {
+        Ok(range_after(&self.queue, user, None).count() as u64)
+    }
+
+    fn total_queue_len(&mut self) -> Result<u64, StoreError> {
+        Ok(self.queue.len() as u64)
+    }
+
+    fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
+        if self.replays.get(&record.key).is_some_and(|r| r.expires_at > now) {
+            return Ok(ReplayOutcome::Duplicate);
+        }
+        let nonce_key = (record.sender.as_str().to_owned(), record.nonce.as_str().to_owned());
+        if !record.nonce.is_empty() {
+            let live = self
+                .nonces
+                .get(&nonce_key)
+                .and_then(|k| self.replays.get(k))
+                .is_some_and(|r| r.expires_at > now);
+            if live {
+                return Ok(ReplayOutcome::NonceReused);
+            }
+            self.nonces.insert(nonce_key, record.key);
+        }
+        self.replays.insert(record.key, record.clone());
+        Ok(ReplayOutcome::Recorded)
+    }
+
+    fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError> {
+        Ok(self.replays.get(key).is_some_and(|r| r.expires_at > now))
+    }
+
+    fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {
+        let expired: Vec<ReplayKey> = self
+            .replays
+            .iter()
+            .filter(|(_, r)| r.expires_at <= now)
+            .map(|(k, _)| *k)
+            .take(limit)
+            .collect();
+        for key in &expired {
+            if let Some(record) = self.replays.remove(key) {
+                let nonce_key = (record.sender.as_str().to_owned(), record.nonce.as_str().to_owned());
+                if self.nonces.get(&nonce_key) == Some(key) {
+                    self.nonces.remove(&nonce_key);
+                }
+            }
+        }
+        Ok(expired.len() as u64)
+    }
+
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.audit.push(record.clone());
+        Ok(())
+    }
+
+    fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.audit.iter().filter(|r| r.user == user).cloned().collect())
+    }
+}
