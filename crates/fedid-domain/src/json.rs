@@ -283,7 +283,7 @@ impl Reader<'_> {
         if integer_literal {
             let digits = &self.text[int_start..int_end];
             // Up to 15 digits is always below 2^53: exact without checking.
-            if digits.len() > 15 && format!("{:.0}", double.abs()) != digits {
+            if digits.len() > 15 && !integer_literal_lossless(digits, double.abs()) {
                 return Err(JsonError::Number(start));
             }
             if let Ok(v) = literal.parse::<i64>() {
@@ -309,6 +309,19 @@ impl Reader<'_> {
             Ok(())
         }
     }
+}
+
+/// An integer literal is kept when reading it as a double loses nothing:
+/// the double is exactly the literal, or the literal is exactly what RFC 8785
+/// writes for that double (so every wire form fedid emits reads back; see
+/// docs/contract-notes.md).
+fn integer_literal_lossless(digits: &str, magnitude: f64) -> bool {
+    if format!("{magnitude:.0}") == digits {
+        return true;
+    }
+    Number::from_f64(magnitude).is_some_and(|n| {
+        serde_json_canonicalizer::to_vec(&Value::Number(n)).is_ok_and(|text| text == digits.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +365,15 @@ mod tests {
         assert!(matches!(parse_strict(b"[1e400]"), Err(JsonError::Number(_))));
         assert!(matches!(parse_strict(b"[-1e400]"), Err(JsonError::Number(_))));
         assert!(parse_strict(b"[100000000000000000000, 9007199254740992, -9007199254740991, 1e-400, -0]").is_ok());
+        assert!(
+            parse_strict(b"[1000000000000000000000]").is_ok(),
+            "10^21 is exactly a double"
+        );
+        assert!(
+            parse_strict(b"[123456789012345680000]").is_ok(),
+            "what RFC 8785 writes for 1.2345678901234568e20"
+        );
+        assert!(parse_strict(b"[123456789012345680001]").is_err());
     }
 
     #[test]

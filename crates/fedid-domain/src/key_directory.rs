@@ -71,6 +71,7 @@ pub struct KeyDirectory {
     max_in_flight: usize,
     max_per_domain: usize,
     entries: Mutex<HashMap<Handle, Entry>>,
+    refetching: Mutex<HashMap<Handle, Arc<Mutex<()>>>>,
     in_flight: Mutex<InFlight>,
     observer: Option<Arc<dyn KeyFetchObserver>>,
 }
@@ -113,6 +114,7 @@ impl KeyDirectory {
             max_in_flight,
             max_per_domain,
             entries: Mutex::new(HashMap::new()),
+            refetching: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(InFlight::default()),
             observer: None,
         }
@@ -131,10 +133,24 @@ impl KeyDirectory {
             Some(key) => (key, false),
             None => (self.fetch(&sender, false, now)?, true),
         };
-        let envelope = match envelope.verify(&key) {
+        let mut envelope = match envelope.verify(&key) {
             Ok(verified) => return Ok(verified),
             Err(envelope) => envelope,
         };
+        // One refetch per handle at a time. A concurrent request may have
+        // refetched meanwhile (the REVOKEs of one flush arrive together):
+        // after waiting for it, try what the cache holds now before
+        // spending this handle's refetch.
+        let turn = self.refetch_turn(&sender);
+        let _turn = lock(&turn);
+        if let Ok(Some(current)) = self.cached_key(&sender, now) {
+            if current != key {
+                envelope = match envelope.verify(&current) {
+                    Ok(verified) => return Ok(verified),
+                    Err(envelope) => envelope,
+                };
+            }
+        }
         if fresh || !self.may_refetch(&sender, now) {
             return Err(KeyCheckError::InvalidSignature);
         }
@@ -161,6 +177,15 @@ impl KeyDirectory {
             Some(at) if now < at.plus_secs(FAILURE_MEMORY_SECS) => Err(KeyCheckError::Unavailable),
             _ => Ok(None),
         }
+    }
+
+    fn refetch_turn(&self, handle: &Handle) -> Arc<Mutex<()>> {
+        let mut turns = lock(&self.refetching);
+        if turns.len() >= MAX_ENTRIES {
+            // Only idle turns (held by the map alone) may go.
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
+        Arc::clone(turns.entry(handle.clone()).or_default())
     }
 
     /// The 30-second rule: records the refetch when allowed.

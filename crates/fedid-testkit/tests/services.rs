@@ -1,0 +1,719 @@
+//! Every error code and outcome of PROTOCOL.md sections 5, 8, 9, 10 and the
+//! flush, through the services over the in-memory adapters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedid_domain::services::{FlushError, FlushOutcome, IdentityError, InboxError, OutboxError, OutboxOutcome};
+use fedid_domain::{
+    Clock, Domain, DomainPolicy, EnvelopeError, Fedid, Handle, MessageType, PageLimit, Received, RelationshipState,
+    Scheme, Settings, UnixTime, UserId,
+};
+use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
+use serde_json::{json, Map, Value};
+
+struct World {
+    clock: Arc<ManualClock>,
+    network: Arc<Network>,
+    a: Instance,
+    b: Instance,
+}
+
+struct Person {
+    node: Arc<Fedid>,
+    user: UserId,
+    handle: Handle,
+    keys: ClientKeys,
+}
+
+fn settings(domain: &str, tweak: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::for_domain(
+        Domain::parse(domain, DomainPolicy::HTTPS_PUBLIC).unwrap(),
+        Scheme::Https,
+        false,
+    );
+    tweak(&mut s);
+    s
+}
+
+fn world_with(tweak_b: impl FnOnce(&mut Settings)) -> World {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_millis(100));
+    let a = Instance::start_with(&network, settings("a.example", |_| {}), clock.clone());
+    let b = Instance::start_with(&network, settings("b.example", tweak_b), clock.clone());
+    World { clock, network, a, b }
+}
+
+fn world() -> World {
+    world_with(|_| {})
+}
+
+fn person(instance: &Instance, alias: &str) -> Person {
+    let node = Arc::clone(&instance.fedid);
+    let (user, _) = node.create_user().unwrap();
+    node.set_alias(user, alias).unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| node.set_keys(user, k)).unwrap();
+    let handle = node.identity(user).unwrap().handle.unwrap();
+    Person {
+        node,
+        user,
+        handle,
+        keys,
+    }
+}
+
+impl World {
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    fn envelope(&self, from: &Person, to: &Person, kind: MessageType) -> String {
+        from.keys
+            .envelope(&from.handle, &to.handle, kind, Map::new(), self.now())
+            .wire_form()
+    }
+
+    fn send(&self, from: &Person, to: &Person, kind: MessageType) -> Result<OutboxOutcome, OutboxError> {
+        let request = from
+            .keys
+            .outbox_request(&from.handle, &to.handle, kind, Map::new(), self.now());
+        from.node.send(from.user, request)
+    }
+
+    fn befriend(&self, x: &Person, y: &Person) {
+        self.send(x, y, MessageType::RelationshipRequest).unwrap();
+        self.send(y, x, MessageType::RelationshipAccept).unwrap();
+    }
+}
+
+fn state(p: &Person, peer: &Handle) -> Option<RelationshipState> {
+    p.node
+        .relationships(p.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|r| r.peer == *peer)
+        .map(|r| r.state)
+}
+
+fn inbox_len(p: &Person) -> usize {
+    p.node.inbox(p.user, None, PageLimit::DEFAULT).unwrap().items.len()
+}
+
+fn edit(wire: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Vec<u8> {
+    let mut value: Value = serde_json::from_str(wire).unwrap();
+    change(value.as_object_mut().unwrap());
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn inbox_step_one_refusals() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    let code = |body: &[u8]| bob.node.receive(body).unwrap_err().code();
+    assert_eq!(code(b"not json"), "invalid_envelope");
+    assert_eq!(code(b"[]"), "invalid_envelope");
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("protocol_version".into(), json!(2));
+            o.remove("from");
+        })),
+        "unsupported_protocol_version"
+    );
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("message_type".into(), json!("POKE"));
+            o.insert("type".into(), json!("POKE"));
+        })),
+        "unsupported_message_type"
+    );
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("message_type".into(), json!("poke"));
+            o.remove("type");
+        })),
+        "invalid_envelope"
+    );
+    let mut big = Map::new();
+    big.insert("x".into(), json!("y".repeat(70_000)));
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("payload".into(), Value::Object(big));
+        })),
+        "payload_too_large"
+    );
+    let deep = (0..32).fold(json!({}), |inner, _| json!({ "d": inner }));
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("payload".into(), deep);
+        })),
+        "invalid_envelope"
+    );
+    let ok_depth = (0..31).fold(json!({}), |inner, _| json!({ "d": inner }));
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("payload".into(), ok_depth);
+        })),
+        "invalid_signature",
+        "depth 32 is allowed"
+    );
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("nonce".into(), Value::Null);
+        })),
+        "invalid_envelope"
+    );
+    assert_eq!(
+        code(&edit(&wire, |o| {
+            o.insert("message_version".into(), json!(0));
+        })),
+        "invalid_envelope"
+    );
+}
+
+#[test]
+fn inbox_recipient_allow_list_and_window() {
+    let w = world_with(|s| s.allowed_domains = vec![Domain::parse("c.example", DomainPolicy::HTTPS_PUBLIC).unwrap()]);
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(bob.node.receive(wire.as_bytes()), Err(InboxError::DomainNotAllowed));
+    let to_nobody = edit(&wire, |o| {
+        o.insert("to".into(), json!("nobody@b.example"));
+    });
+    assert_eq!(
+        bob.node.receive(&to_nobody),
+        Err(InboxError::UnknownRecipient),
+        "recipient is checked before the allow-list"
+    );
+    let elsewhere = edit(&wire, |o| {
+        o.insert("to".into(), json!("bob@c.example"));
+    });
+    assert_eq!(bob.node.receive(&elsewhere), Err(InboxError::UnknownRecipient));
+
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    w.clock.advance_secs(300);
+    assert_eq!(
+        bob.node.receive(wire.as_bytes()),
+        Ok(Received::Accepted),
+        "the boundary is inside the window"
+    );
+    let late = w.envelope(&alice, &bob, MessageType::Message);
+    w.clock.advance_secs(301);
+    assert_eq!(bob.node.receive(late.as_bytes()), Err(InboxError::TimestampOutOfWindow));
+}
+
+#[test]
+fn recipient_without_keys_takes_only_revokes() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    bob.node.reset_identity(bob.user, Some("erase-all-my-data")).unwrap();
+    let request = w.envelope(&alice, &bob, MessageType::Message);
+    assert_eq!(bob.node.receive(request.as_bytes()), Err(InboxError::UnknownRecipient));
+    let revoke = w.envelope(&alice, &bob, MessageType::RelationshipRevoke);
+    assert_eq!(bob.node.receive(revoke.as_bytes()), Ok(Received::Accepted));
+    assert_eq!(
+        bob.node.published_identity("bob").unwrap(),
+        None,
+        "no keys are published after a reset"
+    );
+}
+
+#[test]
+fn sender_keys_and_signatures() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    // Unknown sender: no key obtainable, remembered for 60 s.
+    let ghost = ClientKeys::generate().unwrap();
+    let ghost_handle = Handle::parse("ghost@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let from_ghost = ghost
+        .envelope(
+            &ghost_handle,
+            &bob.handle,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            w.now(),
+        )
+        .wire_form();
+    assert_eq!(
+        bob.node.receive(from_ghost.as_bytes()),
+        Err(InboxError::SenderKeysUnavailable)
+    );
+    // Unreachable sender domain.
+    w.network.set_unreachable("a.example", true);
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(
+        bob.node.receive(wire.as_bytes()),
+        Err(InboxError::SenderKeysUnavailable)
+    );
+    w.network.set_unreachable("a.example", false);
+    assert_eq!(
+        bob.node.receive(wire.as_bytes()),
+        Err(InboxError::SenderKeysUnavailable),
+        "a failure is remembered"
+    );
+    w.clock.advance_secs(61);
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(bob.node.receive(wire.as_bytes()), Ok(Received::Accepted));
+
+    // Signed by someone else: the cached key fails, one refetch, still fails.
+    let forged = ghost
+        .envelope(&alice.handle, &bob.handle, MessageType::Message, Map::new(), w.now())
+        .wire_form();
+    assert_eq!(bob.node.receive(forged.as_bytes()), Err(InboxError::InvalidSignature));
+    // Alice rotates her keys: within 30 s of the last refetch the new key is not fetched.
+    let rotated = ClientKeys::generate().unwrap();
+    rotated.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    let fresh = rotated
+        .envelope(
+            &alice.handle,
+            &bob.handle,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            w.now(),
+        )
+        .wire_form();
+    assert_eq!(bob.node.receive(fresh.as_bytes()), Err(InboxError::InvalidSignature));
+    w.clock.advance_secs(31);
+    let fresh = rotated
+        .envelope(
+            &alice.handle,
+            &bob.handle,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            w.now(),
+        )
+        .wire_form();
+    assert_eq!(
+        bob.node.receive(fresh.as_bytes()),
+        Ok(Received::Accepted),
+        "refetched after 30 s"
+    );
+    // A refetch that finds no key answers sender_keys_unavailable.
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
+    w.clock.advance_secs(31);
+    let stale = rotated.envelope(
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipAccept,
+        Map::new(),
+        w.now(),
+    );
+    let forged_again = ghost.envelope(
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipAccept,
+        Map::new(),
+        w.now(),
+    );
+    assert!(stale.signature() != forged_again.signature());
+    assert_eq!(
+        bob.node.receive(forged_again.wire_form().as_bytes()),
+        Err(InboxError::SenderKeysUnavailable)
+    );
+}
+
+#[test]
+fn replay_and_nonce_rules() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(bob.node.receive(wire.as_bytes()), Ok(Received::Accepted));
+    assert_eq!(bob.node.receive(wire.as_bytes()), Ok(Received::Duplicate));
+    // Same nonce, other bytes: nonce_reused.
+    let first: Value = serde_json::from_str(&wire).unwrap();
+    let nonce = fedid_domain::Nonce::parse(first["nonce"].as_str().unwrap()).unwrap();
+    let reused = fedid_domain::UnsignedEnvelope {
+        message_type: MessageType::Message,
+        message_version: 1,
+        nonce,
+        from: alice.handle.clone(),
+        to: bob.handle.clone(),
+        timestamp: fedid_domain::Timestamp::from_instant(w.now()),
+        payload: Map::new(),
+    }
+    .sign(alice.keys.secret());
+    assert_eq!(
+        bob.node.receive(reused.wire_form().as_bytes()),
+        Err(InboxError::NonceReused)
+    );
+    // A refused envelope consumes neither its replay key nor its nonce.
+    let message = w.envelope(&alice, &bob, MessageType::Message);
+    assert_eq!(bob.node.receive(message.as_bytes()), Err(InboxError::NoRelationship));
+    w.send(&alice, &bob, MessageType::RelationshipRequest).unwrap();
+    w.send(&bob, &alice, MessageType::RelationshipAccept).unwrap();
+    assert_eq!(bob.node.receive(message.as_bytes()), Ok(Received::Accepted));
+    // After the window the replay row no longer counts (and is pruned).
+    w.clock.advance_secs(700);
+    assert!(bob.node.prune_replay_keys(1000).unwrap() >= 2);
+}
+
+#[test]
+fn received_relationship_rules_and_limits() {
+    let w = world_with(|s| {
+        s.inbox_messages_per_user = 3;
+        s.incoming_requests_per_user = 1;
+    });
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let carol = person(&w.a, "carol");
+    let receive = |from: &Person, kind| bob.node.receive(w.envelope(from, &bob, kind).as_bytes());
+    assert_eq!(
+        receive(&alice, MessageType::RelationshipAccept),
+        Err(InboxError::NoPendingRequest)
+    );
+    assert_eq!(receive(&alice, MessageType::Message), Err(InboxError::NoRelationship));
+    assert_eq!(receive(&alice, MessageType::RelationshipRevoke), Ok(Received::Accepted));
+    assert_eq!(inbox_len(&bob), 0, "a REVOKE with nothing to remove is not stored");
+    assert_eq!(
+        receive(&alice, MessageType::RelationshipRequest),
+        Ok(Received::Accepted)
+    );
+    assert_eq!(state(&bob, &alice.handle), Some(RelationshipState::Incoming));
+    assert_eq!(
+        receive(&alice, MessageType::RelationshipAccept),
+        Err(InboxError::NoPendingRequest)
+    );
+    assert_eq!(
+        receive(&alice, MessageType::RelationshipRequest),
+        Ok(Received::Accepted)
+    );
+    assert_eq!(inbox_len(&bob), 1, "a repeated REQUEST is not stored");
+    assert_eq!(
+        receive(&carol, MessageType::RelationshipRequest),
+        Err(InboxError::InboxFull),
+        "incoming limit"
+    );
+    w.send(&alice, &bob, MessageType::RelationshipRequest).unwrap();
+    w.send(&bob, &alice, MessageType::RelationshipAccept).unwrap();
+    assert_eq!(state(&bob, &alice.handle), Some(RelationshipState::Active));
+    assert_eq!(receive(&alice, MessageType::RelationshipAccept), Ok(Received::Accepted));
+    assert_eq!(receive(&alice, MessageType::Message), Ok(Received::Accepted));
+    assert_eq!(receive(&alice, MessageType::Message), Ok(Received::Accepted));
+    assert_eq!(inbox_len(&bob), 3);
+    assert_eq!(receive(&alice, MessageType::Message), Err(InboxError::InboxFull));
+    assert_eq!(
+        receive(&alice, MessageType::RelationshipRevoke),
+        Ok(Received::Accepted),
+        "never refused for limits"
+    );
+    assert_eq!(inbox_len(&bob), 4);
+    assert_eq!(state(&bob, &alice.handle), None);
+}
+
+#[test]
+fn identity_rules() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let (other, _) = alice.node.create_user().unwrap();
+    assert!(matches!(
+        alice.node.set_alias(other, "a"),
+        Err(IdentityError::InvalidAlias(_))
+    ));
+    assert_eq!(alice.node.set_alias(other, "ALICE"), Err(IdentityError::AliasTaken));
+    assert!(
+        alice.node.set_alias(alice.user, "Alice").is_ok(),
+        "setting the same alias is a no-op"
+    );
+    alice.node.set_alias(alice.user, "alicia").unwrap();
+    assert_eq!(
+        alice.node.set_alias(other, "alice"),
+        Err(IdentityError::AliasTaken),
+        "aliases are never reused"
+    );
+    alice.node.set_alias(alice.user, "alice").unwrap();
+    w.befriend(&alice, &bob);
+    assert_eq!(
+        alice.node.set_alias(alice.user, "alice3"),
+        Err(IdentityError::RelationshipsExist)
+    );
+    let bad = |s: &str, e: &str| {
+        alice.node.set_keys(
+            alice.user,
+            fedid_domain::services::KeysInput {
+                signing_key: s,
+                encryption_key: e,
+            },
+        )
+    };
+    let (sk, ek) = alice.keys.public_keys();
+    assert!(matches!(
+        bad("AAAA", &ek),
+        Err(IdentityError::InvalidKey {
+            member: "signingKey",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad(&sk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Err(IdentityError::InvalidKey {
+            member: "encryptionKey",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad("x", "y"),
+        Err(IdentityError::InvalidKey {
+            member: "signingKey",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn outbox_rules() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let (fresh, _) = alice.node.create_user().unwrap();
+    let request = alice.keys.outbox_request(
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        w.now(),
+    );
+    assert_eq!(
+        alice.node.send(fresh, request.clone()),
+        Err(OutboxError::IdentityNotSetUp)
+    );
+    let mut tampered = request.clone();
+    tampered.payload = Some(json!({"x": 1}).as_object().cloned().unwrap());
+    assert_eq!(
+        alice.node.send(alice.user, tampered),
+        Err(OutboxError::InvalidSignature)
+    );
+    let mut stale = alice.keys.outbox_request(
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        w.now().plus_secs(-400),
+    );
+    assert_eq!(
+        alice.node.send(alice.user, stale.clone()),
+        Err(OutboxError::TimestampOutOfWindow)
+    );
+    stale.message_type = "NOPE".into();
+    assert_eq!(
+        alice.node.send(alice.user, stale).unwrap_err().code(),
+        "unsupported_message_type"
+    );
+    let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let local = alice.keys.outbox_request(
+        &alice.handle,
+        &nobody,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        w.now(),
+    );
+    assert_eq!(alice.node.send(alice.user, local), Err(OutboxError::UnknownRecipient));
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::RelationshipAccept),
+        Err(OutboxError::NoPendingRequest)
+    );
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::Message),
+        Err(OutboxError::NoRelationship)
+    );
+    w.network.set_unreachable("b.example", true);
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::RelationshipRequest),
+        Err(OutboxError::DeliveryFailed(
+            fedid_domain::DeliveryFailure::ConnectRefused
+        ))
+    );
+    assert_eq!(state(&alice, &bob.handle), None, "a failed delivery changes nothing");
+    w.network.set_unreachable("b.example", false);
+    w.befriend(&alice, &bob);
+    // REVOKE: removed at once; a failed delivery queues it; queued blocks other types.
+    w.network.set_unreachable("b.example", true);
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::RelationshipRevoke),
+        Ok(OutboxOutcome::Queued)
+    );
+    assert_eq!(state(&alice, &bob.handle), None);
+    let row = &alice
+        .node
+        .pending_revocations(alice.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items[0];
+    assert_eq!((row.attempts, row.last_error.as_deref()), (1, Some("connect refused")));
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::RelationshipRequest),
+        Err(OutboxError::RevocationsPending)
+    );
+    w.network.set_unreachable("b.example", false);
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::RelationshipRevoke),
+        Ok(OutboxOutcome::Delivered)
+    );
+    assert_eq!(
+        alice.node.identity(alice.user).unwrap().pending_revocations,
+        0,
+        "a delivered REVOKE clears the row"
+    );
+    // A refusal by the peer is reported with its status and code.
+    let failure = w.send(&alice, &bob, MessageType::RelationshipAccept);
+    assert_eq!(failure, Err(OutboxError::NoPendingRequest));
+    assert_eq!(state(&bob, &alice.handle), None);
+}
+
+#[test]
+fn flush_outcomes() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let carol = person(&w.b, "carol");
+    let dave = person(&w.a, "dave");
+    w.befriend(&alice, &bob);
+    w.befriend(&alice, &carol);
+    w.befriend(&alice, &dave);
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    let now = w.now();
+    let shape = |items: &[fedid_domain::services::FlushItem]| match alice.node.flush(alice.user, items) {
+        Err(FlushError::InvalidRequest { member, .. }) => member,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shape(&[]), "items");
+    let mut twice = vec![
+        keys.flush_item(&alice.handle, &bob.handle, now),
+        keys.flush_item(&alice.handle, &bob.handle, now),
+    ];
+    twice[1].peer_handle = "BOB@b.example".into();
+    assert_eq!(shape(&twice), "items[1].peerHandle");
+    let mut bad = keys.flush_item(&alice.handle, &bob.handle, now);
+    bad.peer_handle = "not a handle".into();
+    assert_eq!(shape(&[bad]), "items[0].peerHandle");
+
+    let stranger = Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let mut stale = keys.flush_item(&alice.handle, &carol.handle, now.plus_secs(-600));
+    stale.peer_handle = carol.handle.as_str().into();
+    let forged = alice.keys.flush_item(&alice.handle, &dave.handle, now);
+    let items = vec![
+        keys.flush_item(&alice.handle, &stranger, now),
+        stale,
+        forged,
+        keys.flush_item(&alice.handle, &bob.handle, now),
+    ];
+    let report = alice.node.flush(alice.user, &items).unwrap();
+    let outcomes: Vec<_> = report.results.iter().map(|r| r.outcome.clone()).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            FlushOutcome::NotQueued,
+            FlushOutcome::InvalidItem("timestamp_out_of_window"),
+            FlushOutcome::InvalidSignature,
+            FlushOutcome::Delivered,
+        ]
+    );
+    assert_eq!((report.delivered, report.failed, report.remaining), (1, 0, 2));
+    let rows = alice
+        .node
+        .pending_revocations(alice.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.last_error.clone(), r.attempts))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some("timestamp_out_of_window".into()), 0),
+            (Some("invalid_signature".into()), 0),
+        ]
+    );
+    // The local peer (dave, same domain) is delivered in-process; a refusal is recorded as http.
+    dave.node.reset_identity(dave.user, Some("erase-all-my-data")).unwrap();
+    let report = alice
+        .node
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &dave.handle, now)])
+        .unwrap();
+    assert_eq!(
+        report.results[0].outcome,
+        FlushOutcome::Delivered,
+        "a REVOKE needs only the alias holder"
+    );
+    // A slow peer: failed with timeout, attempts counted.
+    w.network.set_delay("b.example", Duration::from_millis(500));
+    let report = alice
+        .node
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &carol.handle, now)])
+        .unwrap();
+    assert_eq!(report.results[0].outcome, FlushOutcome::Failed("timeout".into()));
+    assert_eq!(
+        alice
+            .node
+            .pending_revocations(alice.user, None, PageLimit::DEFAULT)
+            .unwrap()
+            .items[0]
+            .attempts,
+        1
+    );
+    // Dropping a row: gone, audited; dropping again is not_queued.
+    alice.node.drop_revocation(alice.user, &carol.handle).unwrap();
+    assert_eq!(
+        alice.node.drop_revocation(alice.user, &carol.handle),
+        Err(FlushError::NotQueued)
+    );
+    assert!(alice
+        .node
+        .audit_records(alice.user)
+        .unwrap()
+        .iter()
+        .any(|r| r.action == "revocation_dropped"));
+}
+
+#[test]
+fn concurrent_flushes_never_deliver_a_row_twice() {
+    let w = world();
+    let alice = person(&w.a, "alice");
+    let peers: Vec<Person> = (0..4).map(|i| person(&w.b, &format!("peer{i}"))).collect();
+    for p in &peers {
+        w.befriend(&alice, p);
+    }
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    w.network.set_delay("b.example", Duration::from_millis(50));
+    let now = w.now();
+    let items: Vec<_> = peers
+        .iter()
+        .map(|p| keys.flush_item(&alice.handle, &p.handle, now))
+        .collect();
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| alice.node.flush(alice.user, &items).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let delivered: u64 = reports.iter().map(|r| r.delivered).sum();
+    assert_eq!(delivered, 4, "each row delivered exactly once");
+    for report in &reports {
+        for result in &report.results {
+            assert!(matches!(
+                result.outcome,
+                FlushOutcome::Delivered | FlushOutcome::InProgress | FlushOutcome::NotQueued
+            ));
+        }
+    }
+}
+
+#[test]
+fn envelope_error_codes_are_stable() {
+    assert_eq!(EnvelopeError::TooLarge.code(), "payload_too_large");
+    assert_eq!(InboxError::InvalidSignature.protocol_status(), 401);
+    assert_eq!(InboxError::SenderKeysUnavailable.protocol_status(), 502);
+}
