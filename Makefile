@@ -3,16 +3,22 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help test lint fmt deps-check run ci
+.PHONY: help test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run         run the server on SQLite (./fedid.db)"
 	@echo "make test        run every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
+	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
 	@echo "make lint        rustfmt check and clippy with warnings denied"
 	@echo "make deps-check  prove the domain crate depends on no framework"
 
 test:
 	$(CARGO) test --workspace --all-targets
+
+# The store contract against the local PostgreSQL as well (CI does this).
+test-postgres:
+	FEDID_TEST_POSTGRES_URL=$${FEDID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test} FEDID_REQUIRE_POSTGRES=1 \
+	  $(CARGO) test --workspace --all-targets
 
 lint:
 	$(CARGO) fmt --all -- --check

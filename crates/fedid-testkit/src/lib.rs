@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod contract;
 pub mod memory_store;
 pub mod network;
 

@@ -1,0 +1,242 @@
+//! fedid's `Store` port on diesel: SQLite (libsqlite3 bundled: nothing to
+//! install) or PostgreSQL (several instances on one database), chosen at run
+//! time by the database URL. Migrations from the top-level `migrations/`
+//! folder are embedded in the binary.
+
+#![forbid(unsafe_code)]
+
+mod rows;
+pub mod schema;
+mod tx;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use fedid_domain::ports::{StoreError, Work};
+use fedid_domain::Store;
+
+use crate::tx::DbTx;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// Serializes migrations of instances starting together on one PostgreSQL.
+const MIGRATION_LOCK: i64 = 0x6665_6469_6400;
+/// How often a PostgreSQL transaction is retried after a serialization failure or deadlock.
+const RETRIES: usize = 5;
+
+/// Why the store could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database.url must start with sqlite:// or postgres:// (got {0:?})")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+}
+
+/// Sets every pooled SQLite connection up the same way.
+#[derive(Debug)]
+struct SqliteSetup;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The diesel store, on either backend.
+#[derive(Clone)]
+pub enum DieselStore {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+impl std::fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "DieselStore::Sqlite",
+            Self::Postgres(_) => "DieselStore::Postgres",
+        })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl DieselStore {
+    /// Opens a pool for `sqlite://PATH` (created if absent) or `postgres://...`.
+    pub fn open(url: &str, pool_size: u32) -> Result<Self, OpenError> {
+        let size = pool_size.max(1);
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(OpenError::UnsupportedUrl(url.into()));
+            }
+            let pool = Pool::builder()
+                .max_size(size)
+                .connection_timeout(Duration::from_secs(10))
+                .connection_customizer(Box::new(SqliteSetup))
+                .build(ConnectionManager::<SqliteConnection>::new(path))
+                .map_err(|e| OpenError::Connect(e.to_string()))?;
+            Ok(Self::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = Pool::builder()
+                .max_size(size)
+                .connection_timeout(Duration::from_secs(10))
+                .build(ConnectionManager::<PgConnection>::new(url))
+                .map_err(|e| OpenError::Connect(e.to_string()))?;
+            Ok(Self::Postgres(pool))
+        } else {
+            Err(OpenError::UnsupportedUrl(url.into()))
+        }
+    }
+
+    /// Applies pending migrations; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>, OpenError> {
+        let fail = |e: &dyn std::fmt::Display| OpenError::Migrate(e.to_string());
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
+                let applied = conn.run_pending_migrations(SQLITE_MIGRATIONS).map_err(|e| fail(&e))?;
+                Ok(applied.iter().map(|v| v.to_string()).collect())
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(|e| fail(&e))?;
+                let applied = conn
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|v| v.to_string()).collect())
+                    .map_err(|e| fail(&e));
+                let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                let applied = applied?;
+                unlocked.map_err(|e| fail(&e))?;
+                Ok(applied)
+            }
+        }
+    }
+
+    fn sqlite(
+        pool: &Pool<ConnectionManager<SqliteConnection>>,
+    ) -> Result<PooledConnection<ConnectionManager<SqliteConnection>>, StoreError> {
+        pool.get().map_err(unavailable)
+    }
+}
+
+/// Carries the unit of work's own error through diesel's transaction.
+enum Failure {
+    Store(StoreError),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+fn retryable(failure: &Failure, retry_flag: bool) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    retry_flag
+        || matches!(
+            failure,
+            Failure::Db(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
+        )
+        || matches!(failure, Failure::Db(Error::DatabaseError(_, info)) if info.message().contains("deadlock"))
+}
+
+fn settle(result: Result<(), Failure>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(Failure::Store(e)) => Err(e),
+        Err(Failure::Db(e)) => Err(unavailable(e)),
+    }
+}
+
+impl Store for DieselStore {
+    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = Self::sqlite(pool)?;
+                // IMMEDIATE: writers queue on the lock (busy_timeout) instead of
+                // failing when a read inside the transaction upgrades to a write.
+                settle(conn.immediate_transaction(|conn| {
+                    let mut tx = DbTx {
+                        conn,
+                        lock_rows: false,
+                        retry: false,
+                    };
+                    work(&mut tx).map_err(Failure::Store)
+                }))
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.get().map_err(unavailable)?;
+                let mut attempt = 0;
+                loop {
+                    let mut retry = false;
+                    let result = conn.transaction(|conn| {
+                        let mut tx = DbTx {
+                            conn: &mut **conn,
+                            lock_rows: true,
+                            retry: false,
+                        };
+                        let outcome = work(&mut tx).map_err(Failure::Store);
+                        retry = tx.retry;
+                        outcome
+                    });
+                    match result {
+                        Err(failure) if attempt < RETRIES && retryable(&failure, retry) => attempt += 1,
+                        other => return settle(other),
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = Self::sqlite(pool)?;
+                settle(conn.transaction(|conn| {
+                    let mut tx = DbTx {
+                        conn: &mut **conn,
+                        lock_rows: false,
+                        retry: false,
+                    };
+                    work(&mut tx).map_err(Failure::Store)
+                }))
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.get().map_err(unavailable)?;
+                settle(conn.build_transaction().read_only().repeatable_read().run(|conn| {
+                    let mut tx = DbTx {
+                        conn,
+                        lock_rows: false,
+                        retry: false,
+                    };
+                    work(&mut tx).map_err(Failure::Store)
+                }))
+            }
+        }
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => Self::sqlite(pool)?.batch_execute("SELECT 1").map_err(unavailable),
+            Self::Postgres(pool) => pool
+                .get()
+                .map_err(unavailable)?
+                .batch_execute("SELECT 1")
+                .map_err(unavailable),
+        }
+    }
+}

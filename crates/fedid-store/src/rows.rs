@@ -1,0 +1,170 @@
+//! Rows as diesel reads and writes them, converted to and from the
+//! domain's records here and nowhere else.
+
+use diesel::prelude::*;
+use fedid_domain::ports::StoreError;
+use fedid_domain::{
+    Alias, AuditRecord, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation,
+    Relationship, RelationshipState, SigningKey, UnixTime, UserId,
+};
+
+use crate::schema::*;
+
+/// Accepts every canonical domain: stored handles were validated on the way in.
+const STORED: DomainPolicy = DomainPolicy {
+    default_port: 0,
+    allow_ip_literals: true,
+};
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("stored {what} is not valid"))
+}
+
+pub(crate) fn nanos(t: UnixTime) -> i64 {
+    t.as_nanos().clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+pub(crate) fn time(n: i64) -> UnixTime {
+    UnixTime::from_nanos(i128::from(n))
+}
+
+pub(crate) fn handle(text: &str) -> Result<Handle, StoreError> {
+    Handle::parse(text, STORED).map_err(|_| corrupt("handle"))
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub(crate) struct UserRow {
+    pub id: i64,
+    pub alias: Option<String>,
+    pub signing_key: Option<Vec<u8>>,
+    pub encryption_key: Option<Vec<u8>>,
+    pub keys_updated_at: Option<i64>,
+    pub last_reset_at: Option<i64>,
+}
+
+impl UserRow {
+    pub fn into_record(self) -> Result<IdentityRecord, StoreError> {
+        let key = |bytes: Option<Vec<u8>>| -> Result<Option<[u8; 32]>, StoreError> {
+            bytes.map(|b| b.try_into().map_err(|_| corrupt("key"))).transpose()
+        };
+        Ok(IdentityRecord {
+            user: UserId(self.id),
+            alias: self
+                .alias
+                .map(|a| Alias::parse(&a).map_err(|_| corrupt("alias")))
+                .transpose()?,
+            signing_key: key(self.signing_key)?
+                .map(|b| SigningKey::from_bytes(b).map_err(|_| corrupt("signing key")))
+                .transpose()?,
+            encryption_key: key(self.encryption_key)?
+                .map(|b| EncryptionKey::from_bytes(b).map_err(|_| corrupt("encryption key")))
+                .transpose()?,
+            keys_updated_at: self.keys_updated_at.map(time),
+            last_reset_at: self.last_reset_at.map(time),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = relationships)]
+pub(crate) struct RelationshipRow {
+    pub user_id: i64,
+    pub peer: String,
+    pub state: String,
+    pub since: i64,
+}
+
+impl RelationshipRow {
+    pub fn new(user: UserId, r: &Relationship) -> Self {
+        Self {
+            user_id: user.0,
+            peer: r.peer.as_str().into(),
+            state: r.state.as_str().into(),
+            since: nanos(r.since),
+        }
+    }
+
+    pub fn into_record(self) -> Result<Relationship, StoreError> {
+        Ok(Relationship {
+            peer: handle(&self.peer)?,
+            state: RelationshipState::parse(&self.state).ok_or_else(|| corrupt("relationship state"))?,
+            since: time(self.since),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = inbox_messages)]
+pub(crate) struct MessageRow {
+    pub id: i64,
+    pub received_at: i64,
+    pub envelope: String,
+}
+
+impl MessageRow {
+    pub fn into_record(self) -> InboxMessage {
+        InboxMessage {
+            id: self.id,
+            received_at: time(self.received_at),
+            envelope: self.envelope,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = revocations)]
+pub(crate) struct RevocationRow {
+    pub user_id: i64,
+    pub peer: String,
+    pub queued_at: i64,
+    pub attempts: i32,
+    pub last_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub claimed_until: Option<i64>,
+}
+
+impl RevocationRow {
+    pub fn new(user: UserId, r: &QueuedRevocation) -> Self {
+        Self {
+            user_id: user.0,
+            peer: r.peer.as_str().into(),
+            queued_at: nanos(r.queued_at),
+            attempts: i32::try_from(r.attempts).unwrap_or(i32::MAX),
+            last_attempt_at: r.last_attempt_at.map(nanos),
+            last_error: r.last_error.clone(),
+            claimed_until: r.claimed_until.map(nanos),
+        }
+    }
+
+    pub fn into_record(self) -> Result<QueuedRevocation, StoreError> {
+        Ok(QueuedRevocation {
+            peer: handle(&self.peer)?,
+            queued_at: time(self.queued_at),
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            last_attempt_at: self.last_attempt_at.map(time),
+            last_error: self.last_error,
+            claimed_until: self.claimed_until.map(time),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_log)]
+pub(crate) struct AuditRow {
+    pub user_id: i64,
+    pub at: i64,
+    pub action: String,
+    pub details: String,
+}
+
+impl AuditRow {
+    pub fn into_record(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            user: UserId(self.user_id),
+            at: time(self.at),
+            action: self.action,
+            details: serde_json::from_str(&self.details).map_err(|_| corrupt("audit details"))?,
+        })
+    }
+}

@@ -1,0 +1,89 @@
+//! The tables of `migrations/`; `tests/schema.rs` checks they match.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        alias -> Nullable<Text>,
+        signing_key -> Nullable<Binary>,
+        encryption_key -> Nullable<Binary>,
+        keys_updated_at -> Nullable<BigInt>,
+        last_reset_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    alias_history (alias) {
+        alias -> Text,
+        user_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (token_hash) {
+        token_hash -> Binary,
+        user_id -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    relationships (user_id, peer) {
+        user_id -> BigInt,
+        peer -> Text,
+        state -> Text,
+        since -> BigInt,
+    }
+}
+
+diesel::table! {
+    inbox_messages (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        received_at -> BigInt,
+        envelope -> Text,
+    }
+}
+
+diesel::table! {
+    revocations (user_id, peer) {
+        user_id -> BigInt,
+        peer -> Text,
+        queued_at -> BigInt,
+        attempts -> Integer,
+        last_attempt_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        claimed_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    replay_keys (replay_key) {
+        replay_key -> Binary,
+        sender -> Text,
+        nonce -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        at -> BigInt,
+        action -> Text,
+        details -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    alias_history,
+    sessions,
+    relationships,
+    inbox_messages,
+    revocations,
+    replay_keys,
+    audit_log,
+);

@@ -1,0 +1,457 @@
+//! The `Tx` port over one diesel connection inside a transaction. The same
+//! query code serves SQLite and PostgreSQL (the `impl_tx!` macro); only row
+//! locking differs: PostgreSQL locks the user row with `FOR UPDATE`, SQLite
+//! needs nothing because its write transactions start `IMMEDIATE`.
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use fedid_domain::ports::{StoreError, Tx};
+use fedid_domain::{
+    Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
+    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
+};
+
+use crate::rows::*;
+use crate::schema::*;
+
+pub(crate) struct DbTx<'c, C> {
+    pub conn: &'c mut C,
+    /// Lock rows read for update (write transactions on PostgreSQL).
+    pub lock_rows: bool,
+    /// Set when the database asked for the transaction to be retried.
+    pub retry: bool,
+}
+
+impl<C> DbTx<'_, C> {
+    fn db<T>(&mut self, result: QueryResult<T>) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            if let DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) = &e {
+                self.retry = true;
+            }
+            StoreError::Unavailable(e.to_string())
+        })
+    }
+}
+
+macro_rules! no_lock {
+    ($self:ident, $query:expr) => {
+        $query.first::<UserRow>($self.conn).optional()
+    };
+}
+
+macro_rules! pg_lock {
+    ($self:ident, $query:expr) => {
+        if $self.lock_rows {
+            $query.for_update().first::<UserRow>($self.conn).optional()
+        } else {
+            $query.first::<UserRow>($self.conn).optional()
+        }
+    };
+}
+
+macro_rules! impl_tx {
+    ($conn:ty, $lock:ident) => {
+        impl Tx for DbTx<'_, $conn> {
+            fn create_user(&mut self, at: UnixTime) -> Result<UserId, StoreError> {
+                let id = diesel::insert_into(users::table)
+                    .values(users::created_at.eq(nanos(at)))
+                    .returning(users::id)
+                    .get_result::<i64>(self.conn);
+                self.db(id).map(UserId)
+            }
+
+            fn identity(&mut self, user: UserId) -> Result<Option<IdentityRecord>, StoreError> {
+                let row = $lock!(
+                    self,
+                    users::table
+                        .filter(users::id.eq(user.0))
+                        .select(UserRow::as_select())
+                );
+                self.db(row)?.map(UserRow::into_record).transpose()
+            }
+
+            fn insert_session(
+                &mut self,
+                user: UserId,
+                hash: &[u8; 32],
+                expires_at: UnixTime,
+            ) -> Result<(), StoreError> {
+                let done = diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::token_hash.eq(hash.as_slice()),
+                        sessions::user_id.eq(user.0),
+                        sessions::expires_at.eq(nanos(expires_at)),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn session_user(&mut self, hash: &[u8; 32], now: UnixTime) -> Result<Option<UserId>, StoreError> {
+                let user = sessions::table
+                    .filter(sessions::token_hash.eq(hash.as_slice()))
+                    .filter(sessions::revoked_at.is_null())
+                    .filter(sessions::expires_at.gt(nanos(now)))
+                    .select(sessions::user_id)
+                    .first::<i64>(self.conn)
+                    .optional();
+                self.db(user).map(|u| u.map(UserId))
+            }
+
+            fn revoke_sessions(&mut self, user: UserId, now: UnixTime) -> Result<u64, StoreError> {
+                let n = diesel::update(
+                    sessions::table
+                        .filter(sessions::user_id.eq(user.0))
+                        .filter(sessions::revoked_at.is_null())
+                        .filter(sessions::expires_at.gt(nanos(now))),
+                )
+                .set(sessions::revoked_at.eq(nanos(now)))
+                .execute(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn identity_by_alias(&mut self, alias: &Alias) -> Result<Option<IdentityRecord>, StoreError> {
+                let row = $lock!(
+                    self,
+                    users::table
+                        .filter(users::alias.eq(alias.as_str()))
+                        .select(UserRow::as_select())
+                );
+                self.db(row)?.map(UserRow::into_record).transpose()
+            }
+
+            fn alias_holder(&mut self, alias: &Alias) -> Result<Option<UserId>, StoreError> {
+                let holder = alias_history::table
+                    .filter(alias_history::alias.eq(alias.as_str()))
+                    .select(alias_history::user_id)
+                    .first::<i64>(self.conn)
+                    .optional();
+                self.db(holder).map(|h| h.map(UserId))
+            }
+
+            fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError> {
+                if self.alias_holder(alias)?.is_some_and(|holder| holder != user) {
+                    return Err(StoreError::AliasTaken);
+                }
+                let recorded = diesel::insert_into(alias_history::table)
+                    .values((
+                        alias_history::alias.eq(alias.as_str()),
+                        alias_history::user_id.eq(user.0),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                self.db(recorded)?;
+                let set = diesel::update(users::table.filter(users::id.eq(user.0)))
+                    .set(users::alias.eq(alias.as_str()))
+                    .execute(self.conn);
+                match set {
+                    Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                        Err(StoreError::AliasTaken)
+                    }
+                    other => self.db(other).map(|_| ()),
+                }
+            }
+
+            fn set_keys(
+                &mut self,
+                user: UserId,
+                signing: &SigningKey,
+                encryption: &EncryptionKey,
+                at: UnixTime,
+            ) -> Result<(), StoreError> {
+                let done = diesel::update(users::table.filter(users::id.eq(user.0)))
+                    .set((
+                        users::signing_key.eq(Some(signing.as_bytes().as_slice())),
+                        users::encryption_key.eq(Some(encryption.as_bytes().as_slice())),
+                        users::keys_updated_at.eq(Some(nanos(at))),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn clear_keys(&mut self, user: UserId, at: UnixTime) -> Result<(), StoreError> {
+                let done = diesel::update(users::table.filter(users::id.eq(user.0)))
+                    .set((
+                        users::signing_key.eq(None::<Vec<u8>>),
+                        users::encryption_key.eq(None::<Vec<u8>>),
+                        users::keys_updated_at.eq(None::<i64>),
+                        users::last_reset_at.eq(Some(nanos(at))),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn relationship(&mut self, user: UserId, peer: &Handle) -> Result<Option<Relationship>, StoreError> {
+                let row = relationships::table
+                    .find((user.0, peer.as_str()))
+                    .select(RelationshipRow::as_select())
+                    .first(self.conn)
+                    .optional();
+                self.db(row)?.map(RelationshipRow::into_record).transpose()
+            }
+
+            fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError> {
+                let row = RelationshipRow::new(user, relationship);
+                let done = diesel::insert_into(relationships::table)
+                    .values(&row)
+                    .on_conflict((relationships::user_id, relationships::peer))
+                    .do_update()
+                    .set((
+                        relationships::state.eq(&row.state),
+                        relationships::since.eq(row.since),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn delete_relationship(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
+                let n = diesel::delete(relationships::table.find((user.0, peer.as_str()))).execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn delete_relationships(&mut self, user: UserId) -> Result<Vec<Handle>, StoreError> {
+                let peers = diesel::delete(relationships::table.filter(relationships::user_id.eq(user.0)))
+                    .returning(relationships::peer)
+                    .get_results::<String>(self.conn);
+                let mut peers = self.db(peers)?;
+                peers.sort();
+                peers.iter().map(|p| handle(p)).collect()
+            }
+
+            fn relationships_after(
+                &mut self,
+                user: UserId,
+                after: Option<&Handle>,
+                limit: usize,
+            ) -> Result<Vec<Relationship>, StoreError> {
+                let rows = relationships::table
+                    .filter(relationships::user_id.eq(user.0))
+                    .filter(relationships::peer.gt(after.map_or("", |h| h.as_str())))
+                    .order(relationships::peer.asc())
+                    .limit(limit as i64)
+                    .select(RelationshipRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?
+                    .into_iter()
+                    .map(RelationshipRow::into_record)
+                    .collect()
+            }
+
+            fn count_relationships(
+                &mut self,
+                user: UserId,
+                state: Option<RelationshipState>,
+            ) -> Result<u64, StoreError> {
+                let mut query = relationships::table
+                    .filter(relationships::user_id.eq(user.0))
+                    .into_boxed();
+                if let Some(state) = state {
+                    query = query.filter(relationships::state.eq(state.as_str()));
+                }
+                let n = query.count().get_result::<i64>(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn insert_message(&mut self, user: UserId, at: UnixTime, envelope: &str) -> Result<i64, StoreError> {
+                let id = diesel::insert_into(inbox_messages::table)
+                    .values((
+                        inbox_messages::user_id.eq(user.0),
+                        inbox_messages::received_at.eq(nanos(at)),
+                        inbox_messages::envelope.eq(envelope),
+                    ))
+                    .returning(inbox_messages::id)
+                    .get_result::<i64>(self.conn);
+                self.db(id)
+            }
+
+            fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
+                let n = inbox_messages::table
+                    .filter(inbox_messages::user_id.eq(user.0))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
+                let n =
+                    diesel::delete(inbox_messages::table.filter(inbox_messages::user_id.eq(user.0))).execute(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn messages_after(
+                &mut self,
+                user: UserId,
+                after: Option<i64>,
+                limit: usize,
+            ) -> Result<Vec<InboxMessage>, StoreError> {
+                let rows = inbox_messages::table
+                    .filter(inbox_messages::user_id.eq(user.0))
+                    .filter(inbox_messages::id.gt(after.unwrap_or(i64::MIN)))
+                    .order(inbox_messages::id.asc())
+                    .limit(limit as i64)
+                    .select(MessageRow::as_select())
+                    .load(self.conn);
+                Ok(self.db(rows)?.into_iter().map(MessageRow::into_record).collect())
+            }
+
+            fn delete_message(&mut self, user: UserId, id: i64) -> Result<bool, StoreError> {
+                let n = diesel::delete(
+                    inbox_messages::table
+                        .filter(inbox_messages::id.eq(id))
+                        .filter(inbox_messages::user_id.eq(user.0)),
+                )
+                .execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError> {
+                let row = revocations::table
+                    .find((user.0, peer.as_str()))
+                    .select(RevocationRow::as_select())
+                    .first(self.conn)
+                    .optional();
+                self.db(row)?.map(RevocationRow::into_record).transpose()
+            }
+
+            fn enqueue(&mut self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError> {
+                let n = diesel::insert_into(revocations::table)
+                    .values(&RevocationRow::new(user, row))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError> {
+                let r = RevocationRow::new(user, row);
+                let n = diesel::update(revocations::table.find((user.0, row.peer.as_str())))
+                    .set((
+                        revocations::attempts.eq(r.attempts),
+                        revocations::last_attempt_at.eq(r.last_attempt_at),
+                        revocations::last_error.eq(&r.last_error),
+                        revocations::claimed_until.eq(r.claimed_until),
+                    ))
+                    .execute(self.conn);
+                self.db(n).map(|_| ())
+            }
+
+            fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
+                let n = diesel::delete(revocations::table.find((user.0, peer.as_str()))).execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn queue_after(
+                &mut self,
+                user: UserId,
+                after: Option<&Handle>,
+                limit: usize,
+            ) -> Result<Vec<QueuedRevocation>, StoreError> {
+                let rows = revocations::table
+                    .filter(revocations::user_id.eq(user.0))
+                    .filter(revocations::peer.gt(after.map_or("", |h| h.as_str())))
+                    .order(revocations::peer.asc())
+                    .limit(limit as i64)
+                    .select(RevocationRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?
+                    .into_iter()
+                    .map(RevocationRow::into_record)
+                    .collect()
+            }
+
+            fn queue_len(&mut self, user: UserId) -> Result<u64, StoreError> {
+                let n = revocations::table
+                    .filter(revocations::user_id.eq(user.0))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn total_queue_len(&mut self) -> Result<u64, StoreError> {
+                let n = revocations::table.count().get_result::<i64>(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
+                let key = record.key.as_bytes().as_slice();
+                let (sender, nonce) = (record.sender.as_str(), record.nonce.as_str());
+                // Expired rows no longer count: clear the ones in the way.
+                let cleared = diesel::delete(
+                    replay_keys::table
+                        .filter(replay_keys::expires_at.le(nanos(now)))
+                        .filter(
+                            replay_keys::replay_key.eq(key).or(replay_keys::sender
+                                .eq(sender)
+                                .and(replay_keys::nonce.eq(nonce))
+                                .and(replay_keys::nonce.ne(""))),
+                        ),
+                )
+                .execute(self.conn);
+                self.db(cleared)?;
+                let inserted = diesel::insert_into(replay_keys::table)
+                    .values((
+                        replay_keys::replay_key.eq(key),
+                        replay_keys::sender.eq(sender),
+                        replay_keys::nonce.eq(nonce),
+                        replay_keys::expires_at.eq(nanos(record.expires_at)),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                if self.db(inserted)? > 0 {
+                    return Ok(ReplayOutcome::Recorded);
+                }
+                // Lost to an existing row: the same bytes, or the same nonce.
+                if self.replay_known(&record.key, now)? {
+                    Ok(ReplayOutcome::Duplicate)
+                } else {
+                    Ok(ReplayOutcome::NonceReused)
+                }
+            }
+
+            fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError> {
+                let n = replay_keys::table
+                    .filter(replay_keys::replay_key.eq(key.as_bytes().as_slice()))
+                    .filter(replay_keys::expires_at.gt(nanos(now)))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {
+                let batch = replay_keys::table
+                    .filter(replay_keys::expires_at.le(nanos(now)))
+                    .select(replay_keys::replay_key)
+                    .limit(limit as i64)
+                    .load::<Vec<u8>>(self.conn);
+                let batch = self.db(batch)?;
+                let n = diesel::delete(replay_keys::table.filter(replay_keys::replay_key.eq_any(&batch)))
+                    .execute(self.conn);
+                self.db(n).map(|n| n as u64)
+            }
+
+            fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+                let done = diesel::insert_into(audit_log::table)
+                    .values((
+                        audit_log::user_id.eq(record.user.0),
+                        audit_log::at.eq(nanos(record.at)),
+                        audit_log::action.eq(&record.action),
+                        audit_log::details.eq(record.details.to_string()),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError> {
+                let rows = audit_log::table
+                    .filter(audit_log::user_id.eq(user.0))
+                    .order(audit_log::id.asc())
+                    .select(AuditRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?.into_iter().map(AuditRow::into_record).collect()
+            }
+        }
+    };
+}
+
+impl_tx!(SqliteConnection, no_lock);
+impl_tx!(PgConnection, pg_lock);

@@ -1,0 +1,356 @@
+//! The store contract: one suite, written against the ports, that every
+//! `Store` adapter must pass (the memory store here; SQLite and PostgreSQL
+//! in `fedid-store`). Each function panics with a message on a violation;
+//! call them from a `#[test]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedid_domain::ports::{read, write, StoreError};
+use fedid_domain::{
+    Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, Nonce, PageLimit, QueuedRevocation, Relationship,
+    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Scheme, Settings, Store, UnixTime, UserId,
+};
+use serde_json::Map;
+
+use crate::{ClientKeys, Instance, ManualClock, Network};
+
+fn h(text: &str) -> Handle {
+    Handle::parse(text, DomainPolicy::HTTPS_PUBLIC).unwrap()
+}
+
+fn t(secs: i64) -> UnixTime {
+    UnixTime::from_secs(1_795_774_530 + secs)
+}
+
+/// Every `Tx` method's documented behaviour.
+pub fn tx_semantics(store: &dyn Store) {
+    let (u1, u2) = write(store, |tx| {
+        Ok::<_, StoreError>((tx.create_user(t(0))?, tx.create_user(t(0))?))
+    })
+    .unwrap();
+    assert_ne!(u1, u2);
+    // Aliases: unique and never reused.
+    let alice = Alias::parse("alice").unwrap();
+    write(store, |tx| tx.set_alias(u1, &alice)).unwrap();
+    assert_eq!(write(store, |tx| tx.set_alias(u2, &alice)), Err(StoreError::AliasTaken));
+    write(store, |tx| tx.set_alias(u1, &Alias::parse("alicia").unwrap())).unwrap();
+    assert_eq!(read(store, |tx| tx.alias_holder(&alice)).unwrap(), Some(u1));
+    assert_eq!(write(store, |tx| tx.set_alias(u2, &alice)), Err(StoreError::AliasTaken));
+    assert_eq!(
+        read(store, |tx| tx.identity_by_alias(&alice)).unwrap(),
+        None,
+        "alice is no one's current alias"
+    );
+    write(store, |tx| tx.set_alias(u1, &alice)).unwrap();
+    assert_eq!(
+        read(store, |tx| tx.identity_by_alias(&alice)).unwrap().unwrap().user,
+        u1
+    );
+
+    // Keys and reset.
+    let keys = ClientKeys::from_seed(&[3u8; 32]).unwrap();
+    let (sk, ek) = keys.public_keys();
+    let (sk, ek) = (
+        fedid_domain::SigningKey::parse(&sk).unwrap(),
+        fedid_domain::EncryptionKey::parse(&ek).unwrap(),
+    );
+    write(store, |tx| tx.set_keys(u1, &sk, &ek, t(1))).unwrap();
+    let id = read(store, |tx| tx.identity(u1)).unwrap().unwrap();
+    assert!(id.is_active());
+    assert_eq!((id.signing_key, id.keys_updated_at), (Some(sk), Some(t(1))));
+    write(store, |tx| tx.clear_keys(u1, t(2))).unwrap();
+    let id = read(store, |tx| tx.identity(u1)).unwrap().unwrap();
+    assert_eq!(
+        (id.signing_key, id.encryption_key, id.last_reset_at),
+        (None, None, Some(t(2)))
+    );
+    assert_eq!(read(store, |tx| tx.identity(UserId(987_654))).unwrap(), None);
+
+    // Sessions.
+    write(store, |tx| tx.insert_session(u1, &[1u8; 32], t(100))).unwrap();
+    write(store, |tx| tx.insert_session(u1, &[2u8; 32], t(100))).unwrap();
+    assert_eq!(read(store, |tx| tx.session_user(&[1u8; 32], t(99))).unwrap(), Some(u1));
+    assert_eq!(
+        read(store, |tx| tx.session_user(&[1u8; 32], t(100))).unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(read(store, |tx| tx.session_user(&[9u8; 32], t(0))).unwrap(), None);
+    assert_eq!(write(store, |tx| tx.revoke_sessions(u1, t(5))).unwrap(), 2);
+    assert_eq!(
+        read(store, |tx| tx.session_user(&[2u8; 32], t(6))).unwrap(),
+        None,
+        "revoked"
+    );
+
+    // Relationships: upsert, byte-order pages, counts, delete all.
+    let peers = ["bbb@z.example", "B-c@a.example", "aaa@b.example", "aab@b.example"];
+    for (i, p) in peers.iter().enumerate() {
+        let Ok(peer) = Handle::parse(p, DomainPolicy::HTTPS_PUBLIC) else {
+            continue;
+        };
+        let state = if i % 2 == 0 {
+            RelationshipState::Incoming
+        } else {
+            RelationshipState::Active
+        };
+        write(store, |tx| {
+            tx.put_relationship(
+                u1,
+                &Relationship {
+                    peer: peer.clone(),
+                    state,
+                    since: t(i as i64),
+                },
+            )
+        })
+        .unwrap();
+    }
+    write(store, |tx| {
+        tx.put_relationship(
+            u2,
+            &Relationship {
+                peer: h("aaa@b.example"),
+                state: RelationshipState::Outgoing,
+                since: t(0),
+            },
+        )
+    })
+    .unwrap();
+    let page: Vec<String> = read(store, |tx| tx.relationships_after(u1, None, 10))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.peer.to_string())
+        .collect();
+    assert_eq!(page, vec!["aaa@b.example", "aab@b.example", "bbb@z.example"]);
+    let after: Vec<String> = read(store, |tx| tx.relationships_after(u1, Some(&h("aaa@b.example")), 1))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.peer.to_string())
+        .collect();
+    assert_eq!(after, vec!["aab@b.example"]);
+    write(store, |tx| {
+        tx.put_relationship(
+            u1,
+            &Relationship {
+                peer: h("bbb@z.example"),
+                state: RelationshipState::Active,
+                since: t(9),
+            },
+        )
+    })
+    .unwrap();
+    let r = read(store, |tx| tx.relationship(u1, &h("bbb@z.example")))
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.state, r.since), (RelationshipState::Active, t(9)));
+    assert_eq!(read(store, |tx| tx.count_relationships(u1, None)).unwrap(), 3);
+    assert_eq!(
+        read(store, |tx| tx.count_relationships(u1, Some(RelationshipState::Active))).unwrap(),
+        2
+    );
+    assert!(write(store, |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
+    assert!(!write(store, |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
+    let gone = write(store, |tx| tx.delete_relationships(u1)).unwrap();
+    assert_eq!(gone, vec![h("aaa@b.example"), h("bbb@z.example")]);
+    assert_eq!(
+        read(store, |tx| tx.count_relationships(u2, None)).unwrap(),
+        1,
+        "other users untouched"
+    );
+
+    // Inbox: ids increase, pages by id, per user.
+    let m1 = write(store, |tx| tx.insert_message(u1, t(1), "{\"a\":1}")).unwrap();
+    let m2 = write(store, |tx| tx.insert_message(u2, t(1), "{}")).unwrap();
+    let m3 = write(store, |tx| tx.insert_message(u1, t(2), "{\"b\":2}")).unwrap();
+    assert!(m1 < m2 && m2 < m3);
+    let msgs = read(store, |tx| tx.messages_after(u1, None, 10)).unwrap();
+    assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m1, m3]);
+    assert_eq!(msgs[1].envelope, "{\"b\":2}");
+    assert_eq!(read(store, |tx| tx.messages_after(u1, Some(m1), 10)).unwrap().len(), 1);
+    assert!(
+        !write(store, |tx| tx.delete_message(u2, m1)).unwrap(),
+        "not another user's message"
+    );
+    assert!(write(store, |tx| tx.delete_message(u1, m1)).unwrap());
+    assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
+    assert_eq!(read(store, |tx| tx.count_messages(u2)).unwrap(), 1);
+
+    // Revocation queue.
+    let row = QueuedRevocation::new(h("bob@b.example"), t(0));
+    assert!(write(store, |tx| tx.enqueue(u1, &row)).unwrap());
+    assert!(!write(store, |tx| tx.enqueue(u1, &row)).unwrap(), "queued once");
+    let mut updated = row.clone();
+    updated.attempts = 2;
+    updated.last_error = Some("http 503".into());
+    updated.last_attempt_at = Some(t(3));
+    updated.claimed_until = Some(t(40));
+    write(store, |tx| tx.update_queued(u1, &updated)).unwrap();
+    assert_eq!(
+        read(store, |tx| tx.queued(u1, &h("bob@b.example"))).unwrap(),
+        Some(updated)
+    );
+    write(store, |tx| {
+        tx.enqueue(u1, &QueuedRevocation::new(h("amy@b.example"), t(0)))
+    })
+    .unwrap();
+    let q: Vec<String> = read(store, |tx| tx.queue_after(u1, None, 10))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.peer.to_string())
+        .collect();
+    assert_eq!(q, vec!["amy@b.example", "bob@b.example"]);
+    assert_eq!(read(store, |tx| tx.queue_len(u1)).unwrap(), 2);
+    assert!(read(store, |tx| tx.total_queue_len()).unwrap() >= 2);
+    assert!(write(store, |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
+    assert!(!write(store, |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
+
+    // Replay keys: duplicate, nonce reuse, expiry, empty nonces never collide, pruning.
+    let rec = |key: u8, nonce: &str, exp: i64| ReplayRecord {
+        key: ReplayKey::from_bytes([key; 32]),
+        sender: h("alice@a.example"),
+        nonce: Nonce::parse(nonce).unwrap(),
+        expires_at: t(exp),
+    };
+    let n1 = "AAAAAAAAAAAAAAAAAAAAAA";
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
+        ReplayOutcome::Recorded
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
+        ReplayOutcome::Duplicate
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(2, n1, 10), t(0))).unwrap(),
+        ReplayOutcome::NonceReused
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(3, "", 10), t(0))).unwrap(),
+        ReplayOutcome::Recorded
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(4, "", 10), t(0))).unwrap(),
+        ReplayOutcome::Recorded
+    );
+    assert!(read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([1; 32]), t(9))).unwrap());
+    assert!(
+        !read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([1; 32]), t(10))).unwrap(),
+        "expired"
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(2, n1, 30), t(11))).unwrap(),
+        ReplayOutcome::Recorded,
+        "expired rows no longer count"
+    );
+    assert!(
+        write(store, |tx| tx.prune_replays(t(20), 1)).unwrap() == 1,
+        "pruning takes batches"
+    );
+    assert!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap() >= 1);
+    assert_eq!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap(), 0);
+    assert!(read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([2; 32]), t(20))).unwrap());
+
+    // Audit, oldest first, per user.
+    for action in ["first", "second"] {
+        let record = AuditRecord {
+            user: u1,
+            at: t(1),
+            action: action.into(),
+            details: serde_json::json!({"n": 1}),
+        };
+        write(store, |tx| tx.append_audit(&record)).unwrap();
+    }
+    let audit = read(store, |tx| tx.audit_records(u1)).unwrap();
+    assert_eq!(
+        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        vec!["first", "second"]
+    );
+    assert_eq!(audit[0].details, serde_json::json!({"n": 1}));
+    assert!(read(store, |tx| tx.audit_records(u2)).unwrap().is_empty());
+
+    // A unit of work that fails leaves nothing behind.
+    let failed = write(store, |tx| {
+        tx.enqueue(u2, &QueuedRevocation::new(h("zed@b.example"), t(0)))?;
+        tx.insert_message(u2, t(0), "{}")?;
+        Err::<(), _>(StoreError::Unavailable("injected".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(read(store, |tx| tx.queue_len(u2)).unwrap(), 0);
+    assert_eq!(read(store, |tx| tx.count_messages(u2)).unwrap(), 1);
+    assert!(store.ping().is_ok());
+}
+
+/// The product story with `store` behind the instance of `b.example`,
+/// against an in-memory `a.example`: relationships, messages, reset of the
+/// store's user, flush with refetch at the peer.
+pub fn service_story(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_millis(200));
+    let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
+    let settings = Settings::for_domain(
+        Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
+        Scheme::Https,
+        false,
+    );
+    let b = Arc::new(crate::build(settings, store, &network, clock.clone()));
+    network.join(&b.settings().domain.clone(), &b);
+    let now = || fedid_domain::Clock::now(clock.as_ref());
+
+    let (alice, _) = a.fedid.create_user().unwrap();
+    a.fedid.set_alias(alice, "alice").unwrap();
+    let alice_keys = ClientKeys::generate().unwrap();
+    alice_keys.with_keys(|k| a.fedid.set_keys(alice, k)).unwrap();
+    let (bob, token) = b.create_user().unwrap();
+    assert_eq!(b.authenticate(token.expose()).unwrap(), Some(bob));
+    b.set_alias(bob, "Bob").unwrap();
+    let bob_keys = ClientKeys::generate().unwrap();
+    bob_keys.with_keys(|k| b.set_keys(bob, k)).unwrap();
+    let (ha, hb) = (h("alice@a.example"), h("bob@b.example"));
+
+    let send = |node: &fedid_domain::Fedid, user, keys: &ClientKeys, from: &Handle, to: &Handle, kind| {
+        node.send(user, keys.outbox_request(from, to, kind, Map::new(), now()))
+            .unwrap()
+    };
+    send(&b, bob, &bob_keys, &hb, &ha, MessageType::RelationshipRequest);
+    send(&a.fedid, alice, &alice_keys, &ha, &hb, MessageType::RelationshipAccept);
+    send(&a.fedid, alice, &alice_keys, &ha, &hb, MessageType::Message);
+    let envelope = alice_keys
+        .envelope(&ha, &hb, MessageType::Message, Map::new(), now())
+        .wire_form();
+    assert_eq!(b.receive(envelope.as_bytes()), Ok(fedid_domain::Received::Accepted));
+    assert_eq!(b.receive(envelope.as_bytes()), Ok(fedid_domain::Received::Duplicate));
+    let inbox = b.inbox(bob, None, PageLimit::DEFAULT).unwrap();
+    assert_eq!(inbox.items.len(), 3, "accept and two messages");
+    b.acknowledge(bob, inbox.items[0].id).unwrap();
+
+    let report = b.reset_identity(bob, Some("erase-all-my-data")).unwrap();
+    assert_eq!(
+        (
+            report.revocations_queued,
+            report.relationships_erased,
+            report.inbox_messages_erased
+        ),
+        (1, 1, 2)
+    );
+    let new_keys = ClientKeys::generate().unwrap();
+    new_keys.with_keys(|k| b.set_keys(bob, k)).unwrap();
+    network.set_unreachable("a.example", true);
+    let item = new_keys.flush_item(&hb, &ha, now());
+    let report = b.flush(bob, std::slice::from_ref(&item)).unwrap();
+    assert_eq!(report.results[0].outcome.as_str(), "failed");
+    network.set_unreachable("a.example", false);
+    let report = b.flush(bob, &[item]).unwrap();
+    assert_eq!(report.results[0].outcome.as_str(), "delivered");
+    assert_eq!(report.remaining, 0);
+    assert!(a
+        .fedid
+        .relationships(alice, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items
+        .is_empty());
+    let audit = b.audit_records(bob).unwrap();
+    assert_eq!(audit.iter().filter(|r| r.action == "identity_reset").count(), 1);
+}

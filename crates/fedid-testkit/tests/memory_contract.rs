@@ -1,0 +1,16 @@
+//! The store contract against the in-memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use fedid_testkit::{contract, MemoryStore};
+
+#[test]
+fn memory_store_keeps_the_tx_contract() {
+    contract::tx_semantics(&MemoryStore::new());
+}
+
+#[test]
+fn memory_store_runs_the_service_story() {
+    contract::service_story(Arc::new(MemoryStore::new()));
+}
