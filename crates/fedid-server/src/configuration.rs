@@ -1,0 +1,298 @@
+//! Configuration (OPERATIONS.md): built-in defaults, then the `--config`
+//! TOML file, then `FEDID__SECTION__KEY` environment variables. Unknown keys
+//! are an error; every value is validated here, once, at start.
+
+use std::path::Path;
+
+use fedid_domain::{Domain, DomainPolicy, Scheme, Settings};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub database: DatabaseSection,
+    pub auth: AuthSection,
+    pub federation: FederationSection,
+    pub delivery: DeliverySection,
+    pub limits: LimitsSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub bind: String,
+    pub workers: Option<usize>,
+    pub shutdown_grace_secs: u64,
+    pub trusted_proxies: Vec<String>,
+    pub metrics_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: String,
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub token_ttl_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    pub domain: String,
+    pub scheme: String,
+    pub allow_private_networks: bool,
+    pub allowed_domains: Vec<String>,
+    pub max_clock_skew_secs: i64,
+    pub key_cache_ttl_secs: i64,
+    pub fetch_connect_timeout_ms: u64,
+    pub fetch_timeout_ms: u64,
+    pub max_key_fetches: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    pub concurrency: usize,
+    pub max_in_flight: usize,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub body_bytes: usize,
+    pub inbox_messages_per_user: u64,
+    pub incoming_requests_per_user: u64,
+    pub inbox_requests_per_ip_per_s: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: String,
+    pub level: String,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_string(),
+    }
+}
+
+const DEFAULTS: &str = r#"
+[server]
+bind = "127.0.0.1:8080"
+shutdown_grace_secs = 30
+trusted_proxies = []
+
+[database]
+url = "sqlite://fedid.db"
+pool_size = 8
+
+[auth]
+token_ttl_days = 30
+
+[federation]
+domain = "localhost:8080"
+scheme = "https"
+allow_private_networks = false
+allowed_domains = []
+max_clock_skew_secs = 300
+key_cache_ttl_secs = 300
+fetch_connect_timeout_ms = 5000
+fetch_timeout_ms = 10000
+max_key_fetches = 32
+
+[delivery]
+concurrency = 16
+max_in_flight = 64
+connect_timeout_ms = 5000
+timeout_ms = 10000
+
+[limits]
+body_bytes = 65536
+inbox_messages_per_user = 10000
+incoming_requests_per_user = 1000
+inbox_requests_per_ip_per_s = 0
+
+[log]
+format = "pretty"
+level = "info"
+"#;
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment (`FEDID__SECTION__KEY`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("FEDID__")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("FEDID")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("federation.allowed_domains")
+                .with_list_parse_key("server.trusted_proxies")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Self = builder.build()?.try_deserialize()?;
+        config.settings()?;
+        Ok(config)
+    }
+
+    /// The domain's settings, validated.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let f = &self.federation;
+        let scheme = match f.scheme.as_str() {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => {
+                return Err(invalid(
+                    "federation.scheme",
+                    format!("must be https or http, not {other:?}"),
+                ))
+            }
+        };
+        let policy = DomainPolicy::for_scheme(scheme, f.allow_private_networks);
+        let domain = Domain::parse(&f.domain, policy).map_err(|e| invalid("federation.domain", e))?;
+        let allowed_domains = f
+            .allowed_domains
+            .iter()
+            .filter(|d| !d.is_empty())
+            .map(|d| Domain::parse(d, policy).map_err(|e| invalid("federation.allowed_domains", format!("{d}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(1..=3650).contains(&self.auth.token_ttl_days) {
+            return Err(invalid("auth.token_ttl_days", "must be 1 to 3650"));
+        }
+        if f.max_clock_skew_secs < 0 || f.key_cache_ttl_secs < 0 {
+            return Err(invalid("federation.max_clock_skew_secs", "must not be negative"));
+        }
+        for (key, value) in [
+            ("delivery.concurrency", self.delivery.concurrency),
+            ("delivery.max_in_flight", self.delivery.max_in_flight),
+            ("federation.max_key_fetches", f.max_key_fetches),
+            ("database.pool_size", self.database.pool_size as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+            return Err(invalid("log.format", "must be pretty or json"));
+        }
+        Ok(Settings {
+            allowed_domains,
+            max_clock_skew_secs: f.max_clock_skew_secs,
+            key_cache_ttl_secs: f.key_cache_ttl_secs,
+            max_key_fetches: f.max_key_fetches,
+            delivery_concurrency: self.delivery.concurrency,
+            delivery_max_in_flight: self.delivery.max_in_flight,
+            delivery_timeout_ms: self.delivery.timeout_ms,
+            inbox_messages_per_user: self.limits.inbox_messages_per_user,
+            incoming_requests_per_user: self.limits.incoming_requests_per_user,
+            token_ttl_days: self.auth.token_ttl_days,
+            ..Settings::for_domain(domain, scheme, f.allow_private_networks)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_operations_md() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.database.url, "sqlite://fedid.db");
+        let s = c.settings().unwrap();
+        assert_eq!(s.domain.as_str(), "localhost:8080");
+        assert_eq!(
+            (s.max_clock_skew_secs, s.delivery_concurrency, s.token_ttl_days),
+            (300, 16, 30)
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fedid.toml");
+        std::fs::write(
+            &file,
+            "[federation]\ndomain = \"a.example\"\n[delivery]\nconcurrency = 4\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("FEDID__DELIVERY__CONCURRENCY", "8"),
+                ("FEDID__FEDERATION__ALLOWED_DOMAINS", "a.example,b.example:8443"),
+                ("FEDID__FEDERATION__ALLOW_PRIVATE_NETWORKS", "true"),
+            ]),
+        )
+        .unwrap();
+        let s = c.settings().unwrap();
+        assert_eq!(s.domain.as_str(), "a.example");
+        assert_eq!(s.delivery_concurrency, 8);
+        assert!(s.allow_private_networks);
+        assert_eq!(
+            s.allowed_domains.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            vec!["a.example", "b.example:8443"]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |pairs: &[(&str, &str)]| Config::load_from(None, env(pairs)).unwrap_err().to_string();
+        assert!(err(&[("FEDID__FEDERATION__DOMAIN", "A.example")]).contains("federation.domain"));
+        assert!(err(&[("FEDID__FEDERATION__SCHEME", "ftp")]).contains("federation.scheme"));
+        assert!(err(&[("FEDID__DELIVERY__CONCURRENCY", "0")]).contains("delivery.concurrency"));
+        assert!(err(&[("FEDID__LOG__FORMAT", "xml")]).contains("log.format"));
+        assert!(err(&[("FEDID__FEDERATION__DOMAIN", "127.0.0.1:8080")]).contains("federation.domain"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fedid.toml");
+        std::fs::write(&file, "[server]\nbindd = \"x\"\n").unwrap();
+        assert!(Config::load_from(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("bindd"));
+    }
+}

@@ -1,0 +1,5 @@
+//! The pieces of the `fedid-server` binary that tests and embedders reuse.
+
+#![forbid(unsafe_code)]
+
+pub mod configuration;

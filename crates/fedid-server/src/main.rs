@@ -1,0 +1,183 @@
+//! `fedid-server`: the operator's binary (OPERATIONS.md). `main` is the only
+//! place that wires adapters together.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use fedid_domain::ports::{KeyFetchFailure, PublishedKeys, SystemClock, SystemRandom};
+use fedid_domain::services::Ports;
+use fedid_domain::{DeliveryFailure, Domain, Fedid, Handle, KeyDirectory, KeyFetcher, Transport, UserId};
+use fedid_store::DieselStore;
+
+use fedid_server::configuration::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "fedid-server", version, about = "fedid: a federated identity server")]
+struct Cli {
+    /// A TOML configuration file (later sources: FEDID__SECTION__KEY variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve HTTP (the default command).
+    Serve {
+        /// Do not apply pending migrations first.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage session tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user with a first session token.
+    Create,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a new session token for a user.
+    Issue {
+        #[arg(long)]
+        user: i64,
+        /// Lifetime in days, 1 to 3650 (default: auth.token_ttl_days).
+        #[arg(long)]
+        ttl_days: Option<u32>,
+    },
+    /// Revoke all of a user's tokens.
+    Revoke {
+        #[arg(long)]
+        user: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// A user's audit records, oldest first, one JSON object a line.
+    List {
+        #[arg(long)]
+        user: i64,
+    },
+}
+
+/// Administrative commands never talk to other servers.
+struct Offline;
+
+impl Transport for Offline {
+    fn deliver(&self, _to: &Domain, _wire_form: &str) -> Result<(), DeliveryFailure> {
+        Err(DeliveryFailure::BlockedDomain)
+    }
+}
+
+impl KeyFetcher for Offline {
+    fn fetch_keys(&self, _handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        Err(KeyFetchFailure::Failed(
+            "administrative commands do not fetch keys".into(),
+        ))
+    }
+}
+
+fn open_store(config: &Config) -> Result<DieselStore, String> {
+    DieselStore::open(&config.database.url, config.database.pool_size).map_err(|e| e.to_string())
+}
+
+fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
+    let settings = config.settings().map_err(|e| e.to_string())?;
+    let clock = Arc::new(SystemClock);
+    let keys = KeyDirectory::new(Arc::new(Offline), clock.clone(), 0, 1, 1);
+    let ports = Ports {
+        store: Arc::new(store),
+        clock,
+        random: Arc::new(SystemRandom::default()),
+        transport: Arc::new(Offline),
+        keys: Arc::new(keys),
+    };
+    Ok(Fedid::new(settings, ports))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    let command = cli.command.unwrap_or(Command::Serve { no_migrate: false });
+    let store = open_store(&config)?;
+    match command {
+        Command::Serve { .. } => {
+            Err("serve: the HTTP adapter is not built yet (issue 4); use the other commands".into())
+        }
+        Command::Migrate => {
+            for version in store.migrate().map_err(|e| e.to_string())? {
+                println!("applied {version}");
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Create) => {
+            store.migrate().map_err(|e| e.to_string())?;
+            let fedid = offline_fedid(&config, store)?;
+            let (user, token) = fedid.create_user().map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({ "userId": user.to_string(), "token": token.expose() })
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Issue { user, ttl_days }) => {
+            let fedid = offline_fedid(&config, store)?;
+            let token = fedid
+                .issue_token(UserId(user), ttl_days)
+                .map_err(|e| format!("token issue: {e}"))?;
+            println!("{}", serde_json::json!({ "token": token.expose() }));
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { user }) => {
+            let fedid = offline_fedid(&config, store)?;
+            let revoked = fedid
+                .revoke_tokens(UserId(user))
+                .map_err(|e| format!("token revoke: {e}"))?;
+            println!("{}", serde_json::json!({ "revoked": revoked }));
+            Ok(())
+        }
+        Command::Audit(AuditCommand::List { user }) => {
+            let fedid = offline_fedid(&config, store)?;
+            for record in fedid
+                .audit_records(UserId(user))
+                .map_err(|e| format!("audit list: {e}"))?
+            {
+                let line = serde_json::json!({
+                    "userId": record.user.to_string(),
+                    "at": record.at.to_rfc3339(),
+                    "action": record.action,
+                    "details": record.details,
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fedid-server: {}", message.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
