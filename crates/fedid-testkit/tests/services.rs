@@ -717,3 +717,42 @@ fn envelope_error_codes_are_stable() {
     assert_eq!(InboxError::InvalidSignature.protocol_status(), 401);
     assert_eq!(InboxError::SenderKeysUnavailable.protocol_status(), 502);
 }
+
+#[test]
+fn a_claim_lapses_after_the_delivery_timeout_plus_30_seconds() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    // A flush that crashed after claiming the row: the claim runs for timeout + 30 s.
+    let lapse = w
+        .now()
+        .plus_millis(alice.node.settings().delivery_timeout_ms)
+        .plus_secs(30);
+    fedid_domain::ports::write(alice.node.store(), |tx| {
+        let mut row = tx.queued(alice.user, &bob.handle)?.unwrap();
+        row.claimed_until = Some(lapse);
+        tx.update_queued(alice.user, &row)
+    })
+    .unwrap();
+    let flush = |w: &World| {
+        alice
+            .node
+            .flush(alice.user, &[keys.flush_item(&alice.handle, &bob.handle, w.now())])
+            .unwrap()
+    };
+    assert_eq!(flush(&w).results[0].outcome, FlushOutcome::InProgress);
+    w.clock.advance_secs(39);
+    assert_eq!(
+        flush(&w).results[0].outcome,
+        FlushOutcome::InProgress,
+        "still inside timeout + 30 s"
+    );
+    w.clock.advance_secs(2);
+    assert_eq!(flush(&w).results[0].outcome, FlushOutcome::Delivered);
+}
