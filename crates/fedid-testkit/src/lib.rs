@@ -47,6 +47,32 @@ impl Instance {
     }
 }
 
+/// A user of an instance with a set-up identity, and the keys its client holds.
+pub struct TestUser {
+    pub node: Arc<Fedid>,
+    pub user: fedid_domain::UserId,
+    pub handle: fedid_domain::Handle,
+    pub keys: ClientKeys,
+}
+
+impl Instance {
+    /// Creates a user, sets `alias` (folded as user input) and fresh keys.
+    pub fn user(&self, alias: &str) -> Option<TestUser> {
+        let node = Arc::clone(&self.fedid);
+        let (user, _token) = node.create_user().ok()?;
+        node.set_alias(user, alias).ok()?;
+        let keys = ClientKeys::generate()?;
+        keys.with_keys(|k| node.set_keys(user, k)).ok()?;
+        let handle = node.identity(user).ok()?.handle?;
+        Some(TestUser {
+            node,
+            user,
+            handle,
+            keys,
+        })
+    }
+}
+
 /// A [`Fedid`] over any store, wired to the in-process network.
 pub fn build(settings: Settings, store: Arc<dyn Store>, network: &Arc<Network>, clock: Arc<dyn Clock>) -> Fedid {
     let keys = KeyDirectory::new(

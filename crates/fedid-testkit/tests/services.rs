@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fedid_domain::services::{FlushError, FlushOutcome, IdentityError, InboxError, OutboxError, OutboxOutcome};
 use fedid_domain::{
-    Clock, Domain, DomainPolicy, EnvelopeError, Fedid, Handle, MessageType, PageLimit, Received, RelationshipState,
-    Scheme, Settings, UnixTime, UserId,
+    Clock, Domain, DomainPolicy, EnvelopeError, Handle, MessageType, PageLimit, Received, RelationshipState, Scheme,
+    Settings, UnixTime,
 };
 use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
 use serde_json::{json, Map, Value};
@@ -20,12 +20,7 @@ struct World {
     b: Instance,
 }
 
-struct Person {
-    node: Arc<Fedid>,
-    user: UserId,
-    handle: Handle,
-    keys: ClientKeys,
-}
+type Person = fedid_testkit::TestUser;
 
 fn settings(domain: &str, tweak: impl FnOnce(&mut Settings)) -> Settings {
     let mut s = Settings::for_domain(
@@ -50,18 +45,7 @@ fn world() -> World {
 }
 
 fn person(instance: &Instance, alias: &str) -> Person {
-    let node = Arc::clone(&instance.fedid);
-    let (user, _) = node.create_user().unwrap();
-    node.set_alias(user, alias).unwrap();
-    let keys = ClientKeys::generate().unwrap();
-    keys.with_keys(|k| node.set_keys(user, k)).unwrap();
-    let handle = node.identity(user).unwrap().handle.unwrap();
-    Person {
-        node,
-        user,
-        handle,
-        keys,
-    }
+    instance.user(alias).unwrap()
 }
 
 impl World {

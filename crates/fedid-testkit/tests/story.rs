@@ -5,30 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedid_domain::services::{FlushError, FlushOutcome, IdentityError, OutboxOutcome, ResetError};
-use fedid_domain::{Handle, MessageType, PageLimit, Received, RelationshipState, UserId};
+use fedid_domain::{MessageType, PageLimit, Received, RelationshipState};
 use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
 use serde_json::{json, Map};
 
-struct Person {
-    node: Arc<fedid_domain::Fedid>,
-    user: UserId,
-    handle: Handle,
-    keys: ClientKeys,
-}
+type Person = fedid_testkit::TestUser;
 
 fn person(instance: &Instance, alias: &str) -> Person {
-    let node = Arc::clone(&instance.fedid);
-    let (user, _token) = node.create_user().unwrap();
-    node.set_alias(user, alias).unwrap();
-    let keys = ClientKeys::generate().unwrap();
-    keys.with_keys(|k| node.set_keys(user, k)).unwrap();
-    let handle = node.identity(user).unwrap().handle.unwrap();
-    Person {
-        node,
-        user,
-        handle,
-        keys,
-    }
+    instance.user(alias).unwrap()
 }
 
 fn send(from: &Person, to: &Person, kind: MessageType, clock: &ManualClock) -> OutboxOutcome {
