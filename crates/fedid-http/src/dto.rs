@@ -1,0 +1,306 @@
+//! Wire types of the user API (camelCase) and their conversion from the
+//! domain's values, in one place.
+
+use fedid_domain::services::{FlushReport, IdentityView, PublishedIdentity, ResetReport};
+use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation, Relationship};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+fn empty_object() -> Box<RawValue> {
+    // A stored envelope is always JSON; this only keeps a corrupt row from failing the page.
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| Box::<RawValue>::default())
+}
+use utoipa::ToSchema;
+
+/// The identity object.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    #[schema(example = "42")]
+    pub user_id: String,
+    pub alias: Option<String>,
+    pub handle: Option<String>,
+    pub signing_key: Option<String>,
+    pub encryption_key: Option<String>,
+    /// `active` when alias and both keys are set, else `setup_required`.
+    #[schema(example = "active")]
+    pub state: &'static str,
+    pub keys_updated_at: Option<String>,
+    pub last_reset_at: Option<String>,
+    pub pending_revocations: u64,
+}
+
+impl From<IdentityView> for Identity {
+    fn from(v: IdentityView) -> Self {
+        Self {
+            user_id: v.record.user.to_string(),
+            alias: v.record.alias.as_ref().map(|a| a.to_string()),
+            handle: v.handle.as_ref().map(|h| h.to_string()),
+            signing_key: v.record.signing_key.map(|k| k.to_base64url()),
+            encryption_key: v.record.encryption_key.map(|k| k.to_base64url()),
+            state: v.state(),
+            keys_updated_at: v.record.keys_updated_at.map(|t| t.to_rfc3339()),
+            last_reset_at: v.record.last_reset_at.map(|t| t.to_rfc3339()),
+            pending_revocations: v.pending_revocations,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AliasRequest {
+    #[schema(example = "Alice")]
+    pub alias: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysRequest {
+    pub signing_key: String,
+    pub encryption_key: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetRequest {
+    #[schema(example = "erase-all-my-data")]
+    pub confirm: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Erased {
+    pub relationships: u64,
+    pub inbox_messages: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetResponse {
+    pub revocations_queued: u64,
+    pub erased: Erased,
+    pub identity: Identity,
+}
+
+impl From<ResetReport> for ResetResponse {
+    fn from(r: ResetReport) -> Self {
+        Self {
+            revocations_queued: r.revocations_queued,
+            erased: Erased {
+                relationships: r.relationships_erased,
+                inbox_messages: r.inbox_messages_erased,
+            },
+            identity: r.identity.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRevocation {
+    pub peer_handle: String,
+    pub queued_at: String,
+    pub attempts: u32,
+    pub last_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPage {
+    pub items: Vec<PendingRevocation>,
+    pub next_after: Option<String>,
+}
+
+impl From<Page<QueuedRevocation, Handle>> for PendingPage {
+    fn from(p: Page<QueuedRevocation, Handle>) -> Self {
+        Self {
+            items: p
+                .items
+                .into_iter()
+                .map(|r| PendingRevocation {
+                    peer_handle: r.peer.to_string(),
+                    queued_at: r.queued_at.to_rfc3339(),
+                    attempts: r.attempts,
+                    last_attempt_at: r.last_attempt_at.map(|t| t.to_rfc3339()),
+                    last_error: r.last_error,
+                })
+                .collect(),
+            next_after: p.next_after.map(|h| h.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelationshipItem {
+    pub peer_handle: String,
+    /// `outgoing`, `incoming` or `active`.
+    pub state: &'static str,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelationshipPage {
+    pub items: Vec<RelationshipItem>,
+    pub next_after: Option<String>,
+}
+
+impl From<Page<Relationship, Handle>> for RelationshipPage {
+    fn from(p: Page<Relationship, Handle>) -> Self {
+        Self {
+            items: p
+                .items
+                .into_iter()
+                .map(|r| RelationshipItem {
+                    peer_handle: r.peer.to_string(),
+                    state: r.state.as_str(),
+                    since: r.since.to_rfc3339(),
+                })
+                .collect(),
+            next_after: p.next_after.map(|h| h.to_string()),
+        }
+    }
+}
+
+fn default_version() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlushItemRequest {
+    pub peer_handle: String,
+    pub signature: String,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    pub timestamp: String,
+    #[serde(default = "default_version")]
+    pub message_version: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FlushRequest {
+    pub items: Vec<FlushItemRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlushResultItem {
+    pub peer_handle: String,
+    /// `not_queued`, `in_progress`, `invalid_item`, `invalid_signature`, `delivered` or `failed`.
+    pub outcome: &'static str,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlushResponse {
+    pub results: Vec<FlushResultItem>,
+    pub delivered: u64,
+    pub failed: u64,
+    pub remaining: u64,
+}
+
+impl From<FlushReport> for FlushResponse {
+    fn from(r: FlushReport) -> Self {
+        Self {
+            results: r
+                .results
+                .into_iter()
+                .map(|x| FlushResultItem {
+                    peer_handle: x.peer.to_string(),
+                    outcome: x.outcome.as_str(),
+                    error: x.outcome.error().map(str::to_owned),
+                })
+                .collect(),
+            delivered: r.delivered,
+            failed: r.failed,
+            remaining: r.remaining,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRequestBody {
+    pub to: String,
+    #[schema(example = "RELATIONSHIP_REQUEST")]
+    pub message_type: String,
+    #[serde(default = "default_version")]
+    pub message_version: u64,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    pub timestamp: String,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Map<String, Value>>,
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxResponse {
+    /// `delivered`, or `queued` for a REVOKE whose delivery failed.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxItem {
+    pub id: String,
+    pub received_at: String,
+    /// The envelope exactly as signed, in wire form.
+    #[schema(value_type = Object)]
+    pub envelope: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxPage {
+    pub items: Vec<InboxItem>,
+    pub next_after: Option<String>,
+}
+
+impl From<Page<InboxMessage, i64>> for InboxPage {
+    fn from(p: Page<InboxMessage, i64>) -> Self {
+        Self {
+            items: p
+                .items
+                .into_iter()
+                .map(|m| InboxItem {
+                    id: m.id.to_string(),
+                    received_at: m.received_at.to_rfc3339(),
+                    envelope: RawValue::from_string(m.envelope).unwrap_or_else(|_| empty_object()),
+                })
+                .collect(),
+            next_after: p.next_after.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// The status of an inbox answer or an operations probe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+}
+
+/// The key discovery answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedKeys {
+    pub handle: String,
+    pub signing_key: String,
+    pub encryption_key: String,
+    pub keys_updated_at: Option<String>,
+}
+
+impl From<PublishedIdentity> for PublishedKeys {
+    fn from(p: PublishedIdentity) -> Self {
+        Self {
+            handle: p.handle.to_string(),
+            signing_key: p.signing_key.to_base64url(),
+            encryption_key: p.encryption_key.to_base64url(),
+            keys_updated_at: p.keys_updated_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `POST /federation/inbox` and `GET /federation/users/{alias}`: the
+//! public, server-to-server side.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use fedid_domain::envelope::MAX_ENVELOPE_BYTES;
+use fedid_domain::Received;
+
+use crate::dto::{PublishedKeys, Status};
+use crate::error::{ApiError, Problem};
+use crate::request::{blocking, is_json, read_body};
+use crate::AppState;
+
+#[utoipa::path(post, path = "/federation/inbox", tag = "federation",
+    request_body(content = Object, description = "a signed envelope (PROTOCOL.md section 3)"),
+    responses((status = 202, description = "accepted", body = Status), (status = 200, description = "duplicate", body = Status),
+        (status = 400, description = "`invalid_envelope`, `unsupported_protocol_version`, `unsupported_message_type`, `timestamp_out_of_window`", body = Problem),
+        (status = 401, description = "`invalid_signature`", body = Problem),
+        (status = 403, description = "`domain_not_allowed`, `no_relationship`", body = Problem),
+        (status = 404, description = "`unknown_recipient`", body = Problem),
+        (status = 409, description = "`nonce_reused`, `no_pending_request`", body = Problem),
+        (status = 413, body = Problem), (status = 429, description = "`rate_limited`, `inbox_full`", body = Problem),
+        (status = 502, description = "`sender_keys_unavailable`", body = Problem)))]
+pub async fn inbox(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let result = receive(&req, payload, &state).await;
+    let code = match &result {
+        Ok(Received::Accepted) => "accepted",
+        Ok(Received::Duplicate) => "duplicate",
+        Err(e) => e.code,
+    };
+    state.metrics.inbox(code);
+    Ok(match result? {
+        Received::Accepted => HttpResponse::Accepted().json(Status { status: "accepted" }),
+        Received::Duplicate => HttpResponse::Ok().json(Status { status: "duplicate" }),
+    })
+}
+
+async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Result<Received, ApiError> {
+    if let Some(limiter) = &state.inbox_limiter {
+        limiter.check(crate::client_ip(req, &state.http.trusted_proxies))?;
+    }
+    let body = read_body(req, payload, MAX_ENVELOPE_BYTES).await?;
+    if !is_json(req) {
+        return Err(ApiError::new(
+            400,
+            "invalid_envelope",
+            "the body must be application/json",
+        ));
+    }
+    let fedid = state.fedid.clone();
+    blocking(move || Ok(fedid.receive(&body)?)).await
+}
+
+#[utoipa::path(get, path = "/federation/users/{alias}", tag = "federation",
+    params(("alias" = String, Path, description = "a local alias")),
+    responses((status = 200, body = PublishedKeys, headers(("Cache-Control" = String))),
+        (status = 404, description = "`unknown_user`", body = Problem)))]
+pub async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let alias = req.match_info().get("alias").unwrap_or_default().to_owned();
+    let fedid = state.fedid.clone();
+    let found = blocking(move || Ok(fedid.published_identity(&alias)?)).await?;
+    match found {
+        Some(identity) => Ok(HttpResponse::Ok()
+            .insert_header((
+                header::CACHE_CONTROL,
+                format!("max-age={}, must-revalidate", state.fedid.settings().key_cache_ttl_secs),
+            ))
+            .json(PublishedKeys::from(identity))),
+        None => Err(ApiError::new(404, "unknown_user", "no such user, or no keys")),
+    }
+}

@@ -1,0 +1,93 @@
+//! `GET /users/me/relationships`, `POST /users/me/outbox`,
+//! `GET /users/me/inbox`, `DELETE /users/me/inbox/{id}`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use fedid_domain::services::{OutboxOutcome, OutboxRequest};
+
+use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
+use crate::endpoints::revocations::user_handle;
+use crate::error::{ApiError, Problem};
+use crate::request::{authenticate, blocking, page_query, parse_json, read_body};
+use crate::AppState;
+
+#[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+           ("after" = Option<String>, Query, description = "a peer handle; the page starts after it")),
+    responses((status = 200, body = RelationshipPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let (limit, after) = page_query(&req)?;
+    let after = after.map(|a| user_handle(&state, &a, "after")).transpose()?;
+    let fedid = state.fedid.clone();
+    let page = blocking(move || Ok(fedid.relationships(user, after.as_ref(), limit)?)).await?;
+    Ok(HttpResponse::Ok().json(RelationshipPage::from(page)))
+}
+
+#[utoipa::path(post, path = "/users/me/outbox", tag = "relationships", security(("bearer" = [])),
+    request_body = OutboxRequestBody,
+    responses((status = 200, body = OutboxResponse),
+        (status = 400, description = "`invalid_request`, `invalid_envelope`, `unsupported_message_type`, `timestamp_out_of_window`, `invalid_signature`", body = Problem),
+        (status = 401, body = Problem), (status = 404, description = "`unknown_recipient`", body = Problem),
+        (status = 409, description = "`identity_not_set_up`, `revocations_pending`, `no_pending_request`, `no_relationship`", body = Problem),
+        (status = 413, body = Problem),
+        (status = 502, description = "`delivery_failed`, with `remoteStatus` and `remoteCode` when the peer answered", body = Problem)))]
+pub async fn outbox(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let body = read_body(&req, payload, state.http.body_bytes).await?;
+    let request: OutboxRequestBody = parse_json(&req, &body)?;
+    let to = user_handle(&state, &request.to, "to")?;
+    let request = OutboxRequest {
+        to,
+        message_type: request.message_type,
+        message_version: request.message_version,
+        nonce: request.nonce,
+        timestamp: request.timestamp,
+        payload: request.payload,
+        signature: request.signature,
+    };
+    let fedid = state.fedid.clone();
+    let outcome = blocking(move || Ok(fedid.send(user, request)?)).await?;
+    let outcome = match outcome {
+        OutboxOutcome::Delivered => "delivered",
+        OutboxOutcome::Queued => "queued",
+    };
+    Ok(HttpResponse::Ok().json(OutboxResponse { outcome }))
+}
+
+#[utoipa::path(get, path = "/users/me/inbox", tag = "inbox", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+           ("after" = Option<String>, Query, description = "a message id, decimal")),
+    responses((status = 200, body = InboxPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let (limit, after) = page_query(&req)?;
+    let after = after
+        .map(|a| {
+            a.parse::<i64>()
+                .map_err(|_| ApiError::invalid_request("after", "after is a message id"))
+        })
+        .transpose()?;
+    let fedid = state.fedid.clone();
+    let page = blocking(move || Ok(fedid.inbox(user, after, limit)?)).await?;
+    Ok(HttpResponse::Ok().json(InboxPage::from(page)))
+}
+
+#[utoipa::path(delete, path = "/users/me/inbox/{id}", tag = "inbox", security(("bearer" = [])),
+    params(("id" = String, Path, description = "a message id, decimal")),
+    responses((status = 204, description = "acknowledged"), (status = 401, body = Problem),
+        (status = 404, description = "`not_found`", body = Problem)))]
+pub async fn acknowledge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let id = req
+        .match_info()
+        .get("id")
+        .and_then(|id| id.parse::<i64>().ok())
+        .ok_or_else(ApiError::not_found)?;
+    let fedid = state.fedid.clone();
+    blocking(move || Ok(fedid.acknowledge(user, id)?)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

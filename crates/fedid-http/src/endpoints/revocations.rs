@@ -1,0 +1,74 @@
+//! `GET /users/me/revocations/pending`, `POST /users/me/revocations/flush`,
+//! `DELETE /users/me/revocations/pending/{peerHandle}`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use fedid_domain::services::FlushItem;
+use fedid_domain::Handle;
+
+use crate::dto::{FlushRequest, FlushResponse, PendingPage};
+use crate::error::{ApiError, Problem};
+use crate::request::{authenticate, blocking, page_query, parse_json, read_body};
+use crate::AppState;
+
+/// A handle from the user API: lower-cased, then valid (API.md conventions).
+pub fn user_handle(state: &AppState, text: &str, member: &str) -> Result<Handle, ApiError> {
+    Handle::parse_user_input(text, state.fedid.settings().policy())
+        .map_err(|e| ApiError::invalid_request(member, e.to_string()))
+}
+
+#[utoipa::path(get, path = "/users/me/revocations/pending", tag = "revocations", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+           ("after" = Option<String>, Query, description = "a peer handle; the page starts after it")),
+    responses((status = 200, body = PendingPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let (limit, after) = page_query(&req)?;
+    let after = after.map(|a| user_handle(&state, &a, "after")).transpose()?;
+    let fedid = state.fedid.clone();
+    let page = blocking(move || Ok(fedid.pending_revocations(user, after.as_ref(), limit)?)).await?;
+    Ok(HttpResponse::Ok().json(PendingPage::from(page)))
+}
+
+#[utoipa::path(post, path = "/users/me/revocations/flush", tag = "revocations", security(("bearer" = [])),
+    request_body = FlushRequest,
+    responses((status = 200, body = FlushResponse),
+        (status = 400, description = "`invalid_request` (with `member`)", body = Problem),
+        (status = 401, body = Problem), (status = 409, description = "`identity_not_set_up`", body = Problem),
+        (status = 413, body = Problem)))]
+pub async fn flush(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let body = read_body(&req, payload, state.http.body_bytes.saturating_mul(16)).await?;
+    let request: FlushRequest = parse_json(&req, &body)?;
+    let items: Vec<FlushItem> = request
+        .items
+        .into_iter()
+        .map(|i| FlushItem {
+            peer_handle: i.peer_handle,
+            signature: i.signature,
+            nonce: i.nonce,
+            timestamp: i.timestamp,
+            message_version: i.message_version,
+        })
+        .collect();
+    let fedid = state.fedid.clone();
+    // The flush runs to completion on the blocking pool even if the client goes away.
+    let report = blocking(move || Ok(fedid.flush(user, &items)?)).await?;
+    Ok(HttpResponse::Ok().json(FlushResponse::from(report)))
+}
+
+#[utoipa::path(delete, path = "/users/me/revocations/pending/{peerHandle}", tag = "revocations", security(("bearer" = [])),
+    params(("peerHandle" = String, Path, description = "the peer's handle, percent-encoded")),
+    responses((status = 204, description = "dropped"), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, description = "`not_queued`", body = Problem)))]
+pub async fn drop_pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = authenticate(&req, &state).await?;
+    let raw = req.match_info().get("peerHandle").unwrap_or_default();
+    let peer = user_handle(&state, &crate::request::percent_decode(raw), "peerHandle")?;
+    let fedid = state.fedid.clone();
+    blocking(move || Ok(fedid.drop_revocation(user, &peer)?)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

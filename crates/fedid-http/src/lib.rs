@@ -1,0 +1,194 @@
+//! fedid's HTTP adapter on actix-web: every endpoint of API.md over the
+//! domain's use cases. Handlers parse, authenticate, run the domain call on
+//! the blocking pool and render; statuses live in `error.rs`.
+
+#![forbid(unsafe_code)]
+
+pub mod dto;
+pub mod endpoints;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+mod rate_limit;
+pub mod request;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use fedid_domain::Fedid;
+
+use crate::endpoints::{federation, identity, messages, operations, revocations};
+use crate::error::ApiError;
+pub use crate::metrics::Metrics;
+pub use crate::rate_limit::RateLimiter;
+
+/// HTTP-only settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// User API body limit (flush: 16 times this).
+    pub body_bytes: usize,
+    pub metrics_token: Option<String>,
+    /// Networks whose `X-Forwarded-For` is believed: (address, prefix length).
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub fedid: Arc<Fedid>,
+    pub metrics: Arc<Metrics>,
+    pub http: HttpSettings,
+    pub inbox_limiter: Option<RateLimiter>,
+}
+
+macro_rules! routes {
+    ($( $path:literal => [ $( $method:ident : $handler:path ),+ ] ),+ $(,)?) => {
+        /// Every (method, path) the app registers; the OpenAPI test checks them all.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path) ),+ ),+ ];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $( .route(web::$method().to($handler)) )+
+                        .default_service(web::to(method_not_allowed)),
+                );
+            )+
+        }
+    };
+}
+
+routes! {
+    "/users/me/identity" => [get: identity::get_identity],
+    "/users/me/alias" => [patch: identity::set_alias],
+    "/users/me/keys" => [put: identity::set_keys],
+    "/users/me/identity/reset" => [post: identity::reset],
+    "/users/me/revocations/pending" => [get: revocations::pending],
+    "/users/me/revocations/flush" => [post: revocations::flush],
+    "/users/me/revocations/pending/{peerHandle}" => [delete: revocations::drop_pending],
+    "/federation/inbox" => [post: federation::inbox],
+    "/federation/users/{alias}" => [get: federation::discovery],
+    "/users/me/relationships" => [get: messages::relationships],
+    "/users/me/outbox" => [post: messages::outbox],
+    "/users/me/inbox" => [get: messages::inbox],
+    "/users/me/inbox/{id}" => [delete: messages::acknowledge],
+    "/healthz" => [get: operations::healthz],
+    "/readyz" => [get: operations::readyz],
+    "/metrics" => [get: operations::metrics],
+    "/openapi.json" => [get: operations::openapi],
+}
+
+/// Registers every route, the 404 answer and the request log.
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state);
+        register(cfg);
+        cfg.default_service(web::to(not_found));
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed())
+}
+
+/// The client's address: the peer, or the first untrusted hop of
+/// `X-Forwarded-For` when the peer is a trusted proxy.
+pub fn client_ip(req: &HttpRequest, trusted: &[(IpAddr, u8)]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.iter().any(|(net, len)| in_network(peer, *net, *len)) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let hops: Vec<IpAddr> = forwarded.split(',').filter_map(|h| h.trim().parse().ok()).collect();
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|(net, len)| in_network(*ip, *net, *len)))
+            .unwrap_or(peer),
+    )
+}
+
+/// Whether `ip` lies in `net/len`.
+pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Logs each request once and counts it, by route pattern.
+pub async fn observe(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = format!("{:016x}", rand_id());
+    let span = tracing::info_span!("request", %method, %route, %request_id);
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let response = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(metrics) = metrics {
+        metrics.request(&route, &method, status, seconds);
+    }
+    span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "request"));
+    Ok(response)
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    seed.rotate_left(17) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Builds the HTTP server on an already bound listener. It stops accepting
+/// on SIGINT/SIGTERM and drains in-flight requests for up to `grace_secs`.
+pub fn server(
+    listener: std::net::TcpListener,
+    state: web::Data<AppState>,
+    workers: usize,
+    grace_secs: u64,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(actix_web::middleware::from_fn(observe))
+            .configure(configure(state.clone()))
+    })
+    .workers(workers.max(1))
+    .shutdown_timeout(grace_secs)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,158 @@
+//! Reading requests: the bearer token, the body (size first, then media
+//! type, then JSON with the member at fault), query parameters, and running
+//! domain calls on the blocking pool with the request's span.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use fedid_domain::UserId;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Runs a domain call on actix's blocking pool, never on an async worker,
+/// inside the current tracing span.
+pub async fn blocking<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    web::block(move || span.in_scope(work))
+        .await
+        .map_err(|_| ApiError::internal())?
+}
+
+/// The user of the request's bearer token; every failure looks the same.
+pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<UserId, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .ok_or_else(ApiError::unauthenticated)?;
+    let fedid = state.fedid.clone();
+    blocking(move || {
+        fedid
+            .authenticate(&token)
+            .map_err(ApiError::from)?
+            .ok_or_else(ApiError::unauthenticated)
+    })
+    .await
+}
+
+/// Reads at most `limit` bytes of body; more is `413 payload_too_large`.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::invalid_request("body", "the body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `application/json`, compared case-insensitively, parameters ignored.
+pub fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Parses a JSON body into `T`; a failure names the member at fault.
+pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    if !is_json(req) {
+        return Err(ApiError::invalid_request("body", "the body must be application/json"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let member = match (path.as_str(), missing) {
+            (".", Some(field)) => field.to_owned(),
+            (parent, Some(field)) => format!("{parent}.{field}"),
+            (".", None) => "body".to_owned(),
+            (path, None) => path.to_owned(),
+        };
+        ApiError::invalid_request(member, message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::invalid_request("body", e.to_string()))?;
+    Ok(value)
+}
+
+/// `limit` (1 to 1000, default 100) and `after` from the query string.
+pub fn page_query(req: &HttpRequest) -> Result<(fedid_domain::PageLimit, Option<String>), ApiError> {
+    let mut limit = fedid_domain::PageLimit::DEFAULT;
+    let mut after = None;
+    for (key, value) in form_pairs(req.query_string()) {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(fedid_domain::PageLimit::new)
+                    .ok_or_else(|| ApiError::invalid_request("limit", "limit is an integer from 1 to 1000"))?;
+            }
+            "after" => after = Some(value),
+            _ => {}
+        }
+    }
+    Ok((limit, after))
+}
+
+/// Percent-decodes a query string into pairs (`+` is a space).
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
+/// Percent-decoding; invalid escapes are kept as they are.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(byte) = text
+                .get(i + 1..i + 3)
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

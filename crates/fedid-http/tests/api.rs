@@ -1,0 +1,817 @@
+//! API tests: the real actix app on 127.0.0.1:0 over a fresh SQLite file,
+//! with a second, in-memory instance (`b.example`) as federation peer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, Handle, MessageType, Scheme, Settings};
+use fedid_http::{AppState, HttpSettings, Metrics};
+use fedid_store::DieselStore;
+use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
+use serde_json::{json, Map, Value};
+
+struct TestApp {
+    base: String,
+    fedid: Arc<Fedid>,
+    peer: Instance,
+    clock: Arc<ManualClock>,
+    network: Arc<Network>,
+    agent: ureq::Agent,
+    system: actix_web::rt::System,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn code(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        self.json()["code"].as_str().unwrap().to_owned()
+    }
+}
+
+fn spawn_app_with(metrics_token: Option<&str>, rate: u32) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DieselStore::open(&format!("sqlite://{}", dir.path().join("api.db").display()), 4).unwrap();
+    store.migrate().unwrap();
+    let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
+    let network = Network::new(Duration::from_millis(500));
+    let settings = Settings::for_domain(
+        Domain::parse("a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
+        Scheme::Https,
+        false,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let fedid = Arc::new(
+        fedid_testkit::build(settings, Arc::new(store), &network, clock.clone())
+            .with_delivery_observer(metrics.clone()),
+    );
+    network.join(&fedid.settings().domain.clone(), &fedid);
+    let peer = Instance::start(&network, "b.example", clock.clone()).unwrap();
+    let state = web::Data::new(AppState {
+        fedid: fedid.clone(),
+        metrics,
+        http: HttpSettings {
+            body_bytes: 65_536,
+            metrics_token: metrics_token.map(str::to_owned),
+            trusted_proxies: vec![],
+        },
+        inbox_limiter: (rate > 0).then(|| fedid_http::RateLimiter::new(rate)),
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        tx.send(actix_web::rt::System::current()).unwrap();
+        system.block_on(async move { fedid_http::server(listener, state, 2, 1).unwrap().await.unwrap() });
+    });
+    let system = rx.recv().unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        fedid,
+        peer,
+        clock,
+        network,
+        agent,
+        system,
+        _dir: dir,
+    }
+}
+
+fn spawn_app() -> TestApp {
+    spawn_app_with(None, 0)
+}
+
+impl TestApp {
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut response = match (method, body) {
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", auth.as_deref().unwrap_or(""))
+                .call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", auth.as_deref().unwrap_or(""))
+                .call(),
+            (m, body) => {
+                let (ctype, bytes) = body.unwrap_or(("application/json", Vec::new()));
+                let request = match m {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                };
+                request
+                    .header("Authorization", auth.as_deref().unwrap_or(""))
+                    .header("Content-Type", ctype)
+                    .send(&bytes[..])
+            }
+        }
+        .unwrap();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, headers, body }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None)
+    }
+
+    fn send(&self, method: &str, path: &str, token: &str, body: Value) -> Reply {
+        self.call(
+            method,
+            path,
+            Some(token),
+            Some(("application/json", serde_json::to_vec(&body).unwrap())),
+        )
+    }
+
+    /// A user with alias and keys, through the API.
+    fn user(&self, alias: &str) -> (String, Handle, ClientKeys) {
+        let (_, token) = self.fedid.create_user().unwrap();
+        let token = token.expose().to_owned();
+        assert_eq!(
+            self.send("PATCH", "/users/me/alias", &token, json!({"alias": alias}))
+                .status,
+            200
+        );
+        let keys = ClientKeys::generate().unwrap();
+        let (sk, ek) = keys.public_keys();
+        let reply = self.send(
+            "PUT",
+            "/users/me/keys",
+            &token,
+            json!({"signingKey": sk, "encryptionKey": ek}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["state"], "active");
+        let handle = Handle::parse(reply.json()["handle"].as_str().unwrap(), DomainPolicy::HTTPS_PUBLIC).unwrap();
+        (token, handle, keys)
+    }
+
+    fn outbox_body(&self, keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType) -> Value {
+        let r = keys.outbox_request(from, to, kind, Map::new(), self.clock.now());
+        json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce, "timestamp": r.timestamp,
+               "payload": r.payload, "signature": r.signature})
+    }
+}
+
+#[test]
+fn operations_endpoints_and_routing() {
+    let app = spawn_app();
+    let health = app.call("GET", "/healthz", None, None);
+    assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
+    assert_eq!(app.call("GET", "/readyz", None, None).json(), json!({"status": "ok"}));
+    let missing = app.call("GET", "/nope", None, None);
+    assert_eq!((missing.status, missing.code()), (404, "not_found".into()));
+    let wrong = app.call("DELETE", "/healthz", None, None);
+    assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed".into()));
+    let metrics = app.call("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    for series in [
+        "fedid_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"}",
+        "fedid_revocations_queued 0",
+        "fedid_http_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.body.contains(series), "{series} in {}", metrics.body);
+    }
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let app = spawn_app();
+    let doc = app.call("GET", "/openapi.json", None, None).json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_owned(), path.to_owned()));
+        }
+    }
+    documented.sort();
+    let mut registered: Vec<(String, String)> = fedid_http::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    registered.sort();
+    assert_eq!(documented, registered);
+    // And the app really answers each registered route (not the 404 fallback).
+    for (method, path) in fedid_http::ROUTES {
+        let concrete = path
+            .replace("{peerHandle}", "bob@b.example")
+            .replace("{alias}", "alice")
+            .replace("{id}", "1");
+        let reply = app.call(
+            &method.to_uppercase(),
+            &concrete,
+            Some("x"),
+            Some(("application/json", b"{}".to_vec())),
+        );
+        assert!(
+            !(reply.status == 404 && reply.body.contains("\"not_found\"") && !concrete.contains("inbox/1")),
+            "{method} {path}"
+        );
+        assert_ne!(reply.status, 405, "{method} {path}");
+    }
+}
+
+#[test]
+fn every_kind_of_bad_token_gets_the_same_401() {
+    let app = spawn_app();
+    let (user, good) = app.fedid.create_user().unwrap();
+    let expiring = app.fedid.issue_token(user, Some(1)).unwrap();
+    let revoked_user = app.fedid.create_user().unwrap();
+    app.fedid.revoke_tokens(revoked_user.0).unwrap();
+    app.clock.advance_secs(2 * 86_400);
+    assert_eq!(app.get("/users/me/identity", good.expose()).status, 200);
+    let mut bodies = Vec::new();
+    for token in [
+        None,
+        Some(""),
+        Some("not-a-token"),
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some(expiring.expose()),
+        Some(revoked_user.1.expose()),
+    ] {
+        let reply = app.call("GET", "/users/me/identity", token, None);
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer realm=\"fedid\""));
+        assert_eq!(reply.code(), "unauthenticated");
+        bodies.push(reply.body);
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "byte-identical bodies");
+}
+
+#[test]
+fn identity_alias_and_keys() {
+    let app = spawn_app();
+    let (_, token) = app.fedid.create_user().unwrap();
+    let token = token.expose();
+    let identity = app.get("/users/me/identity", token).json();
+    assert_eq!(identity["state"], "setup_required");
+    assert_eq!(identity["alias"], Value::Null);
+    assert_eq!(identity["pendingRevocations"], 0);
+    let reply = app.send("PATCH", "/users/me/alias", token, json!({"alias": "Alice"}));
+    assert_eq!(
+        (reply.status, reply.json()["handle"].clone()),
+        (200, json!("alice@a.example"))
+    );
+    assert_eq!(
+        app.send("PATCH", "/users/me/alias", token, json!({"alias": "alice"}))
+            .status,
+        200,
+        "no-op"
+    );
+    assert_eq!(
+        app.send("PATCH", "/users/me/alias", token, json!({"alias": "a!"}))
+            .code(),
+        "invalid_alias"
+    );
+    let reply = app.send("PATCH", "/users/me/alias", token, json!({"alias": 5}));
+    assert_eq!(
+        (reply.status, reply.code(), reply.json()["member"].clone()),
+        (400, "invalid_request".into(), json!("alias"))
+    );
+    let reply = app.send("PATCH", "/users/me/alias", token, json!({}));
+    assert_eq!(
+        (reply.code(), reply.json()["member"].clone()),
+        ("invalid_request".into(), json!("alias"))
+    );
+    let reply = app.call(
+        "PATCH",
+        "/users/me/alias",
+        Some(token),
+        Some(("application/json", b"{\"alias\":".to_vec())),
+    );
+    assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()));
+    let reply = app.call(
+        "PATCH",
+        "/users/me/alias",
+        Some(token),
+        Some(("text/json", b"{\"alias\":\"x\"}".to_vec())),
+    );
+    assert_eq!(reply.code(), "invalid_request");
+    let reply = app.call(
+        "PATCH",
+        "/users/me/alias",
+        Some(token),
+        Some(("Application/JSON; charset=utf-8", b"{\"alias\":\"alice\"}".to_vec())),
+    );
+    assert_eq!(reply.status, 200);
+    let big = json!({"alias": "x".repeat(70_000)});
+    assert_eq!(
+        app.send("PATCH", "/users/me/alias", token, big).code(),
+        "payload_too_large"
+    );
+
+    let (_, other) = app.fedid.create_user().unwrap();
+    let reply = app.send("PATCH", "/users/me/alias", other.expose(), json!({"alias": "ALICE"}));
+    assert_eq!((reply.status, reply.code()), (409, "alias_taken".into()));
+
+    let keys = ClientKeys::generate().unwrap();
+    let (sk, ek) = keys.public_keys();
+    let reply = app.send(
+        "PUT",
+        "/users/me/keys",
+        token,
+        json!({"signingKey": sk, "encryptionKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+    );
+    assert_eq!(
+        (reply.status, reply.code(), reply.json()["member"].clone()),
+        (400, "invalid_key".into(), json!("encryptionKey"))
+    );
+    let reply = app.send(
+        "PUT",
+        "/users/me/keys",
+        token,
+        json!({"signingKey": "7P_______________________________________38", "encryptionKey": ek}),
+    );
+    assert_eq!(reply.json()["member"], "signingKey");
+    let reply = app.send(
+        "PUT",
+        "/users/me/keys",
+        token,
+        json!({"signingKey": sk, "encryptionKey": ek}),
+    );
+    assert_eq!(reply.json()["state"], "active");
+    assert_eq!(reply.json()["signingKey"], json!(sk));
+}
+
+#[test]
+fn reset_confirmation_and_result() {
+    let app = spawn_app();
+    let (alice, alice_handle, alice_keys) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    let r = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(
+            &alice_keys,
+            &alice_handle,
+            &bob.handle,
+            MessageType::RelationshipRequest,
+        ),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"outcome": "delivered"})));
+    for (ctype, body) in [
+        ("application/json", "{}"),
+        ("application/json", "null"),
+        ("application/json", "{\"confirm\":5}"),
+        ("application/json", ""),
+        ("application/json", "{\"confirm\":\"yes\"}"),
+    ] {
+        let reply = app.call(
+            "POST",
+            "/users/me/identity/reset",
+            Some(&alice),
+            Some((ctype, body.as_bytes().to_vec())),
+        );
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "confirmation_required".into()),
+            "{body}"
+        );
+    }
+    for (ctype, body) in [
+        ("text/plain", "{\"confirm\":\"erase-all-my-data\"}"),
+        ("application/json", "{\"confirm\":"),
+    ] {
+        let reply = app.call(
+            "POST",
+            "/users/me/identity/reset",
+            Some(&alice),
+            Some((ctype, body.as_bytes().to_vec())),
+        );
+        assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()), "{body}");
+    }
+    assert_eq!(
+        app.get("/users/me/relationships", &alice).json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing changed"
+    );
+    let reply = app.send(
+        "POST",
+        "/users/me/identity/reset",
+        &alice,
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(body["revocationsQueued"], 1);
+    assert_eq!(body["erased"], json!({"relationships": 1, "inboxMessages": 0}));
+    assert_eq!(body["identity"]["state"], "setup_required");
+    assert_eq!(body["identity"]["alias"], "alice");
+    assert!(body["identity"]["lastResetAt"].as_str().unwrap().ends_with('Z'));
+    let again = app
+        .send(
+            "POST",
+            "/users/me/identity/reset",
+            &alice,
+            json!({"confirm": "erase-all-my-data"}),
+        )
+        .json();
+    assert_eq!(
+        (
+            again["revocationsQueued"].clone(),
+            again["erased"]["relationships"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    let discovery = app.call("GET", "/federation/users/alice", None, None);
+    assert_eq!((discovery.status, discovery.code()), (404, "unknown_user".into()));
+    assert_eq!(discovery.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn revocation_queue_over_http() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let mut peers = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let peer = app.peer.user(name).unwrap();
+        app.send(
+            "POST",
+            "/users/me/outbox",
+            &alice,
+            app.outbox_body(&ak, &ah, &peer.handle, MessageType::RelationshipRequest),
+        );
+        peers.push(peer);
+    }
+    app.send(
+        "POST",
+        "/users/me/identity/reset",
+        &alice,
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    let page = app.get("/users/me/revocations/pending?limit=2", &alice).json();
+    assert_eq!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["peerHandle"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("bob@b.example"), json!("carol@b.example")]
+    );
+    assert_eq!(page["nextAfter"], "carol@b.example");
+    let rest = app
+        .get("/users/me/revocations/pending?after=CAROL%40b.example", &alice)
+        .json();
+    assert_eq!(rest["items"][0]["peerHandle"], "dave@b.example");
+    assert_eq!(rest["nextAfter"], Value::Null);
+    assert_eq!(rest["items"][0]["attempts"], 0);
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
+        let reply = app.get(&format!("/users/me/revocations/pending?{bad}"), &alice);
+        assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()), "{bad}");
+    }
+    let now = app.clock.now();
+    let item = |keys: &ClientKeys, peer: &Handle| {
+        let i = keys.flush_item(&ah, peer, now);
+        json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce, "timestamp": i.timestamp})
+    };
+    let reply = app.send(
+        "POST",
+        "/users/me/revocations/flush",
+        &alice,
+        json!({"items": [item(&ak, &peers[0].handle)]}),
+    );
+    assert_eq!((reply.status, reply.code()), (409, "identity_not_set_up".into()));
+    let reply = app.send("POST", "/users/me/revocations/flush", &alice, json!({"items": []}));
+    assert_eq!(
+        (reply.code(), reply.json()["member"].clone()),
+        ("invalid_request".into(), json!("items"))
+    );
+    let reply = app.send(
+        "POST",
+        "/users/me/revocations/flush",
+        &alice,
+        json!({"items": [{"peerHandle": "bob@b.example"}]}),
+    );
+    assert_eq!(reply.json()["member"], "items[0].signature");
+    let reply = app.send(
+        "POST",
+        "/users/me/revocations/flush",
+        &alice,
+        json!({"items": [{"peerHandle": 7, "signature": "x", "timestamp": "y"}]}),
+    );
+    assert_eq!(reply.json()["member"], "items[0].peerHandle");
+
+    let keys = ClientKeys::generate().unwrap();
+    let (sk, ek) = keys.public_keys();
+    app.send(
+        "PUT",
+        "/users/me/keys",
+        &alice,
+        json!({"signingKey": sk, "encryptionKey": ek}),
+    );
+    app.network.set_unreachable("b.example", true);
+    let reply = app.send("POST", "/users/me/revocations/flush", &alice, json!({"items": [item(&keys, &peers[0].handle), item(&keys, &Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap())]}));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        json!({"results": [
+        {"peerHandle": "bob@b.example", "outcome": "failed", "error": "connect refused"},
+        {"peerHandle": "erin@b.example", "outcome": "not_queued", "error": null}],
+        "delivered": 0, "failed": 1, "remaining": 3})
+    );
+    app.network.set_unreachable("b.example", false);
+    let reply = app.send(
+        "POST",
+        "/users/me/revocations/flush",
+        &alice,
+        json!({"items": [item(&keys, &peers[0].handle)]}),
+    );
+    assert_eq!(reply.json()["results"][0]["outcome"], "delivered");
+    assert_eq!(reply.json()["remaining"], 2);
+    assert_eq!(
+        app.call(
+            "DELETE",
+            "/users/me/revocations/pending/carol%40b.example",
+            Some(&alice),
+            None
+        )
+        .status,
+        204
+    );
+    let again = app.call(
+        "DELETE",
+        "/users/me/revocations/pending/carol%40b.example",
+        Some(&alice),
+        None,
+    );
+    assert_eq!((again.status, again.code()), (404, "not_queued".into()));
+    assert_eq!(app.get("/users/me/identity", &alice).json()["pendingRevocations"], 1);
+    let metrics = app.call("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fedid_revocations_queued 1"), "{metrics}");
+}
+
+#[test]
+fn outbox_inbox_and_relationships_over_http() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::Message),
+    );
+    assert_eq!((reply.status, reply.code()), (409, "no_relationship".into()));
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipAccept),
+    );
+    assert_eq!(reply.code(), "no_pending_request");
+    let mut tampered = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
+    tampered["payload"] = json!({"x": 1});
+    assert_eq!(
+        app.send("POST", "/users/me/outbox", &alice, tampered).code(),
+        "invalid_signature"
+    );
+    let mut unknown = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
+    unknown["messageType"] = json!("POKE");
+    assert_eq!(
+        app.send("POST", "/users/me/outbox", &alice, unknown).code(),
+        "unsupported_message_type"
+    );
+    let mut bad_to = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
+    bad_to["to"] = json!("not a handle");
+    assert_eq!(
+        app.send("POST", "/users/me/outbox", &alice, bad_to).json()["member"],
+        "to"
+    );
+    // The peer refuses: 502 with the peer's status and code.
+    let stranger = Handle::parse("nobody@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &stranger, MessageType::RelationshipRequest),
+    );
+    assert_eq!((reply.status, reply.code()), (502, "delivery_failed".into()));
+    assert_eq!(
+        (reply.json()["remoteStatus"].clone(), reply.json()["remoteCode"].clone()),
+        (json!(404), json!("unknown_recipient"))
+    );
+
+    // Bob (remote) asks through his server's outbox; Alice accepts through hers.
+    let ask = bob.keys.outbox_request(
+        &bob.handle,
+        &ah,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        app.clock.now(),
+    );
+    assert_eq!(bob.node.send(bob.user, ask), Ok(fedid_domain::OutboxOutcome::Delivered));
+    let request = bob
+        .keys
+        .envelope(
+            &bob.handle,
+            &ah,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            app.clock.now(),
+        )
+        .wire_form();
+    let reply = app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("application/json", request.clone().into_bytes())),
+    );
+    assert_eq!((reply.status, reply.json()), (202, json!({"status": "accepted"})));
+    let reply = app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("application/json", request.clone().into_bytes())),
+    );
+    assert_eq!((reply.status, reply.json()), (200, json!({"status": "duplicate"})));
+    let reply = app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("text/plain", request.into_bytes())),
+    );
+    assert_eq!((reply.status, reply.code()), (400, "invalid_envelope".into()));
+    let forged = ak
+        .envelope(&bob.handle, &ah, MessageType::Message, Map::new(), app.clock.now())
+        .wire_form();
+    let reply = app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("application/json", forged.into_bytes())),
+    );
+    assert_eq!((reply.status, reply.code()), (401, "invalid_signature".into()));
+    assert_eq!(reply.header("www-authenticate"), Some("Signature realm=\"federation\""));
+    let reply = app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("application/json", vec![b' '; 70_000])),
+    );
+    assert_eq!((reply.status, reply.code()), (413, "payload_too_large".into()));
+    let rels = app.get("/users/me/relationships", &alice).json();
+    assert_eq!(
+        (
+            rels["items"][0]["peerHandle"].clone(),
+            rels["items"][0]["state"].clone()
+        ),
+        (json!("bob@b.example"), json!("incoming"))
+    );
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipAccept),
+    );
+    assert_eq!(reply.json(), json!({"outcome": "delivered"}));
+    assert_eq!(
+        app.get("/users/me/relationships", &alice).json()["items"][0]["state"],
+        "active"
+    );
+    let message = bob.keys.envelope(
+        &bob.handle,
+        &ah,
+        MessageType::Message,
+        json!({"ciphertext": "3q2-7w", "n": 1e21}).as_object().cloned().unwrap(),
+        app.clock.now(),
+    );
+    app.call(
+        "POST",
+        "/federation/inbox",
+        None,
+        Some(("application/json", message.wire_form().into_bytes())),
+    );
+    let inbox = app.get("/users/me/inbox?limit=1", &alice);
+    let page = inbox.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let second = app.get(&format!("/users/me/inbox?after={id}"), &alice);
+    assert!(
+        second.body.contains(&message.wire_form()),
+        "the envelope exactly as signed: {}",
+        second.body
+    );
+
+    // Another user never sees or deletes Alice's messages.
+    let (eve, _, _) = app.user("eve");
+    assert_eq!(app.get("/users/me/inbox", &eve).json()["items"], json!([]));
+    assert_eq!(app.get("/users/me/relationships", &eve).json()["items"], json!([]));
+    assert_eq!(
+        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&eve), None)
+            .code(),
+        "not_found"
+    );
+    assert_eq!(
+        app.call("DELETE", "/users/me/inbox/abc", Some(&alice), None).code(),
+        "not_found"
+    );
+    assert_eq!(
+        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&alice), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&alice), None)
+            .status,
+        404
+    );
+    let discovery = app.call("GET", "/federation/users/alice", None, None);
+    assert_eq!(discovery.header("cache-control"), Some("max-age=300, must-revalidate"));
+    assert_eq!(discovery.json()["handle"], "alice@a.example");
+    let metrics = app.call("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("fedid_inbox_envelopes_total{code=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn metrics_token_and_inbox_rate_limit() {
+    let app = spawn_app_with(Some("s3cret"), 2);
+    assert_eq!(app.call("GET", "/metrics", None, None).status, 401);
+    assert_eq!(app.call("GET", "/metrics", Some("wrong"), None).status, 401);
+    assert_eq!(app.call("GET", "/metrics", Some("s3cret"), None).status, 200);
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| {
+            app.call(
+                "POST",
+                "/federation/inbox",
+                None,
+                Some(("application/json", b"{}".to_vec())),
+            )
+            .status
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = (0..3)
+        .map(|_| {
+            app.call(
+                "POST",
+                "/federation/inbox",
+                None,
+                Some(("application/json", b"{}".to_vec())),
+            )
+        })
+        .find(|r| r.status == 429)
+        .unwrap();
+    assert_eq!(
+        (limited.code(), limited.header("retry-after")),
+        ("rate_limited".into(), Some("1"))
+    );
+}
