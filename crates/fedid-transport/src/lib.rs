@@ -1,0 +1,290 @@
+//! fedid's outbound federation on ureq: delivery (PROTOCOL.md section 7)
+//! and key discovery (section 6). Every connection goes through
+//! [`GuardedResolver`], which checks each address it hands to ureq; no
+//! redirects, no environment proxies, capped answers, bounded time.
+
+#![forbid(unsafe_code)]
+
+pub mod guard;
+
+use std::fmt;
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedid_domain::ports::{KeyFetchFailure, PublishedKeys};
+use fedid_domain::{
+    DeliveryFailure, Domain, EncryptionKey, Handle, KeyFetcher, Scheme, SigningKey, Transport, UnixTime,
+};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// Answers are read up to this many bytes (problem bodies, key documents).
+const ANSWER_CAP: u64 = 16 * 1024;
+
+/// Turns a host and port into addresses. The system's resolver by default;
+/// tests plug in their own (for example one that rebinds).
+pub trait Lookup: Send + Sync + fmt::Debug + 'static {
+    fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The operating system's resolver (getaddrinfo).
+#[derive(Debug, Default)]
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok((host, port).to_socket_addrs()?.collect())
+    }
+}
+
+/// Marks a connection the guard refused, through ureq's error type.
+#[derive(Debug)]
+struct BlockedAddress(SocketAddr);
+
+impl fmt::Display for BlockedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blocked address {}", self.0.ip())
+    }
+}
+
+impl std::error::Error for BlockedAddress {}
+
+/// The resolver ureq connects through: looks the name up, then refuses the
+/// whole domain if any address it resolved to is not allowed.
+#[derive(Debug)]
+pub struct GuardedResolver {
+    lookup: Arc<dyn Lookup>,
+    allow_private_networks: bool,
+}
+
+impl GuardedResolver {
+    pub fn new(lookup: Arc<dyn Lookup>, allow_private_networks: bool) -> Self {
+        Self {
+            lookup,
+            allow_private_networks,
+        }
+    }
+}
+
+impl Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri
+            .host()
+            .ok_or_else(|| ureq::Error::BadUri("no host".into()))?
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let lookup = Arc::clone(&self.lookup);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(lookup.lookup(&host, port));
+        });
+        let wait = if timeout.after.is_not_happening() {
+            Duration::from_secs(30)
+        } else {
+            *timeout.after
+        };
+        let found = match rx.recv_timeout(wait) {
+            Ok(found) => found.map_err(|_| ureq::Error::HostNotFound)?,
+            Err(_) => return Err(ureq::Error::Timeout(timeout.reason)),
+        };
+        if let Some(refused) = found
+            .iter()
+            .find(|a| !guard::allowed(a.ip(), self.allow_private_networks))
+        {
+            return Err(ureq::Error::Other(Box::new(BlockedAddress(*refused))));
+        }
+        let mut out = self.empty();
+        for addr in found.into_iter().take(16) {
+            out.push(addr);
+        }
+        if out.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(out)
+    }
+}
+
+/// Settings of the HTTP side of federation.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub scheme: Scheme,
+    pub allow_private_networks: bool,
+    /// When not empty, the only domains this server talks to.
+    pub allowed_domains: Vec<Domain>,
+    pub delivery_connect_timeout: Duration,
+    pub delivery_timeout: Duration,
+    pub fetch_connect_timeout: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// Delivery and key discovery over HTTP(S).
+#[derive(Debug)]
+pub struct HttpTransport {
+    settings: TransportSettings,
+    delivery: ureq::Agent,
+    fetch: ureq::Agent,
+}
+
+fn agent(lookup: Arc<dyn Lookup>, settings: &TransportSettings, connect: Duration, whole: Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .proxy(None)
+        .https_only(settings.scheme == Scheme::Https)
+        .timeout_connect(Some(connect))
+        .timeout_global(Some(whole))
+        .user_agent("fedid")
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        GuardedResolver::new(lookup, settings.allow_private_networks),
+    )
+}
+
+impl HttpTransport {
+    pub fn new(settings: TransportSettings) -> Self {
+        Self::with_lookup(settings, Arc::new(SystemLookup))
+    }
+
+    pub fn with_lookup(settings: TransportSettings, lookup: Arc<dyn Lookup>) -> Self {
+        let delivery = agent(
+            Arc::clone(&lookup),
+            &settings,
+            settings.delivery_connect_timeout,
+            settings.delivery_timeout,
+        );
+        let fetch = agent(
+            lookup,
+            &settings,
+            settings.fetch_connect_timeout,
+            settings.fetch_timeout,
+        );
+        Self {
+            settings,
+            delivery,
+            fetch,
+        }
+    }
+
+    fn allowed(&self, domain: &str) -> bool {
+        self.settings.allowed_domains.is_empty() || self.settings.allowed_domains.iter().any(|d| d.as_str() == domain)
+    }
+
+    fn url(&self, domain: &str, path: &str) -> String {
+        format!("{}://{domain}{path}", self.settings.scheme.as_str())
+    }
+}
+
+/// The reason a failed request is recorded with (PROTOCOL.md section 7).
+fn failure(error: &ureq::Error) -> DeliveryFailure {
+    use ureq::Error as E;
+    match error {
+        E::Timeout(_) => DeliveryFailure::Timeout,
+        E::HostNotFound => DeliveryFailure::Dns,
+        E::ConnectionFailed => DeliveryFailure::ConnectRefused,
+        E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => DeliveryFailure::ConnectRefused,
+        E::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => DeliveryFailure::Timeout,
+        E::Tls(_) | E::Rustls(_) | E::TlsRequired | E::RequireHttpsOnly(_) => DeliveryFailure::Tls,
+        E::TooManyRedirects | E::RedirectFailed => DeliveryFailure::Redirect,
+        E::Other(inner) if inner.is::<BlockedAddress>() => DeliveryFailure::BlockedAddress,
+        _ => DeliveryFailure::Io,
+    }
+}
+
+/// Reads at most `ANSWER_CAP` bytes of an answer; `None` if it is larger.
+fn capped(body: &mut ureq::Body) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    body.as_reader().take(ANSWER_CAP + 1).read_to_end(&mut out).ok()?;
+    (out.len() as u64 <= ANSWER_CAP).then_some(out)
+}
+
+fn is_json(response: &ureq::http::Response<ureq::Body>) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+impl Transport for HttpTransport {
+    fn deliver(&self, to: &Domain, wire_form: &str) -> Result<(), DeliveryFailure> {
+        if !self.allowed(to.as_str()) {
+            return Err(DeliveryFailure::BlockedDomain);
+        }
+        let mut response = self
+            .delivery
+            .post(&self.url(to.as_str(), "/federation/inbox"))
+            .header("Content-Type", "application/json")
+            .send(wire_form)
+            .map_err(|e| failure(&e))?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Ok(()),
+            300..=399 => Err(DeliveryFailure::Redirect),
+            _ => {
+                let code = capped(response.body_mut())
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+                    .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                Err(DeliveryFailure::Http { status, code })
+            }
+        }
+    }
+}
+
+impl KeyFetcher for HttpTransport {
+    fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        let failed = |reason: String| KeyFetchFailure::Failed(reason);
+        if !self.allowed(handle.domain_str()) {
+            return Err(failed("blocked domain".into()));
+        }
+        let url = self.url(
+            handle.domain_str(),
+            &format!("/federation/users/{}", handle.alias_str()),
+        );
+        let mut request = self.fetch.get(&url).header("Accept", "application/json");
+        if refetch {
+            request = request.header("Cache-Control", "no-cache");
+        }
+        let mut response = request.call().map_err(|e| failed(failure(&e).to_string()))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Err(KeyFetchFailure::NotFound),
+            other => return Err(failed(format!("http {other}"))),
+        }
+        if !is_json(&response) {
+            return Err(failed("not application/json".into()));
+        }
+        let body = capped(response.body_mut()).ok_or_else(|| failed("key document over 16 KiB".into()))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| failed("malformed key document".into()))?;
+        let text = |name: &str| doc.get(name).and_then(|v| v.as_str());
+        if text("handle") != Some(handle.as_str()) {
+            return Err(failed("the document names another handle".into()));
+        }
+        let signing_key = text("signingKey")
+            .and_then(|k| SigningKey::parse(k).ok())
+            .ok_or_else(|| failed("invalid signingKey".into()))?;
+        let encryption_key = text("encryptionKey")
+            .and_then(|k| EncryptionKey::parse(k).ok())
+            .ok_or_else(|| failed("invalid encryptionKey".into()))?;
+        Ok(PublishedKeys {
+            handle: handle.clone(),
+            signing_key,
+            encryption_key,
+            keys_updated_at: text("keysUpdatedAt").and_then(UnixTime::parse_rfc3339),
+        })
+    }
+}
