@@ -2,4 +2,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod application;
 pub mod configuration;
+pub mod telemetry;

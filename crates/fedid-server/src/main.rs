@@ -115,19 +115,18 @@ fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-    let command = cli.command.unwrap_or(Command::Serve { no_migrate: false });
-    let store = open_store(&config)?;
-    match command {
-        Command::Serve { .. } => {
-            Err("serve: the HTTP adapter is not built yet (issue 4); use the other commands".into())
-        }
+    fedid_server::telemetry::init(&config.log.format, &config.log.level);
+    match cli.command.unwrap_or(Command::Serve { no_migrate: false }) {
+        Command::Serve { no_migrate } => fedid_server::application::Application::build(&config, !no_migrate)?.run(),
         Command::Migrate => {
+            let store = open_store(&config)?;
             for version in store.migrate().map_err(|e| e.to_string())? {
                 println!("applied {version}");
             }
             Ok(())
         }
         Command::User(UserCommand::Create) => {
+            let store = open_store(&config)?;
             store.migrate().map_err(|e| e.to_string())?;
             let fedid = offline_fedid(&config, store)?;
             let (user, token) = fedid.create_user().map_err(|e| e.to_string())?;
@@ -138,7 +137,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token(TokenCommand::Issue { user, ttl_days }) => {
-            let fedid = offline_fedid(&config, store)?;
+            let fedid = offline_fedid(&config, open_store(&config)?)?;
             let token = fedid
                 .issue_token(UserId(user), ttl_days)
                 .map_err(|e| format!("token issue: {e}"))?;
@@ -146,7 +145,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token(TokenCommand::Revoke { user }) => {
-            let fedid = offline_fedid(&config, store)?;
+            let fedid = offline_fedid(&config, open_store(&config)?)?;
             let revoked = fedid
                 .revoke_tokens(UserId(user))
                 .map_err(|e| format!("token revoke: {e}"))?;
@@ -154,7 +153,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Audit(AuditCommand::List { user }) => {
-            let fedid = offline_fedid(&config, store)?;
+            let fedid = offline_fedid(&config, open_store(&config)?)?;
             for record in fedid
                 .audit_records(UserId(user))
                 .map_err(|e| format!("audit list: {e}"))?
