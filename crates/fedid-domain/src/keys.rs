@@ -195,3 +195,47 @@ impl fmt::Debug for SigningSecret {
         )
     }
 }
+
+/// A client's private X25519 key, for tools and tests. `Debug` redacts it.
+pub struct EncryptionSecret([u8; 32]);
+
+impl EncryptionSecret {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The public key: the clamped scalar times the base point (RFC 7748).
+    pub fn public_key(&self) -> Result<EncryptionKey, KeyError> {
+        EncryptionKey::from_bytes(curve25519_dalek::MontgomeryPoint::mul_base_clamped(self.0).to_bytes())
+    }
+}
+
+impl fmt::Debug for EncryptionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionSecret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x25519_public_key_matches_rfc_7748() {
+        // RFC 7748 section 6.1, Alice's key pair.
+        let secret: [u8; 32] = [
+            0x77, 0x07, 0x6d, 0x0a, 0x73, 0x18, 0xa5, 0x7d, 0x3c, 0x16, 0xc1, 0x72, 0x51, 0xb2, 0x66, 0x45, 0xdf, 0x4c,
+            0x2f, 0x87, 0xeb, 0xc0, 0x99, 0x2a, 0xb1, 0x77, 0xfb, 0xa5, 0x1d, 0xb9, 0x2c, 0x2a,
+        ];
+        let public = EncryptionSecret::from_bytes(secret).public_key().unwrap();
+        let hex: String = public.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let secret = SigningSecret::from_seed(&[9; 32]).unwrap();
+        assert!(format!("{secret:?}").contains("<redacted>"));
+        assert!(format!("{:?}", EncryptionSecret::from_bytes([9; 32])).contains("<redacted>"));
+    }
+}

@@ -13,7 +13,7 @@ pub mod time;
 
 pub use envelope::{Envelope, EnvelopeError, MessageType, Nonce, ReplayKey, UnsignedEnvelope, VerifiedEnvelope};
 pub use handle::{Alias, Domain, DomainPolicy, Handle, Scheme};
-pub use keys::{EncryptionKey, KeyError, Signature, SigningKey, SigningSecret};
+pub use keys::{EncryptionKey, EncryptionSecret, KeyError, Signature, SigningKey, SigningSecret};
 pub use time::{Timestamp, UnixTime};
 
 pub mod key_directory;

@@ -1,0 +1,91 @@
+//! The client tool signs what the servers verify.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use fedid_domain::{DomainPolicy, Envelope, SigningKey};
+use serde_json::Value;
+
+fn fedid(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fedid"))
+        .args(args)
+        .env_remove("FEDID_SEED")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn keygen_sign_and_flush_produce_verifiable_signatures() {
+    let keys = fedid(&["keygen"]);
+    let seed = keys["seed"].as_str().unwrap();
+    let signing = SigningKey::parse(keys["signingKey"].as_str().unwrap()).unwrap();
+    assert!(fedid_domain::EncryptionKey::parse(keys["encryptionKey"].as_str().unwrap()).is_ok());
+    let again = fedid(&[
+        "keys",
+        "--seed",
+        seed,
+        "--encryption-secret",
+        keys["encryptionSecret"].as_str().unwrap(),
+    ]);
+    assert_eq!(
+        (again["signingKey"].clone(), again["encryptionKey"].clone()),
+        (keys["signingKey"].clone(), keys["encryptionKey"].clone())
+    );
+
+    let wire = fedid(&[
+        "sign",
+        "--seed",
+        seed,
+        "--from",
+        "Alice@a.example",
+        "--to",
+        "bob@b.example",
+        "--type",
+        "MESSAGE",
+        "--payload",
+        "{\"ciphertext\":\"x\"}",
+    ]);
+    let envelope = Envelope::parse(wire.to_string().as_bytes(), DomainPolicy::HTTPS_PUBLIC).unwrap();
+    assert_eq!(envelope.from().as_str(), "alice@a.example");
+    assert!(envelope.verify(&signing).is_ok());
+
+    let outbox = fedid(&[
+        "sign",
+        "--seed",
+        seed,
+        "--from",
+        "alice@a.example",
+        "--to",
+        "bob@b.example",
+        "--type",
+        "RELATIONSHIP_REQUEST",
+        "--as",
+        "outbox",
+    ]);
+    assert_eq!(outbox["messageType"], "RELATIONSHIP_REQUEST");
+    assert_eq!(outbox["signature"].as_str().unwrap().len(), 86);
+
+    let flush = fedid(&[
+        "flush",
+        "--seed",
+        seed,
+        "--from",
+        "alice@a.example",
+        "--peer",
+        "bob@b.example",
+        "--peer",
+        "carol@127.0.0.1:18082",
+    ]);
+    let items = flush["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["peerHandle"], "carol@127.0.0.1:18082");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fedid"))
+        .args(["sign", "--seed", "bad", "--from", "a", "--to", "b", "--type", "X"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
