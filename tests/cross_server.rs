@@ -1,0 +1,493 @@
+//! Real `fedid-server` processes on 127.0.0.1, each with its own SQLite
+//! file, completing the product's story over HTTP (issue 5).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedid_domain::{Clock, DomainPolicy, Handle, MessageType};
+use fedid_testkit::ClientKeys;
+use serde_json::{json, Map, Value};
+
+const ANY: DomainPolicy = DomainPolicy {
+    default_port: 80,
+    allow_ip_literals: true,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    db: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    fn start(dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
+        let mut server = Server {
+            child: None,
+            port: free_port(),
+            db: dir.join(format!("{name}.db")),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fedid-server"));
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FEDID__") || k == "RUST_LOG") {
+            command.env_remove(key);
+        }
+        command
+            .env("FEDID__SERVER__BIND", format!("127.0.0.1:{}", self.port))
+            .env("FEDID__FEDERATION__DOMAIN", self.domain())
+            .env("FEDID__FEDERATION__SCHEME", "http")
+            .env("FEDID__FEDERATION__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("FEDID__DATABASE__URL", format!("sqlite://{}", self.db.display()))
+            .env("FEDID__SERVER__WORKERS", "2")
+            .env("FEDID__LOG__LEVEL", "warn");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    fn launch(&mut self) {
+        let child = self
+            .command()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(&format!("{}/healthz", self.base()), None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "server on port {} did not come up",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let exit = child.wait().unwrap();
+            assert_eq!(exit.code(), Some(0));
+        }
+    }
+
+    fn domain(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A user with alias and keys; returns (token, handle, keys).
+    fn user(&self, alias: &str) -> (String, Handle, ClientKeys) {
+        let out = self.command().args(["user", "create"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, body) = send(
+            &self.url("/users/me/alias"),
+            "PATCH",
+            Some(&token),
+            json!({ "alias": alias }),
+        );
+        assert_eq!(status, 200, "{body}");
+        let keys = ClientKeys::generate().unwrap();
+        self.register_keys(&token, &keys);
+        (
+            token,
+            Handle::parse(&format!("{alias}@{}", self.domain()), ANY).unwrap(),
+            keys,
+        )
+    }
+
+    fn register_keys(&self, token: &str, keys: &ClientKeys) {
+        let (sk, ek) = keys.public_keys();
+        let (status, body) = send(
+            &self.url("/users/me/keys"),
+            "PUT",
+            Some(token),
+            json!({ "signingKey": sk, "encryptionKey": ek }),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null),
+            )
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn send(url: &str, method: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    send_raw(url, method, token, body.to_string())
+}
+
+fn send_raw(url: &str, method: &str, token: Option<&str>, body: String) -> (u16, Value) {
+    let agent = agent();
+    let mut request = match method {
+        "POST" => agent.post(url),
+        "PUT" => agent.put(url),
+        _ => agent.patch(url),
+    }
+    .header("Content-Type", "application/json");
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut r = request.send(&body).unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null),
+    )
+}
+
+fn delete(url: &str, token: &str) -> u16 {
+    agent()
+        .delete(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn now() -> fedid_domain::UnixTime {
+    fedid_domain::ports::SystemClock.now()
+}
+
+fn outbox(
+    server: &Server,
+    token: &str,
+    keys: &ClientKeys,
+    from: &Handle,
+    to: &Handle,
+    kind: MessageType,
+) -> (u16, Value) {
+    let payload = if kind == MessageType::Message {
+        json!({"ciphertext": "3q2-7w"})
+    } else {
+        json!({})
+    };
+    let r = keys.outbox_request(from, to, kind, payload.as_object().cloned().unwrap(), now());
+    send(
+        &server.url("/users/me/outbox"),
+        "POST",
+        Some(token),
+        json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce, "timestamp": r.timestamp,
+               "payload": r.payload, "signature": r.signature}),
+    )
+}
+
+fn flush_body(keys: &ClientKeys, from: &Handle, peers: &[&Handle]) -> Value {
+    let items: Vec<Value> = peers
+        .iter()
+        .map(|p| {
+            let i = keys.flush_item(from, p, now());
+            json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce, "timestamp": i.timestamp})
+        })
+        .collect();
+    json!({ "items": items })
+}
+
+fn relationship_state(server: &Server, token: &str, peer: &Handle) -> Option<String> {
+    let (_, page) = get(&server.url("/users/me/relationships"), Some(token));
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["peerHandle"] == peer.as_str())
+        .map(|i| i["state"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn reset_and_revoke_across_three_real_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(dir.path(), "a", &[]);
+    let b = Server::start(dir.path(), "b", &[]);
+    let mut c = Server::start(dir.path(), "c", &[]);
+    let (alice, ah, ak) = a.user("alice");
+    let (bob, bh, bk) = b.user("bob");
+    let (carol, ch, ck) = c.user("carol");
+
+    // Relationships by outbox REQUEST and ACCEPT.
+    assert_eq!(
+        outbox(&a, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest),
+        (200, json!({"outcome": "delivered"}))
+    );
+    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
+    assert_eq!(
+        outbox(&c, &carol, &ck, &ch, &ah, MessageType::RelationshipRequest).0,
+        200
+    );
+    assert_eq!(
+        outbox(&a, &alice, &ak, &ah, &ch, MessageType::RelationshipAccept).0,
+        200
+    );
+    assert_eq!(relationship_state(&a, &alice, &bh).as_deref(), Some("active"));
+    assert_eq!(relationship_state(&c, &carol, &ah).as_deref(), Some("active"));
+
+    // A MESSAGE lands in the peer's inbox.
+    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::Message).0, 200);
+    let (_, inbox) = get(&a.url("/users/me/inbox"), Some(&alice));
+    let last = inbox["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["envelope"]["message_type"], "MESSAGE");
+    assert_eq!(last["envelope"]["payload"]["ciphertext"], "3q2-7w");
+
+    // Reset, pending list, alias refused, flush refused before new keys.
+    let (status, reset) = send(
+        &a.url("/users/me/identity/reset"),
+        "POST",
+        Some(&alice),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    assert_eq!((status, reset["revocationsQueued"].clone()), (200, json!(2)));
+    let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
+    let mut queued: Vec<&str> = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["peerHandle"].as_str().unwrap())
+        .collect();
+    queued.sort();
+    let mut expected = vec![bh.as_str(), ch.as_str()];
+    expected.sort();
+    assert_eq!(queued, expected);
+    assert_eq!(
+        send(
+            &a.url("/users/me/alias"),
+            "PATCH",
+            Some(&alice),
+            json!({"alias": "alice2"})
+        )
+        .1["code"],
+        "revocations_pending"
+    );
+    let new_keys = ClientKeys::generate().unwrap();
+    let (status, body) = send(
+        &a.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        flush_body(&new_keys, &ah, &[&bh, &ch]),
+    );
+    assert_eq!((status, body["code"].clone()), (409, json!("identity_not_set_up")));
+    a.register_keys(&alice, &new_keys);
+
+    // Flush while carol's server is stopped.
+    c.stop();
+    let (status, report) = send(
+        &a.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        flush_body(&new_keys, &ah, &[&bh, &ch]),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["results"][0],
+        json!({"peerHandle": bh.as_str(), "outcome": "delivered", "error": null})
+    );
+    assert_eq!(
+        report["results"][1],
+        json!({"peerHandle": ch.as_str(), "outcome": "failed", "error": "connect refused"})
+    );
+    assert_eq!(
+        relationship_state(&b, &bob, &ah),
+        None,
+        "bob's server refetched the rotated key and removed the relationship"
+    );
+    let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
+    assert_eq!(pending["items"][0]["attempts"], 1);
+    assert_eq!(pending["items"][0]["lastError"], "connect refused");
+
+    // Carol's server comes back; a second flush delivers.
+    c.launch();
+    let (_, report) = send(
+        &a.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        flush_body(&new_keys, &ah, &[&ch]),
+    );
+    assert_eq!(report["results"][0]["outcome"], "delivered", "{report}");
+    assert_eq!(report["remaining"], 0);
+    assert_eq!(relationship_state(&c, &carol, &ah), None);
+
+    // DELETE of a pending row: bob asks carol, resets, then drops carol's row without delivering.
+    assert_eq!(outbox(&b, &bob, &bk, &bh, &ch, MessageType::RelationshipRequest).0, 200);
+    send(
+        &b.url("/users/me/identity/reset"),
+        "POST",
+        Some(&bob),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    let row = b.url(&format!(
+        "/users/me/revocations/pending/{}",
+        ch.as_str().replace('@', "%40").replace(':', "%3A")
+    ));
+    assert_eq!(delete(&row, &bob), 204);
+    assert_eq!(delete(&row, &bob), 404);
+    assert_eq!(get(&b.url("/users/me/identity"), Some(&bob)).1["pendingRevocations"], 0);
+
+    // The same envelope twice is a duplicate; tampered, stale, misaddressed are refused.
+    let envelope = new_keys
+        .envelope(&ah, &ch, MessageType::RelationshipRequest, Map::new(), now())
+        .wire_form();
+    assert_eq!(
+        send_raw(&c.url("/federation/inbox"), "POST", None, envelope.clone()),
+        (202, json!({"status": "accepted"}))
+    );
+    assert_eq!(
+        send_raw(&c.url("/federation/inbox"), "POST", None, envelope.clone()),
+        (200, json!({"status": "duplicate"}))
+    );
+    let tampered = envelope.replace("RELATIONSHIP_REQUEST", "RELATIONSHIP_ACCEPT");
+    assert_eq!(
+        send_raw(&c.url("/federation/inbox"), "POST", None, tampered).1["code"],
+        "invalid_signature"
+    );
+    let stale = new_keys
+        .envelope(&ah, &ch, MessageType::Message, Map::new(), now().plus_secs(-600))
+        .wire_form();
+    assert_eq!(
+        send_raw(&c.url("/federation/inbox"), "POST", None, stale).1["code"],
+        "timestamp_out_of_window"
+    );
+    let misaddressed = new_keys
+        .envelope(&ah, &bh, MessageType::RelationshipRequest, Map::new(), now())
+        .wire_form();
+    let (status, body) = send_raw(&c.url("/federation/inbox"), "POST", None, misaddressed);
+    assert_eq!((status, body["code"].clone()), (404, json!("unknown_recipient")));
+}
+
+/// A fake peer: answers 202 at once, or, once `slow` is set, never answers.
+fn fake_peer(slow: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                if slow.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+                let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_slow_peer_does_not_hold_up_the_others_beyond_one_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(dir.path(), "a", &[("FEDID__DELIVERY__TIMEOUT_MS", "1500")]);
+    let b = Server::start(dir.path(), "b", &[]);
+    let (alice, ah, ak) = a.user("alice");
+    let slow = Arc::new(AtomicBool::new(false));
+    let slow_port = fake_peer(slow.clone());
+    let sloth = Handle::parse(&format!("sloth@127.0.0.1:{slow_port}"), ANY).unwrap();
+    assert_eq!(
+        outbox(&a, &alice, &ak, &ah, &sloth, MessageType::RelationshipRequest).0,
+        200
+    );
+    let mut peers = vec![sloth.clone()];
+    for i in 0..4 {
+        let (token, handle, keys) = b.user(&format!("peer{i}"));
+        outbox(&a, &alice, &ak, &ah, &handle, MessageType::RelationshipRequest);
+        outbox(&b, &token, &keys, &handle, &ah, MessageType::RelationshipAccept);
+        peers.push(handle);
+    }
+    send(
+        &a.url("/users/me/identity/reset"),
+        "POST",
+        Some(&alice),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    let new_keys = ClientKeys::generate().unwrap();
+    a.register_keys(&alice, &new_keys);
+    slow.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let refs: Vec<&Handle> = peers.iter().collect();
+    let (status, report) = send(
+        &a.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        flush_body(&new_keys, &ah, &refs),
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["results"][0]["error"], "timeout");
+    assert_eq!(report["delivered"], 4, "{report}");
+    assert!(
+        elapsed < Duration::from_millis(1500 + 1500),
+        "one timeout, not one per peer: {elapsed:?}"
+    );
+}
