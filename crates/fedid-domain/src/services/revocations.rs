@@ -148,10 +148,15 @@ impl Fedid {
             return Err(FlushError::IdentityNotSetUp);
         };
 
-        let mut outcomes: Vec<Option<FlushOutcome>> = vec![None; items.len()];
+        // Claims first, all in one transaction: a flush of 1000 rows pays
+        // for one commit, not 1000, before its first delivery.
+        let mut outcomes = self.claim(user, &peers)?;
         let mut ready: Vec<(usize, Box<VerifiedEnvelope>)> = Vec::new();
         for (index, (item, peer)) in items.iter().zip(&peers).enumerate() {
-            match self.claim_and_check(user, &from, &key, item, peer)? {
+            if outcomes[index].is_some() {
+                continue;
+            }
+            match self.check_item(user, &from, &key, item, peer)? {
                 Claim::Outcome(outcome) => outcomes[index] = Some(outcome),
                 Claim::Ready(envelope) => ready.push((index, envelope)),
             }
@@ -223,9 +228,32 @@ impl Fedid {
         Ok(peers)
     }
 
-    /// Claims the row, then checks the item; a refused item releases the
-    /// claim with its code as `lastError` and attempts unchanged.
-    fn claim_and_check(
+    /// Claims every queued, unclaimed row of `peers`; the others get their
+    /// outcome (`not_queued`, `in_progress`) at once.
+    fn claim(&self, user: UserId, peers: &[Handle]) -> Result<Vec<Option<FlushOutcome>>, FlushError> {
+        let now = self.clock.now();
+        let claim_until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
+        ports::write(self.store.as_ref(), |tx| {
+            let mut outcomes = Vec::with_capacity(peers.len());
+            for peer in peers {
+                let outcome = match tx.queued(user, peer)? {
+                    None => Some(FlushOutcome::NotQueued),
+                    Some(row) if row.claimed_until.is_some_and(|until| until > now) => Some(FlushOutcome::InProgress),
+                    Some(mut row) => {
+                        row.claimed_until = Some(claim_until);
+                        tx.update_queued(user, &row)?;
+                        None
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            Ok::<_, FlushError>(outcomes)
+        })
+    }
+
+    /// Checks a claimed item; a refused item releases the claim with its
+    /// code as `lastError` and attempts unchanged.
+    fn check_item(
         &self,
         user: UserId,
         from: &Handle,
@@ -233,22 +261,6 @@ impl Fedid {
         item: &FlushItem,
         peer: &Handle,
     ) -> Result<Claim, FlushError> {
-        let now = self.clock.now();
-        let claim_until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
-        let claimed = ports::write(self.store.as_ref(), |tx| {
-            let Some(mut row) = tx.queued(user, peer)? else {
-                return Ok(Some(FlushOutcome::NotQueued));
-            };
-            if row.claimed_until.is_some_and(|until| until > now) {
-                return Ok(Some(FlushOutcome::InProgress));
-            }
-            row.claimed_until = Some(claim_until);
-            tx.update_queued(user, &row)?;
-            Ok::<_, FlushError>(None)
-        })?;
-        if let Some(outcome) = claimed {
-            return Ok(Claim::Outcome(outcome));
-        }
         let request = OutboxRequest {
             to: peer.clone(),
             message_type: "RELATIONSHIP_REVOKE".into(),
