@@ -3,12 +3,13 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help test test-postgres lint fmt deps-check run ci
+.PHONY: help bench test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run         run the server on SQLite (./fedid.db)"
 	@echo "make test        run every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
+	@echo "make bench  speed and memory figures (release build, real servers, local PostgreSQL)"
 	@echo "make lint        rustfmt check and clippy with warnings denied"
 	@echo "make deps-check  prove the domain crate depends on no framework"
 
@@ -34,3 +35,7 @@ deps-check:
 	done; \
 	if [ $$bad -ne 0 ]; then exit 1; fi; \
 	echo "deps-check: fedid-domain's normal dependency tree ($$(echo "$$tree" | wc -l) crates) holds none of: $(FORBIDDEN_IN_DOMAIN)"
+
+bench:
+	$(CARGO) build --release -p fedid-server -p fedid-bench
+	./target/release/fedid-bench

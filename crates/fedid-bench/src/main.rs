@@ -1,0 +1,585 @@
+//! `make bench`: fedid's figures, each ratio against its reference measured
+//! in the same run on the same machine. Prints one `name: value` line per
+//! figure, last. Real `fedid-server` processes (release build, next to this
+//! binary) on 127.0.0.1; PostgreSQL from FEDID_BENCH_POSTGRES_URL (default
+//! the local one) in a fresh schema.
+
+#![forbid(unsafe_code)]
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedid_domain::ports::{write, SystemClock};
+use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Relationship, RelationshipState, UserId};
+use fedid_testkit::ClientKeys;
+use serde_json::{json, Map, Value};
+
+use crate::process::Server;
+
+const ANY: DomainPolicy = DomainPolicy {
+    default_port: 80,
+    allow_ip_literals: true,
+};
+const CONNECTIONS: usize = 32;
+
+type Failure = String;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .max_idle_connections_per_host(4)
+        .build()
+        .into()
+}
+
+fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), Failure> {
+    let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    let result = match (method, body) {
+        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
+        (m, body) => {
+            let request = match m {
+                "POST" => agent.post(url),
+                "PUT" => agent.put(url),
+                _ => agent.patch(url),
+            };
+            request
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or(""))
+        }
+    };
+    let mut response = result.map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_string().unwrap_or_default()))
+}
+
+fn expect(what: &str, (status, body): (u16, String), wanted: u16) -> Result<String, Failure> {
+    if status == wanted {
+        Ok(body)
+    } else {
+        Err(format!("{what}: HTTP {status} {body}"))
+    }
+}
+
+/// A user with alias and keys on `server`.
+struct User {
+    id: UserId,
+    token: String,
+    handle: Handle,
+    keys: ClientKeys,
+}
+
+fn user(server: &Server, alias: &str) -> Result<User, Failure> {
+    let agent = agent();
+    let token = server.create_user()?;
+    let body = json!({ "alias": alias }).to_string();
+    expect(
+        "alias",
+        call(
+            &agent,
+            "PATCH",
+            &server.url("/users/me/alias"),
+            Some(&token),
+            Some(&body),
+        )?,
+        200,
+    )?;
+    let keys = ClientKeys::generate().ok_or("no randomness")?;
+    let identity = set_keys(server, &token, &keys)?;
+    let id = identity["userId"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .map(UserId)
+        .ok_or("no userId")?;
+    let handle = Handle::parse(&format!("{alias}@{}", server.domain()), ANY).map_err(|e| e.to_string())?;
+    Ok(User {
+        id,
+        token,
+        handle,
+        keys,
+    })
+}
+
+/// Registers keys; returns the identity object.
+fn set_keys(server: &Server, token: &str, keys: &ClientKeys) -> Result<Value, Failure> {
+    let (sk, ek) = keys.public_keys();
+    let body = json!({ "signingKey": sk, "encryptionKey": ek }).to_string();
+    let answer = expect(
+        "keys",
+        call(&agent(), "PUT", &server.url("/users/me/keys"), Some(token), Some(&body))?,
+        200,
+    )?;
+    serde_json::from_str(&answer).map_err(|e| e.to_string())
+}
+
+fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Result<(), Failure> {
+    let r = from
+        .keys
+        .outbox_request(&from.handle, to, kind, Map::new(), SystemClock.now());
+    let body = json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce,
+                      "timestamp": r.timestamp, "signature": r.signature})
+    .to_string();
+    expect(
+        "outbox",
+        call(
+            &agent(),
+            "POST",
+            &server.url("/users/me/outbox"),
+            Some(&from.token),
+            Some(&body),
+        )?,
+        200,
+    )
+    .map(|_| ())
+}
+
+/// Runs `requests` with `CONNECTIONS` concurrent clients; returns
+/// (successes, elapsed, latencies).
+fn hammer(
+    requests: Vec<(String, Option<String>)>,
+    token: Option<&str>,
+    wanted: u16,
+) -> (usize, Duration, Vec<Duration>) {
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                let (requests, next, ok) = (requests.clone(), next.clone(), ok.clone());
+                scope.spawn(move || {
+                    let agent = agent();
+                    let mut mine = Vec::new();
+                    while let Some((url, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let t = Instant::now();
+                        let method = if body.is_some() { "POST" } else { "GET" };
+                        if let Ok((status, _)) = call(&agent, method, url, token, body.as_deref()) {
+                            if status == wanted {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        mine.push(t.elapsed());
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    (ok.load(Ordering::Relaxed), started.elapsed(), latencies)
+}
+
+fn verify_raw_per_s() -> f64 {
+    let keys = fedid_domain::SigningSecret::from_seed(&[7; 32]);
+    let Ok(keys) = keys else { return 0.0 };
+    let message = vec![b'x'; 220];
+    let signature = keys.sign(&message);
+    let public = keys.public_key();
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            if signature.verify(&public, &message) {
+                count += 1;
+            }
+        }
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Envelopes per second accepted by the inbox of a server on `db_url`.
+fn inbox_accepted_per_s(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    label: &str,
+    db_url: &str,
+    rss: &mut (f64, f64),
+) -> Result<f64, Failure> {
+    let senders_home = Server::start(
+        bin,
+        &format!("sqlite://{}", dir.join(format!("senders-{label}.db")).display()),
+        &[],
+    )?;
+    let server = Server::start(bin, db_url, &[])?;
+    let idle = server.rss_mb().0;
+    let recipient = user(&server, "recipient")?;
+    let senders: Vec<User> = (0..8)
+        .map(|i| user(&senders_home, &format!("sender{i}")))
+        .collect::<Result<_, _>>()?;
+    for sender in &senders {
+        outbox(
+            &senders_home,
+            sender,
+            &recipient.handle,
+            MessageType::RelationshipRequest,
+        )?;
+        outbox(&server, &recipient, &sender.handle, MessageType::RelationshipAccept)?;
+    }
+    let now = SystemClock.now();
+    let mut payload = Map::new();
+    payload.insert("ciphertext".into(), Value::String("3q2-7w-".repeat(20)));
+    let count = 20_000;
+    let url = server.url("/federation/inbox");
+    let requests: Vec<(String, Option<String>)> = (0..count)
+        .map(|i| {
+            let s = &senders[i % senders.len()];
+            (
+                url.clone(),
+                Some(
+                    s.keys
+                        .envelope(&s.handle, &recipient.handle, MessageType::Message, payload.clone(), now)
+                        .wire_form(),
+                ),
+            )
+        })
+        .collect();
+    let (accepted, elapsed, _) = hammer(requests, None, 202);
+    if accepted != count {
+        return Err(format!("inbox accepted {accepted} of {count}"));
+    }
+    *rss = (idle, server.rss_mb().1);
+    Ok(accepted as f64 / elapsed.as_secs_f64())
+}
+
+/// A peer inbox that answers 202 after `delay`.
+fn slow_peer(delay: Duration) -> Result<u16, Failure> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let Ok(clone) = stream.try_clone() else { return };
+                let mut reader = BufReader::new(clone);
+                loop {
+                    let mut length = 0usize;
+                    let mut saw_head = false;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        saw_head = true;
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    if !saw_head {
+                        return;
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    let answer =
+                        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn open_store(db_url: &str) -> Result<fedid_store::DieselStore, Failure> {
+    fedid_store::DieselStore::open(db_url, 2).map_err(|e| e.to_string())
+}
+
+/// Seconds for one flush of 1000 queued revocations to 10 peers answering after 100 ms.
+fn flush_1000_seconds(bin: &PathBuf, dir: &std::path::Path) -> Result<f64, Failure> {
+    let db = format!("sqlite://{}", dir.join("flush.db").display());
+    let server = Server::start(bin, &db, &[("FEDID__DELIVERY__CONCURRENCY", "16")])?;
+    let alice = user(&server, "alice")?;
+    let ports: Vec<u16> = (0..10)
+        .map(|_| slow_peer(Duration::from_millis(100)))
+        .collect::<Result<_, _>>()?;
+    let peers: Vec<Handle> = (0..1000)
+        .map(|i| {
+            Handle::parse(&format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]), ANY).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let store = open_store(&db)?;
+    let now = SystemClock.now();
+    let relationship = |peer: &Handle| Relationship {
+        peer: peer.clone(),
+        state: RelationshipState::Active,
+        since: now,
+    };
+    write(&store, |tx| {
+        for peer in &peers {
+            tx.put_relationship(alice.id, &relationship(peer))?;
+        }
+        Ok::<_, fedid_domain::StoreError>(())
+    })
+    .map_err(|e| e.to_string())?;
+    let reset = json!({"confirm": "erase-all-my-data"}).to_string();
+    let body = expect(
+        "reset",
+        call(
+            &agent(),
+            "POST",
+            &server.url("/users/me/identity/reset"),
+            Some(&alice.token),
+            Some(&reset),
+        )?,
+        200,
+    )?;
+    if !body.contains("\"revocationsQueued\":1000") {
+        return Err(format!("reset queued: {body}"));
+    }
+    let keys = ClientKeys::generate().ok_or("no randomness")?;
+    set_keys(&server, &alice.token, &keys)?;
+    let now = SystemClock.now();
+    let items: Vec<Value> = peers
+        .iter()
+        .map(|p| {
+            let i = keys.flush_item(&alice.handle, p, now);
+            json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce, "timestamp": i.timestamp})
+        })
+        .collect();
+    let body = json!({ "items": items }).to_string();
+    let started = Instant::now();
+    let report = expect(
+        "flush",
+        call(
+            &agent(),
+            "POST",
+            &server.url("/users/me/revocations/flush"),
+            Some(&alice.token),
+            Some(&body),
+        )?,
+        200,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !report.contains("\"delivered\":1000") {
+        return Err(format!("flush: {}", report.chars().take(300).collect::<String>()));
+    }
+    Ok(seconds)
+}
+
+/// (reset seconds, another user's p99 ms during it, identity GETs per s).
+fn reset_and_reads(bin: &PathBuf, dir: &std::path::Path) -> Result<(f64, f64, f64), Failure> {
+    let db = format!("sqlite://{}", dir.join("reset.db").display());
+    let server = Server::start(bin, &db, &[])?;
+    let big = user(&server, "big")?;
+    let other = user(&server, "other")?;
+    let store = open_store(&db)?;
+    let now = SystemClock.now();
+    write(&store, |tx| {
+        for i in 0..10_000 {
+            let peer = Handle::parse(&format!("peer{i}@b.example"), ANY)
+                .map_err(|e| fedid_domain::StoreError::Unavailable(e.to_string()))?;
+            tx.put_relationship(
+                big.id,
+                &Relationship {
+                    peer,
+                    state: RelationshipState::Active,
+                    since: now,
+                },
+            )?;
+        }
+        let envelope = json!({"from": "peer1@b.example", "payload": {"ciphertext": "x".repeat(200)}}).to_string();
+        for _ in 0..100_000 {
+            tx.insert_message(big.id, now, &envelope)?;
+        }
+        Ok::<_, fedid_domain::StoreError>(())
+    })
+    .map_err(|e| e.to_string())?;
+    drop(store);
+
+    // Reads by another user, measured while the reset runs.
+    let identity_url = server.url("/users/me/identity");
+    let (reads, _, _) = hammer(vec![(identity_url.clone(), None); 2_000], Some(&other.token), 200);
+    if reads != 2_000 {
+        return Err("identity reads failed".into());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, url, token) = (stop.clone(), identity_url.clone(), other.token.clone());
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _ = call(&agent, "GET", &url, Some(&token), None);
+                latencies.push(t.elapsed());
+            }
+            latencies
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let reset = json!({"confirm": "erase-all-my-data"}).to_string();
+    let started = Instant::now();
+    let body = expect(
+        "reset",
+        call(
+            &agent(),
+            "POST",
+            &server.url("/users/me/identity/reset"),
+            Some(&big.token),
+            Some(&reset),
+        )?,
+        200,
+    )?;
+    let reset_seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = watcher.join().map_err(|_| "watcher failed")?;
+    if !body.contains("\"inboxMessages\":100000") || !body.contains("\"relationships\":10000") {
+        return Err(format!("reset erased: {body}"));
+    }
+    latencies.sort();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
+
+    let (count, elapsed, _) = hammer(vec![(identity_url, None); 20_000], Some(&other.token), 200);
+    Ok((
+        reset_seconds,
+        p99.as_secs_f64() * 1000.0,
+        count as f64 / elapsed.as_secs_f64(),
+    ))
+}
+
+/// A bare actix handler returning a constant body, same worker count.
+fn hello_per_s() -> Result<f64, Failure> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        let _ = tx.send(actix_web::rt::System::current());
+        system.block_on(async move {
+            let server = actix_web::HttpServer::new(|| {
+                actix_web::App::new().route(
+                    "/hello",
+                    actix_web::web::get().to(|| async {
+                        actix_web::HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body("{\"hello\":\"world\"}")
+                    }),
+                )
+            })
+            .workers(workers)
+            .listen(listener);
+            if let Ok(server) = server {
+                let _ = server.run().await;
+            }
+        });
+    });
+    let system = rx.recv().map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let _ = hammer(vec![(url.clone(), None); 2_000], None, 200);
+    let (count, elapsed, _) = hammer(vec![(url, None); 20_000], None, 200);
+    system.stop();
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+fn postgres_url(name: &str) -> Result<String, Failure> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let base =
+        std::env::var("FEDID_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("fedid_bench_{name}_{}", std::process::id());
+    let mut admin = diesel::PgConnection::establish(&base).map_err(|e| format!("PostgreSQL: {e}"))?;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+        ))
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{base}?options=-csearch_path%3D{schema}"))
+}
+
+fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("fedid-server");
+    if !bin.exists() {
+        return Err(format!("{} is missing: run `make bench`", bin.display()));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut figures = BTreeMap::new();
+    eprintln!("measuring verify_raw_per_s ...");
+    let verify = verify_raw_per_s();
+    eprintln!("measuring inbox on SQLite ...");
+    let mut rss = (0.0, 0.0);
+    let inbox = inbox_accepted_per_s(
+        &bin,
+        dir.path(),
+        "sqlite",
+        &format!("sqlite://{}", dir.path().join("inbox.db").display()),
+        &mut rss,
+    )?;
+    eprintln!("measuring inbox on PostgreSQL ...");
+    let mut rss_pg = (0.0, 0.0);
+    let inbox_pg = inbox_accepted_per_s(&bin, dir.path(), "postgres", &postgres_url("inbox")?, &mut rss_pg)?;
+    eprintln!("measuring flush ...");
+    let flush = flush_1000_seconds(&bin, dir.path())?;
+    eprintln!("measuring reset and reads ...");
+    let (reset, p99, identity) = reset_and_reads(&bin, dir.path())?;
+    eprintln!("measuring hello ...");
+    let hello = hello_per_s()?;
+    figures.insert("verify_raw_per_s", verify);
+    figures.insert("inbox_accepted_per_s", inbox);
+    figures.insert("inbox_vs_verify_ratio", inbox / verify);
+    figures.insert("inbox_accepted_per_s_postgres", inbox_pg);
+    figures.insert("flush_1000_seconds", flush);
+    figures.insert("flush_vs_ideal_ratio", flush / ((1000f64 / 16.0).ceil() * 0.1));
+    figures.insert("reset_seconds", reset);
+    figures.insert("other_user_p99_ms_during_reset", p99);
+    figures.insert("identity_get_per_s", identity);
+    figures.insert("hello_per_s", hello);
+    figures.insert("identity_vs_hello_ratio", identity / hello);
+    figures.insert("rss_idle_mb", rss.0);
+    figures.insert("rss_peak_mb", rss.1.max(rss_pg.1));
+    Ok(figures)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(figures) => {
+            let order = [
+                "verify_raw_per_s",
+                "inbox_accepted_per_s",
+                "inbox_vs_verify_ratio",
+                "inbox_accepted_per_s_postgres",
+                "flush_1000_seconds",
+                "flush_vs_ideal_ratio",
+                "reset_seconds",
+                "other_user_p99_ms_during_reset",
+                "identity_get_per_s",
+                "hello_per_s",
+                "identity_vs_hello_ratio",
+                "rss_idle_mb",
+                "rss_peak_mb",
+            ];
+            for name in order {
+                println!("{name}: {:.3}", figures.get(name).copied().unwrap_or(f64::NAN));
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fedid-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Real `fedid-server` processes for the benchmark, and their memory.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub db_url: String,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET /healthz` with a raw socket, so waiting needs no HTTP client.
+fn healthy(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+impl Server {
+    pub fn start(binary: &Path, db_url: &str, env: &[(&str, &str)]) -> Result<Self, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut command = Self::base_command(binary, port, db_url, &env);
+        let child = command
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let server = Self {
+            child,
+            port,
+            db_url: db_url.to_owned(),
+            binary: binary.to_owned(),
+            env,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !healthy(port) {
+            if Instant::now() > deadline {
+                return Err(format!("fedid-server on port {port} did not come up"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn base_command(binary: &Path, port: u16, db_url: &str, env: &[(String, String)]) -> Command {
+        let mut command = Command::new(binary);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FEDID__") || k == "RUST_LOG") {
+            command.env_remove(key);
+        }
+        command
+            .env("FEDID__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("FEDID__FEDERATION__DOMAIN", format!("127.0.0.1:{port}"))
+            .env("FEDID__FEDERATION__SCHEME", "http")
+            .env("FEDID__FEDERATION__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("FEDID__DATABASE__URL", db_url)
+            .env("FEDID__LOG__LEVEL", "error")
+            .env("FEDID__LIMITS__INBOX_MESSAGES_PER_USER", "100000000")
+            .env("FEDID__LIMITS__INCOMING_REQUESTS_PER_USER", "100000000");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs `fedid-server user create` against this server's database; returns the token.
+    pub fn create_user(&self) -> Result<String, String> {
+        let out = Self::base_command(&self.binary, self.port, &self.db_url, &self.env)
+            .args(["user", "create"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        value["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "user create printed no token".to_owned())
+    }
+
+    pub fn domain(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    pub fn rss_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
