@@ -11,7 +11,7 @@ mod process;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,7 +204,7 @@ fn verify_raw_per_s() -> f64 {
 
 /// Envelopes per second accepted by the inbox of a server on `db_url`.
 fn inbox_accepted_per_s(
-    bin: &PathBuf,
+    bin: &Path,
     dir: &std::path::Path,
     label: &str,
     db_url: &str,
@@ -307,7 +307,7 @@ fn open_store(db_url: &str) -> Result<fedid_store::DieselStore, Failure> {
 }
 
 /// Seconds for one flush of 1000 queued revocations to 10 peers answering after 100 ms.
-fn flush_1000_seconds(bin: &PathBuf, dir: &std::path::Path) -> Result<f64, Failure> {
+fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure> {
     let db = format!("sqlite://{}", dir.join("flush.db").display());
     let server = Server::start(bin, &db, &[("FEDID__DELIVERY__CONCURRENCY", "16")])?;
     let alice = user(&server, "alice")?;
@@ -379,7 +379,7 @@ fn flush_1000_seconds(bin: &PathBuf, dir: &std::path::Path) -> Result<f64, Failu
 }
 
 /// (reset seconds, another user's p99 ms during it, identity GETs per s).
-fn reset_and_reads(bin: &PathBuf, dir: &std::path::Path) -> Result<(f64, f64, f64), Failure> {
+fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64), Failure> {
     let db = format!("sqlite://{}", dir.join("reset.db").display());
     let server = Server::start(bin, &db, &[])?;
     let big = user(&server, "big")?;
