@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod load;
 mod process;
 
 use std::collections::BTreeMap;
@@ -147,31 +148,36 @@ fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Resul
     .map(|_| ())
 }
 
-/// Runs `requests` with `CONNECTIONS` concurrent clients; returns
-/// (successes, elapsed, latencies).
+/// Runs `requests` (URL, optional JSON body to POST) with `CONNECTIONS`
+/// concurrent keep-alive connections; returns (successes, elapsed, latencies).
 fn hammer(
     requests: Vec<(String, Option<String>)>,
     token: Option<&str>,
     wanted: u16,
 ) -> (usize, Duration, Vec<Duration>) {
-    let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
+    let requests: Vec<(u16, String, Option<String>)> = requests
+        .into_iter()
+        .filter_map(|(url, body)| load::split_url(&url).map(|(port, path)| (port, path, body)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let ok = AtomicUsize::new(0);
     let started = Instant::now();
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..CONNECTIONS)
             .map(|_| {
-                let (requests, next, ok) = (requests.clone(), next.clone(), ok.clone());
+                let (requests, next, ok) = (&requests, &next, &ok);
                 scope.spawn(move || {
-                    let agent = agent();
+                    let mut connection = None;
                     let mut mine = Vec::new();
-                    while let Some((url, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    while let Some((port, path, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let connection = connection.get_or_insert_with(|| load::Connection::new(*port));
                         let t = Instant::now();
                         let method = if body.is_some() { "POST" } else { "GET" };
-                        if let Ok((status, _)) = call(&agent, method, url, token, body.as_deref()) {
-                            if status == wanted {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
+                        if connection
+                            .send(method, path, token, body.as_deref())
+                            .is_ok_and(|status| status == wanted)
+                        {
+                            ok.fetch_add(1, Ordering::Relaxed);
                         }
                         mine.push(t.elapsed());
                     }
@@ -529,6 +535,14 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
         &format!("sqlite://{}", dir.path().join("inbox.db").display()),
         &mut rss,
     )?;
+    if std::env::args().nth(1).as_deref() == Some("inbox") {
+        // A quick look at the inbox alone, for profiling.
+        figures.insert("verify_raw_per_s", verify);
+        figures.insert("inbox_accepted_per_s", inbox);
+        figures.insert("inbox_vs_verify_ratio", inbox / verify);
+        figures.insert("hello_per_s", hello_per_s()?);
+        return Ok(figures);
+    }
     eprintln!("measuring inbox on PostgreSQL ...");
     let mut rss_pg = (0.0, 0.0);
     let inbox_pg = inbox_accepted_per_s(&bin, dir.path(), "postgres", &postgres_url("inbox")?, &mut rss_pg)?;

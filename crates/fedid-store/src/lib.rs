@@ -9,6 +9,7 @@ mod rows;
 pub mod schema;
 mod tx;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -47,16 +48,35 @@ struct SqliteSetup;
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+             PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A SQLite pool with its in-process writer gate: SQLite has one writer at
+/// a time, and waiting on a mutex is far cheaper than SQLite's busy handler
+/// (which sleeps and polls). Other processes on the same file still meet
+/// `busy_timeout`.
+#[derive(Clone)]
+pub struct SqlitePool {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+    writer: Arc<Mutex<()>>,
+}
+
+impl std::ops::Deref for SqlitePool {
+    type Target = Pool<ConnectionManager<SqliteConnection>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.pool
     }
 }
 
 /// The diesel store, on either backend.
 #[derive(Clone)]
 pub enum DieselStore {
-    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Sqlite(SqlitePool),
     Postgres(Pool<ConnectionManager<PgConnection>>),
 }
 
@@ -87,7 +107,10 @@ impl DieselStore {
                 .connection_customizer(Box::new(SqliteSetup))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
-            Ok(Self::Sqlite(pool))
+            Ok(Self::Sqlite(SqlitePool {
+                pool,
+                writer: Arc::new(Mutex::new(())),
+            }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = Pool::builder()
                 .max_size(size)
@@ -166,6 +189,7 @@ impl Store for DieselStore {
     fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(pool) => {
+                let _writer = pool.writer.lock().unwrap_or_else(|p| p.into_inner());
                 let mut conn = Self::sqlite(pool)?;
                 // IMMEDIATE: writers queue on the lock (busy_timeout) instead of
                 // failing when a read inside the transaction upgrades to a write.

@@ -54,9 +54,7 @@ impl UserRow {
                 .alias
                 .map(|a| Alias::parse(&a).map_err(|_| corrupt("alias")))
                 .transpose()?,
-            signing_key: key(self.signing_key)?
-                .map(|b| SigningKey::from_bytes(b).map_err(|_| corrupt("signing key")))
-                .transpose()?,
+            signing_key: key(self.signing_key)?.map(SigningKey::from_stored_bytes),
             encryption_key: key(self.encryption_key)?
                 .map(|b| EncryptionKey::from_bytes(b).map_err(|_| corrupt("encryption key")))
                 .transpose()?,

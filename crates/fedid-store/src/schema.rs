@@ -9,6 +9,7 @@ diesel::table! {
         encryption_key -> Nullable<Binary>,
         keys_updated_at -> Nullable<BigInt>,
         last_reset_at -> Nullable<BigInt>,
+        inbox_count -> BigInt,
     }
 }
 

@@ -53,6 +53,15 @@ macro_rules! pg_lock {
 
 macro_rules! impl_tx {
     ($conn:ty, $lock:ident) => {
+        impl DbTx<'_, $conn> {
+            fn adjust_inbox_count(&mut self, user: UserId, by: i64) -> Result<(), StoreError> {
+                let done = diesel::update(users::table.find(user.0))
+                    .set(users::inbox_count.eq(users::inbox_count + by))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+        }
+
         impl Tx for DbTx<'_, $conn> {
             fn create_user(&mut self, at: UnixTime) -> Result<UserId, StoreError> {
                 let id = diesel::insert_into(users::table)
@@ -262,21 +271,29 @@ macro_rules! impl_tx {
                     ))
                     .returning(inbox_messages::id)
                     .get_result::<i64>(self.conn);
-                self.db(id)
+                let id = self.db(id)?;
+                self.adjust_inbox_count(user, 1)?;
+                Ok(id)
             }
 
             fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
-                let n = inbox_messages::table
-                    .filter(inbox_messages::user_id.eq(user.0))
-                    .count()
-                    .get_result::<i64>(self.conn);
-                self.db(n).map(|n| n as u64)
+                let n = users::table
+                    .find(user.0)
+                    .select(users::inbox_count)
+                    .first::<i64>(self.conn)
+                    .optional();
+                self.db(n).map(|n| n.unwrap_or(0).max(0) as u64)
             }
 
             fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
                 let n =
                     diesel::delete(inbox_messages::table.filter(inbox_messages::user_id.eq(user.0))).execute(self.conn);
-                self.db(n).map(|n| n as u64)
+                let n = self.db(n)?;
+                let zero = diesel::update(users::table.find(user.0))
+                    .set(users::inbox_count.eq(0))
+                    .execute(self.conn);
+                self.db(zero)?;
+                Ok(n as u64)
             }
 
             fn messages_after(
@@ -302,7 +319,11 @@ macro_rules! impl_tx {
                         .filter(inbox_messages::user_id.eq(user.0)),
                 )
                 .execute(self.conn);
-                self.db(n).map(|n| n > 0)
+                let deleted = self.db(n)? > 0;
+                if deleted {
+                    self.adjust_inbox_count(user, -1)?;
+                }
+                Ok(deleted)
             }
 
             fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError> {
@@ -375,7 +396,23 @@ macro_rules! impl_tx {
             fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
                 let key = record.key.as_bytes().as_slice();
                 let (sender, nonce) = (record.sender.as_str(), record.nonce.as_str());
-                // Expired rows no longer count: clear the ones in the way.
+                let insert = |conn: &mut $conn| {
+                    diesel::insert_into(replay_keys::table)
+                        .values((
+                            replay_keys::replay_key.eq(key),
+                            replay_keys::sender.eq(sender),
+                            replay_keys::nonce.eq(nonce),
+                            replay_keys::expires_at.eq(nanos(record.expires_at)),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                };
+                // The common case costs one statement; only a conflict looks further.
+                let inserted = insert(self.conn);
+                if self.db(inserted)? > 0 {
+                    return Ok(ReplayOutcome::Recorded);
+                }
+                // Expired rows no longer count: clear the ones in the way and try again.
                 let cleared = diesel::delete(
                     replay_keys::table
                         .filter(replay_keys::expires_at.le(nanos(now)))
@@ -387,18 +424,11 @@ macro_rules! impl_tx {
                         ),
                 )
                 .execute(self.conn);
-                self.db(cleared)?;
-                let inserted = diesel::insert_into(replay_keys::table)
-                    .values((
-                        replay_keys::replay_key.eq(key),
-                        replay_keys::sender.eq(sender),
-                        replay_keys::nonce.eq(nonce),
-                        replay_keys::expires_at.eq(nanos(record.expires_at)),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(self.conn);
-                if self.db(inserted)? > 0 {
-                    return Ok(ReplayOutcome::Recorded);
+                if self.db(cleared)? > 0 {
+                    let inserted = insert(self.conn);
+                    if self.db(inserted)? > 0 {
+                        return Ok(ReplayOutcome::Recorded);
+                    }
                 }
                 // Lost to an existing row: the same bytes, or the same nonce.
                 if self.replay_known(&record.key, now)? {

@@ -15,7 +15,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
     let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 1);
+    assert_eq!(store.migrate().unwrap().len(), 2);
     assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
     (dir, store)
 }
@@ -41,7 +41,7 @@ fn postgres(name: &str) -> Option<DieselStore> {
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
     let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 1);
+    assert_eq!(store.migrate().unwrap().len(), 2);
     Some(store)
 }
 
