@@ -173,10 +173,6 @@ fn rand_id() -> u64 {
     seed.rotate_left(17) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Threads per worker that run domain calls. More only queue on the
-/// database (SQLite has one writer) and cost context switches.
-const BLOCKING_THREADS_PER_WORKER: usize = 2;
-
 /// Builds the HTTP server on an already bound listener. It stops accepting
 /// on SIGINT/SIGTERM and drains in-flight requests for up to `grace_secs`.
 pub fn server(
