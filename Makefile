@@ -3,13 +3,14 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help bench test test-postgres lint fmt deps-check run ci
+.PHONY: help api-fuzz bench test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run         run the server on SQLite (./fedid.db)"
 	@echo "make test        run every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
 	@echo "make bench  speed and memory figures (release build, real servers, local PostgreSQL)"
+	@echo "make api-fuzz  schemathesis against a running server's /openapi.json"
 	@echo "make lint        rustfmt check and clippy with warnings denied"
 	@echo "make deps-check  prove the domain crate depends on no framework"
 
@@ -39,3 +40,6 @@ deps-check:
 bench:
 	$(CARGO) build --release -p fedid-server -p fedid-bench
 	./target/release/fedid-bench
+
+api-fuzz:
+	EXAMPLES=$${EXAMPLES:-25} bash tests/api-fuzz/run.sh

@@ -49,20 +49,25 @@ impl From<IdentityView> for Identity {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AliasRequest {
-    #[schema(example = "Alice")]
+    /// ASCII upper case is folded to lower case.
+    #[schema(example = "Alice", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]$")]
     pub alias: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeysRequest {
+    /// Ed25519 public key, 32 bytes, base64url (standard alphabet and padding accepted).
+    #[schema(pattern = r"^([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=?)$")]
     pub signing_key: String,
+    /// X25519 public key, 32 bytes, base64url (standard alphabet and padding accepted).
+    #[schema(pattern = r"^([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=?)$")]
     pub encryption_key: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetRequest {
-    #[schema(example = "erase-all-my-data")]
+    #[schema(example = "erase-all-my-data", pattern = "^erase-all-my-data$")]
     pub confirm: String,
 }
 
@@ -170,17 +175,21 @@ fn default_version() -> u64 {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlushItemRequest {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$")]
     pub peer_handle: String,
+    /// Ed25519 signature, 64 bytes, base64url.
     pub signature: String,
     #[serde(default)]
     pub nonce: Option<String>,
     pub timestamp: String,
     #[serde(default = "default_version")]
+    #[schema(minimum = 1)]
     pub message_version: u64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FlushRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<FlushItemRequest>,
 }
 
@@ -223,10 +232,12 @@ impl From<FlushReport> for FlushResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxRequestBody {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$")]
     pub to: String,
     #[schema(example = "RELATIONSHIP_REQUEST")]
     pub message_type: String,
     #[serde(default = "default_version")]
+    #[schema(minimum = 1)]
     pub message_version: u64,
     #[serde(default)]
     pub nonce: Option<String>,

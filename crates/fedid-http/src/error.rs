@@ -18,6 +18,8 @@ pub struct ApiError {
     pub member: Option<String>,
     pub remote: Option<(u16, Option<String>)>,
     pub retry_after_secs: Option<u64>,
+    /// With `method_not_allowed`: the methods the resource supports.
+    pub allow: Option<String>,
 }
 
 /// The problem body (RFC 9457) with fedid's members.
@@ -51,6 +53,7 @@ impl ApiError {
             member: None,
             remote: None,
             retry_after_secs: None,
+            allow: None,
         }
     }
 
@@ -69,8 +72,11 @@ impl ApiError {
         Self::new(404, "not_found", "no such resource")
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(405, "method_not_allowed", "this method is not allowed on this resource")
+    pub fn method_not_allowed(allow: &str) -> Self {
+        Self {
+            allow: Some(allow.to_ascii_uppercase()),
+            ..Self::new(405, "method_not_allowed", "this method is not allowed on this resource")
+        }
     }
 
     pub fn too_large() -> Self {
@@ -136,6 +142,9 @@ impl ResponseError for ApiError {
                 response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
             }
             _ => {}
+        }
+        if let Some(allow) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            response.insert_header((header::ALLOW, allow));
         }
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));

@@ -54,7 +54,10 @@ macro_rules! routes {
                 cfg.service(
                     web::resource($path)
                         $( .route(web::$method().to($handler)) )+
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(web::to(|| async {
+                            let allow = concat!($( stringify!($method), ", " ),+).trim_end_matches(", ");
+                            Err::<HttpResponse, _>(ApiError::method_not_allowed(allow))
+                        })),
                 );
             )+
         }
@@ -92,10 +95,6 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed())
 }
 
 /// The client's address: the peer, or the first untrusted hop of

@@ -204,6 +204,7 @@ fn operations_endpoints_and_routing() {
     assert_eq!((missing.status, missing.code()), (404, "not_found".into()));
     let wrong = app.call("DELETE", "/healthz", None, None);
     assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed".into()));
+    assert_eq!(wrong.header("allow"), Some("GET"));
     let metrics = app.call("GET", "/metrics", None, None);
     assert_eq!(metrics.status, 200);
     for series in [
