@@ -16,7 +16,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub member: Option<String>,
-    pub remote: Option<(u16, Option<String>)>,
+    pub remote: Option<Box<(u16, Option<String>)>>,
     pub retry_after_secs: Option<u64>,
     /// With `method_not_allowed`: the methods the resource supports.
     pub allow: Option<String>,
