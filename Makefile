@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help api-fuzz bench test test-postgres lint fmt deps-check run ci
+.PHONY: help api-fuzz bench fuzz test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run         run the server on SQLite (./fedid.db)"
@@ -11,6 +11,7 @@ help:
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
 	@echo "make bench  speed and memory figures (release build, real servers, local PostgreSQL)"
 	@echo "make api-fuzz  schemathesis against a running server's /openapi.json"
+	@echo "make fuzz  coverage-guided fuzzing (cargo-fuzz, libFuzzer), FUZZ_SECONDS per target"
 	@echo "make lint        rustfmt check and clippy with warnings denied"
 	@echo "make deps-check  prove the domain crate depends on no framework"
 
@@ -43,3 +44,14 @@ bench:
 
 api-fuzz:
 	EXAMPLES=$${EXAMPLES:-25} bash tests/api-fuzz/run.sh
+
+# cargo-fuzz on the stable toolchain: RUSTC_BOOTSTRAP lets it pass its -Z
+# flags; no sanitizer (none is available without nightly's std).
+FUZZ_TARGETS := envelope json request_bodies
+fuzz:
+	command -v cargo-fuzz > /dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$target; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -s none corpus/$$target $$(test -d seeds/$$target && echo seeds/$$target) \
+	    -- -max_total_time=$${FUZZ_SECONDS:-60} -timeout=5 || exit 1; \
+	done
