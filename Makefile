@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help api-fuzz bench fuzz test test-postgres lint fmt deps-check run ci
+.PHONY: help api-fuzz bench fuzz soak test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run         run the server on SQLite (./fedid.db)"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench  speed and memory figures (release build, real servers, local PostgreSQL)"
 	@echo "make api-fuzz  schemathesis against a running server's /openapi.json"
 	@echo "make fuzz  coverage-guided fuzzing (cargo-fuzz, libFuzzer), FUZZ_SECONDS per target"
+	@echo "make soak  64 clients of mixed traffic for SOAK_SECONDS (60): no 5xx, no envelope lost or doubled"
 	@echo "make lint        rustfmt check and clippy with warnings denied"
 	@echo "make deps-check  prove the domain crate depends on no framework"
 
@@ -55,3 +56,7 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -s none corpus/$$target $$(test -d seeds/$$target && echo seeds/$$target) \
 	    -- -max_total_time=$${FUZZ_SECONDS:-60} -timeout=5 || exit 1; \
 	done
+
+soak:
+	$(CARGO) build --release -p fedid-server -p fedid-bench
+	./target/release/fedid-bench soak $${SOAK_SECONDS:-60}

@@ -8,6 +8,7 @@
 
 mod load;
 mod process;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,9 +31,9 @@ const ANY: DomainPolicy = DomainPolicy {
 };
 const CONNECTIONS: usize = 32;
 
-type Failure = String;
+pub(crate) type Failure = String;
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -77,14 +78,14 @@ fn expect(what: &str, (status, body): (u16, String), wanted: u16) -> Result<Stri
 }
 
 /// A user with alias and keys on `server`.
-struct User {
+pub(crate) struct User {
     id: UserId,
-    token: String,
-    handle: Handle,
-    keys: ClientKeys,
+    pub token: String,
+    pub handle: Handle,
+    pub keys: ClientKeys,
 }
 
-fn user(server: &Server, alias: &str) -> Result<User, Failure> {
+pub(crate) fn user(server: &Server, alias: &str) -> Result<User, Failure> {
     let agent = agent();
     let token = server.create_user()?;
     let body = json!({ "alias": alias }).to_string();
@@ -127,7 +128,7 @@ fn set_keys(server: &Server, token: &str, keys: &ClientKeys) -> Result<Value, Fa
     serde_json::from_str(&answer).map_err(|e| e.to_string())
 }
 
-fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Result<(), Failure> {
+pub(crate) fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Result<(), Failure> {
     let r = from
         .keys
         .outbox_request(&from.handle, to, kind, Map::new(), SystemClock.now());
@@ -524,6 +525,11 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut figures = BTreeMap::new();
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        let seconds = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(60);
+        soak::run(&bin, dir.path(), seconds)?;
+        return Ok(figures);
+    }
     eprintln!("measuring verify_raw_per_s ...");
     let verify = verify_raw_per_s();
     eprintln!("measuring inbox on SQLite ...");
@@ -570,6 +576,7 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
 
 fn main() -> std::process::ExitCode {
     match run() {
+        Ok(figures) if figures.is_empty() => std::process::ExitCode::SUCCESS,
         Ok(figures) => {
             let order = [
                 "verify_raw_per_s",
