@@ -23,7 +23,7 @@ fn main() {
     let b = Arc::new(fedid_testkit::build(settings, Arc::new(store), &network, clock.clone()));
     network.join(&b.settings().domain.clone(), &b);
     let alice = a.user("alice").unwrap();
-    let (bob, _) = b.create_user().unwrap();
+    let (bob, bob_token) = b.create_user().unwrap();
     b.set_alias(bob, "bob").unwrap();
     let bob_keys = ClientKeys::generate().unwrap();
     bob_keys.with_keys(|k| b.set_keys(bob, k)).unwrap();
@@ -136,6 +136,11 @@ fn main() {
         fedid_domain::ports::write(store, |tx| tx.identity(bob)).unwrap();
     }
     println!("empty-ish write tx: {:?}", t.elapsed() / n as u32);
+    let t = Instant::now();
+    for _ in 0..n {
+        b.authenticate(bob_token.expose()).unwrap();
+    }
+    println!("authenticate: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();
     for _ in 0..n {
         b.identity(bob).unwrap();

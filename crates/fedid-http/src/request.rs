@@ -4,7 +4,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
-use fedid_domain::UserId;
+use fedid_domain::{Fedid, UserId};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
@@ -24,21 +24,32 @@ where
         .map_err(|_| ApiError::internal())?
 }
 
-/// The user of the request's bearer token; every failure looks the same.
-pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<UserId, ApiError> {
-    let token = req
-        .headers()
+fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .ok_or_else(ApiError::unauthenticated)?;
+}
+
+/// The user of the request's bearer token; every failure looks the same.
+/// For requests with a body, which must be authenticated before it is read.
+pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<UserId, ApiError> {
+    as_user(req, state, |_, user| Ok(user)).await
+}
+
+/// Authenticates and runs `work` for that user in one trip to the blocking
+/// pool: requests without a body need no more.
+pub async fn as_user<T, F>(req: &HttpRequest, state: &web::Data<AppState>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Fedid, UserId) -> Result<T, ApiError> + Send + 'static,
+{
+    let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
     let fedid = state.fedid.clone();
     blocking(move || {
-        fedid
-            .authenticate(&token)
-            .map_err(ApiError::from)?
-            .ok_or_else(ApiError::unauthenticated)
+        let user = fedid.authenticate(&token)?.ok_or_else(ApiError::unauthenticated)?;
+        work(&fedid, user)
     })
     .await
 }

@@ -7,7 +7,7 @@ use fedid_domain::services::{OutboxOutcome, OutboxRequest};
 use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
 use crate::endpoints::revocations::user_handle;
 use crate::error::{ApiError, Problem};
-use crate::request::{authenticate, blocking, page_query, parse_json, read_body};
+use crate::request::{as_user, authenticate, blocking, page_query, parse_json, read_body};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
@@ -15,11 +15,13 @@ use crate::AppState;
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = RelationshipPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let (limit, after) = page_query(&req)?;
-    let after = after.map(|a| user_handle(&state, &a, "after")).transpose()?;
-    let fedid = state.fedid.clone();
-    let page = blocking(move || Ok(fedid.relationships(user, after.as_ref(), limit)?)).await?;
+    let after = page_query(&req);
+    let page = as_user(&req, &state, move |fedid, user| {
+        let (limit, after) = after?;
+        let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
+        Ok(fedid.relationships(user, after.as_ref(), limit)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(RelationshipPage::from(page)))
 }
 
@@ -39,7 +41,7 @@ pub async fn outbox(
     let user = authenticate(&req, &state).await?;
     let body = read_body(&req, payload, state.http.body_bytes).await?;
     let request: OutboxRequestBody = parse_json(&req, &body)?;
-    let to = user_handle(&state, &request.to, "to")?;
+    let to = user_handle(&state.fedid, &request.to, "to")?;
     let request = OutboxRequest {
         to,
         message_type: request.message_type,
@@ -63,16 +65,18 @@ pub async fn outbox(
            ("after" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "a message id, decimal")),
     responses((status = 200, body = InboxPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let (limit, after) = page_query(&req)?;
-    let after = after
-        .map(|a| {
-            a.parse::<i64>()
-                .map_err(|_| ApiError::invalid_request("after", "after is a message id"))
-        })
-        .transpose()?;
-    let fedid = state.fedid.clone();
-    let page = blocking(move || Ok(fedid.inbox(user, after, limit)?)).await?;
+    let after = page_query(&req);
+    let page = as_user(&req, &state, move |fedid, user| {
+        let (limit, after) = after?;
+        let after = after
+            .map(|a| {
+                a.parse::<i64>()
+                    .map_err(|_| ApiError::invalid_request("after", "after is a message id"))
+            })
+            .transpose()?;
+        Ok(fedid.inbox(user, after, limit)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(InboxPage::from(page)))
 }
 
@@ -81,13 +85,10 @@ pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     responses((status = 204, description = "acknowledged"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json")))]
 pub async fn acknowledge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let id = req
-        .match_info()
-        .get("id")
-        .and_then(|id| id.parse::<i64>().ok())
-        .ok_or_else(ApiError::not_found)?;
-    let fedid = state.fedid.clone();
-    blocking(move || Ok(fedid.acknowledge(user, id)?)).await?;
+    let id = req.match_info().get("id").and_then(|id| id.parse::<i64>().ok());
+    as_user(&req, &state, move |fedid, user| {
+        Ok(fedid.acknowledge(user, id.ok_or_else(ApiError::not_found)?)?)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,12 +7,12 @@ use fedid_domain::Handle;
 
 use crate::dto::{FlushRequest, FlushResponse, PendingPage};
 use crate::error::{ApiError, Problem};
-use crate::request::{authenticate, blocking, page_query, parse_json, read_body};
+use crate::request::{as_user, authenticate, blocking, page_query, parse_json, read_body};
 use crate::AppState;
 
 /// A handle from the user API: lower-cased, then valid (API.md conventions).
-pub fn user_handle(state: &AppState, text: &str, member: &str) -> Result<Handle, ApiError> {
-    Handle::parse_user_input(text, state.fedid.settings().policy())
+pub fn user_handle(fedid: &fedid_domain::Fedid, text: &str, member: &str) -> Result<Handle, ApiError> {
+    Handle::parse_user_input(text, fedid.settings().policy())
         .map_err(|e| ApiError::invalid_request(member, e.to_string()))
 }
 
@@ -21,11 +21,13 @@ pub fn user_handle(state: &AppState, text: &str, member: &str) -> Result<Handle,
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = PendingPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let (limit, after) = page_query(&req)?;
-    let after = after.map(|a| user_handle(&state, &a, "after")).transpose()?;
-    let fedid = state.fedid.clone();
-    let page = blocking(move || Ok(fedid.pending_revocations(user, after.as_ref(), limit)?)).await?;
+    let after = page_query(&req);
+    let page = as_user(&req, &state, move |fedid, user| {
+        let (limit, after) = after?;
+        let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
+        Ok(fedid.pending_revocations(user, after.as_ref(), limit)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(PendingPage::from(page)))
 }
 
@@ -65,10 +67,11 @@ pub async fn flush(
     responses((status = 204, description = "dropped"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_queued`", body = Problem, content_type = "application/problem+json")))]
 pub async fn drop_pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let raw = req.match_info().get("peerHandle").unwrap_or_default();
-    let peer = user_handle(&state, &crate::request::percent_decode(raw), "peerHandle")?;
-    let fedid = state.fedid.clone();
-    blocking(move || Ok(fedid.drop_revocation(user, &peer)?)).await?;
+    let raw = crate::request::percent_decode(req.match_info().get("peerHandle").unwrap_or_default());
+    as_user(&req, &state, move |fedid, user| {
+        let peer = user_handle(fedid, &raw, "peerHandle")?;
+        Ok(fedid.drop_revocation(user, &peer)?)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
