@@ -525,6 +525,24 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut figures = BTreeMap::new();
+    if std::env::args().nth(1).as_deref() == Some("identity") {
+        // A quick look at the authenticated read path against hello.
+        let server = Server::start(
+            &bin,
+            &format!("sqlite://{}", dir.path().join("identity.db").display()),
+            &[],
+        )?;
+        let reader = user(&server, "reader")?;
+        let url = server.url("/users/me/identity");
+        let _ = hammer(vec![(url.clone(), None); 2_000], Some(&reader.token), 200);
+        let (count, elapsed, _) = hammer(vec![(url, None); 20_000], Some(&reader.token), 200);
+        let identity = count as f64 / elapsed.as_secs_f64();
+        let hello = hello_per_s()?;
+        figures.insert("identity_get_per_s", identity);
+        figures.insert("hello_per_s", hello);
+        figures.insert("identity_vs_hello_ratio", identity / hello);
+        return Ok(figures);
+    }
     if std::env::args().nth(1).as_deref() == Some("soak") {
         let seconds = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(60);
         soak::run(&bin, dir.path(), seconds)?;
