@@ -5,11 +5,12 @@
 
 #![forbid(unsafe_code)]
 
+mod group_commit;
 mod rows;
 pub mod schema;
 mod tx;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -55,14 +56,14 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     }
 }
 
-/// A SQLite pool with its in-process writer gate: SQLite has one writer at
-/// a time, and waiting on a mutex is far cheaper than SQLite's busy handler
-/// (which sleeps and polls). Other processes on the same file still meet
+/// A SQLite pool with its in-process writer: units of work queue on a mutex
+/// (far cheaper than SQLite's sleeping busy handler) and share commits
+/// (`group_commit.rs`). Other processes on the same file still meet
 /// `busy_timeout`.
 #[derive(Clone)]
 pub struct SqlitePool {
     pool: Pool<ConnectionManager<SqliteConnection>>,
-    writer: Arc<Mutex<()>>,
+    writer: Arc<group_commit::GroupCommit>,
 }
 
 impl std::ops::Deref for SqlitePool {
@@ -109,7 +110,7 @@ impl DieselStore {
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
             Ok(Self::Sqlite(SqlitePool {
                 pool,
-                writer: Arc::new(Mutex::new(())),
+                writer: Arc::new(group_commit::GroupCommit::default()),
             }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = Pool::builder()
@@ -188,20 +189,7 @@ fn settle(result: Result<(), Failure>) -> Result<(), StoreError> {
 impl Store for DieselStore {
     fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(pool) => {
-                let _writer = pool.writer.lock().unwrap_or_else(|p| p.into_inner());
-                let mut conn = Self::sqlite(pool)?;
-                // IMMEDIATE: writers queue on the lock (busy_timeout) instead of
-                // failing when a read inside the transaction upgrades to a write.
-                settle(conn.immediate_transaction(|conn| {
-                    let mut tx = DbTx {
-                        conn,
-                        lock_rows: false,
-                        retry: false,
-                    };
-                    work(&mut tx).map_err(Failure::Store)
-                }))
-            }
+            Self::Sqlite(pool) => pool.writer.write(&pool.pool, work),
             Self::Postgres(pool) => {
                 let mut conn = pool.get().map_err(unavailable)?;
                 let mut attempt = 0;

@@ -334,3 +334,50 @@ fn sqlite_concurrent_writers_wait_instead_of_failing() {
         .items
         .is_empty());
 }
+
+/// Units of work from many threads share SQLite commits; a unit that fails
+/// leaves nothing behind and takes none of its batch-mates with it.
+#[test]
+fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
+    use fedid_domain::ports::{read, write, StoreError};
+    let (_dir, store) = sqlite();
+    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+    let at = fedid_domain::UnixTime::from_secs(1);
+    let results: Vec<(usize, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let n = t * 50 + i;
+                            let outcome = write(store, |tx| {
+                                tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
+                                if n % 3 == 0 {
+                                    return Err(StoreError::Unavailable("refused".into()));
+                                }
+                                Ok(())
+                            });
+                            (n, outcome.is_ok())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let kept: std::collections::BTreeSet<usize> = results.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
+    assert_eq!(kept.len(), 400 - 134, "every unit but the refused ones");
+    assert!(kept.iter().all(|n| n % 3 != 0));
+    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
+        .unwrap()
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.envelope).unwrap()["n"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .collect();
+    assert_eq!(stored, kept);
+    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), kept.len() as u64);
+}
