@@ -29,7 +29,13 @@ const ANY: DomainPolicy = DomainPolicy {
     default_port: 80,
     allow_ip_literals: true,
 };
-const CONNECTIONS: usize = 32;
+/// Concurrent connections of the load generator (FEDID_BENCH_CONNECTIONS).
+fn connections() -> usize {
+    std::env::var("FEDID_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32)
+}
 
 pub(crate) type Failure = String;
 
@@ -149,7 +155,7 @@ pub(crate) fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageTyp
     .map(|_| ())
 }
 
-/// Runs `requests` (URL, optional JSON body to POST) with `CONNECTIONS`
+/// Runs `requests` (URL, optional JSON body to POST) with `connections()`
 /// concurrent keep-alive connections; returns (successes, elapsed, latencies).
 fn hammer(
     requests: Vec<(String, Option<String>)>,
@@ -164,7 +170,7 @@ fn hammer(
     let ok = AtomicUsize::new(0);
     let started = Instant::now();
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..CONNECTIONS)
+        let handles: Vec<_> = (0..connections())
             .map(|_| {
                 let (requests, next, ok) = (&requests, &next, &ok);
                 scope.spawn(move || {
