@@ -75,11 +75,13 @@ fn call(
     Ok((status, response.body_mut().read_to_string().unwrap_or_default()))
 }
 
-fn expect(what: &str, (status, body): (u16, String), wanted: u16) -> Result<String, Failure> {
+/// One request that must answer `wanted`; returns the body.
+fn request(server: &Server, method: &str, path: &str, token: &str, body: &str, wanted: u16) -> Result<String, Failure> {
+    let (status, answer) = call(&agent(), method, &server.url(path), Some(token), Some(body))?;
     if status == wanted {
-        Ok(body)
+        Ok(answer)
     } else {
-        Err(format!("{what}: HTTP {status} {body}"))
+        Err(format!("{method} {path}: HTTP {status} {answer}"))
     }
 }
 
@@ -92,20 +94,9 @@ pub(crate) struct User {
 }
 
 pub(crate) fn user(server: &Server, alias: &str) -> Result<User, Failure> {
-    let agent = agent();
     let token = server.create_user()?;
     let body = json!({ "alias": alias }).to_string();
-    expect(
-        "alias",
-        call(
-            &agent,
-            "PATCH",
-            &server.url("/users/me/alias"),
-            Some(&token),
-            Some(&body),
-        )?,
-        200,
-    )?;
+    request(server, "PATCH", "/users/me/alias", &token, &body, 200)?;
     let keys = ClientKeys::generate().ok_or("no randomness")?;
     let identity = set_keys(server, &token, &keys)?;
     let id = identity["userId"]
@@ -126,11 +117,7 @@ pub(crate) fn user(server: &Server, alias: &str) -> Result<User, Failure> {
 fn set_keys(server: &Server, token: &str, keys: &ClientKeys) -> Result<Value, Failure> {
     let (sk, ek) = keys.public_keys();
     let body = json!({ "signingKey": sk, "encryptionKey": ek }).to_string();
-    let answer = expect(
-        "keys",
-        call(&agent(), "PUT", &server.url("/users/me/keys"), Some(token), Some(&body))?,
-        200,
-    )?;
+    let answer = request(server, "PUT", "/users/me/keys", token, &body, 200)?;
     serde_json::from_str(&answer).map_err(|e| e.to_string())
 }
 
@@ -141,18 +128,7 @@ pub(crate) fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageTyp
     let body = json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce,
                       "timestamp": r.timestamp, "signature": r.signature})
     .to_string();
-    expect(
-        "outbox",
-        call(
-            &agent(),
-            "POST",
-            &server.url("/users/me/outbox"),
-            Some(&from.token),
-            Some(&body),
-        )?,
-        200,
-    )
-    .map(|_| ())
+    request(server, "POST", "/users/me/outbox", &from.token, &body, 200).map(|_| ())
 }
 
 /// Runs `requests` (URL, optional JSON body to POST) with `connections()`
@@ -347,17 +323,7 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
     })
     .map_err(|e| e.to_string())?;
     let reset = json!({"confirm": "erase-all-my-data"}).to_string();
-    let body = expect(
-        "reset",
-        call(
-            &agent(),
-            "POST",
-            &server.url("/users/me/identity/reset"),
-            Some(&alice.token),
-            Some(&reset),
-        )?,
-        200,
-    )?;
+    let body = request(&server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
     if !body.contains("\"revocationsQueued\":1000") {
         return Err(format!("reset queued: {body}"));
     }
@@ -373,17 +339,7 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
         .collect();
     let body = json!({ "items": items }).to_string();
     let started = Instant::now();
-    let report = expect(
-        "flush",
-        call(
-            &agent(),
-            "POST",
-            &server.url("/users/me/revocations/flush"),
-            Some(&alice.token),
-            Some(&body),
-        )?,
-        200,
-    )?;
+    let report = request(&server, "POST", "/users/me/revocations/flush", &alice.token, &body, 200)?;
     let seconds = started.elapsed().as_secs_f64();
     if !report.contains("\"delivered\":1000") {
         return Err(format!("flush: {}", report.chars().take(300).collect::<String>()));
@@ -444,17 +400,7 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64),
     std::thread::sleep(Duration::from_millis(100));
     let reset = json!({"confirm": "erase-all-my-data"}).to_string();
     let started = Instant::now();
-    let body = expect(
-        "reset",
-        call(
-            &agent(),
-            "POST",
-            &server.url("/users/me/identity/reset"),
-            Some(&big.token),
-            Some(&reset),
-        )?,
-        200,
-    )?;
+    let body = request(&server, "POST", "/users/me/identity/reset", &big.token, &reset, 200)?;
     let reset_seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut latencies = watcher.join().map_err(|_| "watcher failed")?;
