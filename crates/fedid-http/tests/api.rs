@@ -59,16 +59,21 @@ impl Reply {
 }
 
 fn spawn_app_with(metrics_token: Option<&str>, rate: u32) -> TestApp {
+    spawn_app_tweaked(metrics_token, rate, |_| {})
+}
+
+fn spawn_app_tweaked(metrics_token: Option<&str>, rate: u32, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = DieselStore::open(&format!("sqlite://{}", dir.path().join("api.db").display()), 4).unwrap();
     store.migrate().unwrap();
     let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
     let network = Network::new(Duration::from_millis(500));
-    let settings = Settings::for_domain(
+    let mut settings = Settings::for_domain(
         Domain::parse("a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
         Scheme::Https,
         false,
     );
+    tweak(&mut settings);
     let metrics = Arc::new(Metrics::default());
     let fedid = Arc::new(
         fedid_testkit::build(settings, Arc::new(store), &network, clock.clone())
@@ -815,4 +820,197 @@ fn metrics_token_and_inbox_rate_limit() {
         (limited.code(), limited.header("retry-after")),
         ("rate_limited".into(), Some("1"))
     );
+}
+
+#[test]
+fn remaining_error_codes_over_http() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+
+    // Outbox before the identity is set up, then with a stale timestamp and a bad envelope.
+    let (_, fresh) = app.fedid.create_user().unwrap();
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        fresh.expose(),
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
+    );
+    assert_eq!((reply.status, reply.code()), (409, "identity_not_set_up".into()));
+    let mut stale = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
+    stale["timestamp"] = json!("2020-01-01T00:00:00Z");
+    assert_eq!(
+        app.send("POST", "/users/me/outbox", &alice, stale).code(),
+        "timestamp_out_of_window"
+    );
+    let mut bad_nonce = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
+    bad_nonce["nonce"] = json!("short");
+    assert_eq!(
+        app.send("POST", "/users/me/outbox", &alice, bad_nonce).code(),
+        "invalid_envelope"
+    );
+    let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &nobody, MessageType::RelationshipRequest),
+    );
+    assert_eq!((reply.status, reply.code()), (404, "unknown_recipient".into()));
+
+    // relationships_exist, then revocations_pending (alias and outbox).
+    app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
+    );
+    let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
+    assert_eq!((reply.status, reply.code()), (409, "relationships_exist".into()));
+    app.network.set_unreachable("b.example", true);
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRevoke),
+    );
+    assert_eq!(reply.json(), json!({"outcome": "queued"}));
+    app.network.set_unreachable("b.example", false);
+    let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
+    assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
+    );
+    assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
+
+    // The flush body limit is 16 times the user API's.
+    let big = json!({"items": [{"peerHandle": "bob@b.example", "signature": "x".repeat(1_100_000), "timestamp": "t"}]});
+    assert_eq!(
+        app.send("POST", "/users/me/revocations/flush", &alice, big).code(),
+        "payload_too_large"
+    );
+
+    // Inbox refusals of section 8.
+    let inbox = |body: String| {
+        app.call(
+            "POST",
+            "/federation/inbox",
+            None,
+            Some(("application/json", body.into_bytes())),
+        )
+    };
+    let now = app.clock.now();
+    let wire = bob
+        .keys
+        .envelope(&bob.handle, &ah, MessageType::Message, Map::new(), now)
+        .wire_form();
+    let reply = inbox(wire.clone());
+    assert_eq!((reply.status, reply.code()), (403, "no_relationship".into()));
+    let v2 = wire.replace("\"protocol_version\":1", "\"protocol_version\":2");
+    assert_eq!(inbox(v2).code(), "unsupported_protocol_version");
+    let poke = wire.replace("\"MESSAGE\"", "\"POKE\"");
+    assert_eq!(inbox(poke).code(), "unsupported_message_type");
+    let stranger = bob
+        .keys
+        .envelope(&bob.handle, &nobody, MessageType::RelationshipRequest, Map::new(), now)
+        .wire_form();
+    assert_eq!(inbox(stranger).code(), "unknown_recipient");
+    let ghost = Handle::parse("ghost@c.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let unknown_sender = bob
+        .keys
+        .envelope(&ghost, &ah, MessageType::RelationshipRequest, Map::new(), now)
+        .wire_form();
+    let reply = inbox(unknown_sender);
+    assert_eq!((reply.status, reply.code()), (502, "sender_keys_unavailable".into()));
+    let stale = bob
+        .keys
+        .envelope(
+            &bob.handle,
+            &ah,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            now.plus_secs(-900),
+        )
+        .wire_form();
+    assert_eq!(inbox(stale).code(), "timestamp_out_of_window");
+    let accept = bob
+        .keys
+        .envelope(&bob.handle, &ah, MessageType::RelationshipAccept, Map::new(), now)
+        .wire_form();
+    let reply = inbox(accept);
+    assert_eq!((reply.status, reply.code()), (409, "no_pending_request".into()));
+    let first = bob
+        .keys
+        .envelope(&bob.handle, &ah, MessageType::RelationshipRequest, Map::new(), now);
+    assert_eq!(inbox(first.wire_form()).status, 202);
+    let reused = fedid_domain::UnsignedEnvelope {
+        message_type: MessageType::RelationshipRequest,
+        message_version: 2,
+        nonce: first.nonce().clone(),
+        from: bob.handle.clone(),
+        to: ah.clone(),
+        timestamp: first.timestamp().clone(),
+        payload: Map::new(),
+    }
+    .sign(bob.keys.secret());
+    let reply = inbox(reused.wire_form());
+    assert_eq!((reply.status, reply.code()), (409, "nonce_reused".into()));
+}
+
+#[test]
+fn inbox_full_and_domain_not_allowed_over_http() {
+    let limited = spawn_app_tweaked(None, 0, |s| s.inbox_messages_per_user = 1);
+    let (_, ah, _) = limited.user("alice");
+    let bob = limited.peer.user("bob").unwrap();
+    let inbox = |app: &TestApp, body: String| {
+        app.call(
+            "POST",
+            "/federation/inbox",
+            None,
+            Some(("application/json", body.into_bytes())),
+        )
+    };
+    let request = bob.keys.envelope(
+        &bob.handle,
+        &ah,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        limited.clock.now(),
+    );
+    assert_eq!(
+        inbox(&limited, request.wire_form()).status,
+        202,
+        "the first stored envelope fits"
+    );
+    let carol = limited.peer.user("carol").unwrap();
+    let second = carol.keys.envelope(
+        &carol.handle,
+        &ah,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        limited.clock.now(),
+    );
+    let reply = inbox(&limited, second.wire_form());
+    assert_eq!((reply.status, reply.code()), (429, "inbox_full".into()));
+
+    let fenced = spawn_app_tweaked(None, 0, |s| {
+        s.allowed_domains = vec![Domain::parse("c.example", DomainPolicy::HTTPS_PUBLIC).unwrap()];
+    });
+    let (_, ah, _) = fenced.user("alice");
+    let bob = fenced.peer.user("bob").unwrap();
+    let wire = bob
+        .keys
+        .envelope(
+            &bob.handle,
+            &ah,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            fenced.clock.now(),
+        )
+        .wire_form();
+    let reply = inbox(&fenced, wire);
+    assert_eq!((reply.status, reply.code()), (403, "domain_not_allowed".into()));
 }
