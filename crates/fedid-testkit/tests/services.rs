@@ -740,3 +740,64 @@ fn a_claim_lapses_after_the_delivery_timeout_plus_30_seconds() {
     w.clock.advance_secs(2);
     assert_eq!(flush(&w).results[0].outcome, FlushOutcome::Delivered);
 }
+
+#[test]
+fn key_lookups_in_flight_are_bounded_per_domain_and_refusals_are_not_remembered() {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_secs(5));
+    let a = Instance::start_with(&network, settings("a.example", |_| {}), clock.clone());
+    let b = Instance::start_with(&network, settings("b.example", |_| {}), clock.clone());
+    let bob = person(&b, "bob");
+    let senders: Vec<Person> = (0..5).map(|i| person(&a, &format!("sender{i}"))).collect();
+    let wires: Vec<String> = senders
+        .iter()
+        .map(|s| {
+            s.keys
+                .envelope(
+                    &s.handle,
+                    &bob.handle,
+                    MessageType::RelationshipRequest,
+                    Map::new(),
+                    clock.now(),
+                )
+                .wire_form()
+        })
+        .collect();
+    network.set_delay("a.example", Duration::from_millis(1500));
+    let start = std::sync::Barrier::new(wires.len());
+    let outcomes: Vec<Result<Received, InboxError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = wires
+            .iter()
+            .map(|wire| {
+                let (node, start) = (&bob.node, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    node.receive(wire.as_bytes())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused = outcomes
+        .iter()
+        .filter(|o| **o == Err(InboxError::SenderKeysUnavailable))
+        .count();
+    let accepted = outcomes.iter().filter(|o| **o == Ok(Received::Accepted)).count();
+    assert_eq!(
+        (accepted, refused),
+        (4, 1),
+        "4 lookups per domain at once: {outcomes:?}"
+    );
+    network.set_delay("a.example", Duration::ZERO);
+    let retried = wires
+        .iter()
+        .zip(&outcomes)
+        .find(|(_, o)| o.is_err())
+        .map(|(w, _)| w)
+        .unwrap();
+    assert_eq!(
+        bob.node.receive(retried.as_bytes()),
+        Ok(Received::Accepted),
+        "the refusal was not remembered"
+    );
+}
