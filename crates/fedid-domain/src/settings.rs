@@ -50,12 +50,36 @@ impl Settings {
         DomainPolicy::for_scheme(self.scheme, self.allow_private_networks)
     }
 
-    /// Whether the allow-list (if any) admits `domain`.
+    /// Whether the allow-list (if any) admits `domain`. The server's own
+    /// domain always is: local deliveries never leave the process.
     pub fn domain_allowed(&self, domain: &str) -> bool {
-        self.allowed_domains.is_empty() || self.allowed_domains.iter().any(|d| d.as_str() == domain)
+        self.allowed_domains.is_empty()
+            || self.is_local(domain)
+            || self.allowed_domains.iter().any(|d| d.as_str() == domain)
     }
 
     pub fn is_local(&self, domain: &str) -> bool {
         self.domain.as_str() == domain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::DomainPolicy;
+
+    #[test]
+    fn the_allow_list_admits_listed_domains_and_our_own() {
+        let domain = |d: &str| Domain::parse(d, DomainPolicy::HTTPS_PUBLIC).unwrap();
+        let mut settings = Settings::for_domain(domain("a.example"), Scheme::Https, false);
+        assert!(settings.domain_allowed("z.example"), "no list: everyone");
+        settings.allowed_domains = vec![domain("b.example")];
+        assert!(settings.domain_allowed("b.example"));
+        assert!(settings.domain_allowed("a.example"), "our own domain");
+        assert!(!settings.domain_allowed("c.example"));
+        assert!(
+            !settings.domain_allowed("b.example:8443"),
+            "whole domains, port included"
+        );
     }
 }
