@@ -120,6 +120,8 @@ pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'a;
 /// Storage with transactions. `write` runs `work` in one serializable,
 /// all-or-nothing transaction and may run it again after a serialization
 /// conflict; `read` runs it on a consistent snapshot and must not write.
+/// A unit of work never calls the store itself (no nested units): it has
+/// its `Tx`, and adapters may serialize units.
 pub trait Store: Send + Sync {
     fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;

@@ -48,8 +48,22 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl GroupCommit {
+    /// The state, recovering from a unit that panicked mid-batch: its
+    /// batch can no longer be trusted, so it is rolled back and failed.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut state = match self.state.lock() {
+            Ok(state) => return state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.state.clear_poison();
+        if let Some(mut conn) = state.open.take() {
+            let _ = conn.batch_execute("ROLLBACK");
+            let batch = state.batch;
+            state.failed.push_back(batch);
+            state.finished = batch;
+            self.ended.notify_all();
+        }
+        state
     }
 
     pub(crate) fn write(
@@ -82,7 +96,14 @@ impl GroupCommit {
         if !broken && self.waiting.load(Ordering::SeqCst) > 0 && state.size < MAX_BATCH {
             // Someone is queued behind: they commit, or pass it on.
             while state.finished < batch {
-                state = self.ended.wait(state).unwrap_or_else(|p| p.into_inner());
+                state = match self.ended.wait(state) {
+                    Ok(state) => state,
+                    Err(poisoned) => {
+                        // Release the guard before recovering through `lock`.
+                        drop(poisoned);
+                        self.lock()
+                    }
+                };
             }
             if state.failed.contains(&batch) {
                 return Err(unavailable("the group commit failed"));
