@@ -192,6 +192,16 @@ impl TestApp {
         (token, handle, keys)
     }
 
+    /// POST /users/me/outbox with a freshly signed body.
+    fn outbox(&self, token: &str, keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType) -> Reply {
+        self.send(
+            "POST",
+            "/users/me/outbox",
+            token,
+            self.outbox_body(keys, from, to, kind),
+        )
+    }
+
     fn outbox_body(&self, keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType) -> Value {
         let r = keys.outbox_request(from, to, kind, Map::new(), self.clock.now());
         json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce, "timestamp": r.timestamp,
@@ -478,12 +488,7 @@ fn revocation_queue_over_http() {
     let mut peers = Vec::new();
     for name in ["bob", "carol", "dave"] {
         let peer = app.peer.user(name).unwrap();
-        app.send(
-            "POST",
-            "/users/me/outbox",
-            &alice,
-            app.outbox_body(&ak, &ah, &peer.handle, MessageType::RelationshipRequest),
-        );
+        app.outbox(&alice, &ak, &ah, &peer.handle, MessageType::RelationshipRequest);
         peers.push(peer);
     }
     app.send(
@@ -603,19 +608,9 @@ fn outbox_inbox_and_relationships_over_http() {
     let app = spawn_app();
     let (alice, ah, ak) = app.user("alice");
     let bob = app.peer.user("bob").unwrap();
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::Message),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::Message);
     assert_eq!((reply.status, reply.code()), (409, "no_relationship".into()));
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipAccept),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipAccept);
     assert_eq!(reply.code(), "no_pending_request");
     let mut tampered = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     tampered["payload"] = json!({"x": 1});
@@ -637,12 +632,7 @@ fn outbox_inbox_and_relationships_over_http() {
     );
     // The peer refuses: 502 with the peer's status and code.
     let stranger = Handle::parse("nobody@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &stranger, MessageType::RelationshipRequest),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &stranger, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (502, "delivery_failed".into()));
     assert_eq!(
         (reply.json()["remoteStatus"].clone(), reply.json()["remoteCode"].clone()),
@@ -715,12 +705,7 @@ fn outbox_inbox_and_relationships_over_http() {
         ),
         (json!("bob@b.example"), json!("incoming"))
     );
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipAccept),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipAccept);
     assert_eq!(reply.json(), json!({"outcome": "delivered"}));
     assert_eq!(
         app.get("/users/me/relationships", &alice).json()["items"][0]["state"],
@@ -850,40 +835,20 @@ fn remaining_error_codes_over_http() {
         "invalid_envelope"
     );
     let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &nobody, MessageType::RelationshipRequest),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &nobody, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (404, "unknown_recipient".into()));
 
     // relationships_exist, then revocations_pending (alias and outbox).
-    app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
-    );
+    app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
     assert_eq!((reply.status, reply.code()), (409, "relationships_exist".into()));
     app.network.set_unreachable("b.example", true);
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRevoke),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRevoke);
     assert_eq!(reply.json(), json!({"outcome": "queued"}));
     app.network.set_unreachable("b.example", false);
     let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
     assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
-    let reply = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
-    );
+    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
 
     // The flush body limit is 16 times the user API's.
