@@ -23,6 +23,13 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
 /// A fresh schema per call on the PostgreSQL of FEDID_TEST_POSTGRES_URL.
 /// Without it the test says it skipped, unless FEDID_REQUIRE_POSTGRES is set (CI).
 fn postgres(name: &str) -> Option<DieselStore> {
+    let store = DieselStore::open(&postgres_url(name)?, 4).unwrap();
+    assert_eq!(store.migrate().unwrap().len(), 2);
+    Some(store)
+}
+
+/// The URL of a fresh, empty schema (see [`postgres`]).
+fn postgres_url(name: &str) -> Option<String> {
     let Ok(base) = std::env::var("FEDID_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var("FEDID_REQUIRE_POSTGRES").is_err(),
@@ -39,10 +46,23 @@ fn postgres(name: &str) -> Option<DieselStore> {
         ))
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
-    let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 2);
-    Some(store)
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+#[test]
+fn postgres_instances_starting_together_migrate_once() {
+    let Some(url) = postgres_url("race") else { return };
+    let applied: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| DieselStore::open(&url, 2).unwrap().migrate().unwrap().len()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        applied.iter().sum::<usize>(),
+        2,
+        "each migration applied once: {applied:?}"
+    );
 }
 
 #[test]
