@@ -38,8 +38,18 @@ fn postgres_url(name: &str) -> Option<String> {
         eprintln!("SKIPPED PostgreSQL backend for {name}: FEDID_TEST_POSTGRES_URL is not set");
         return None;
     };
-    let schema = format!("fedid_test_{name}_{}", std::process::id());
+    let pid = std::process::id();
+    let schema = format!("fedid_test_{name}_{pid}");
     let mut admin = diesel::PgConnection::establish(&base).expect("PostgreSQL at FEDID_TEST_POSTGRES_URL");
+    // Schemas of earlier runs go, once per test process.
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let _ = admin.batch_execute(&format!(
+            "DO $$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace \
+             WHERE (nspname LIKE 'fedid_test_%' OR nspname LIKE 'fedid_bench_%') AND nspname NOT LIKE '%\\_{pid}' \
+             LOOP EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE'; END LOOP; END $$;"
+        ));
+    });
     admin
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
