@@ -6,15 +6,22 @@ FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscrib
 .PHONY: help api-fuzz bench fuzz soak test test-postgres lint fmt deps-check run ci
 
 help:
-	@echo "make run         run the server on SQLite (./fedid.db)"
-	@echo "make test        run every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
+	@echo "make run            run the server on SQLite (./fedid.db, 127.0.0.1:8080)"
+	@echo "make test           every test (PostgreSQL tests need FEDID_TEST_POSTGRES_URL)"
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
-	@echo "make bench  speed and memory figures (release build, real servers, local PostgreSQL)"
-	@echo "make api-fuzz  schemathesis against a running server's /openapi.json"
-	@echo "make fuzz  coverage-guided fuzzing (cargo-fuzz, libFuzzer), FUZZ_SECONDS per target"
-	@echo "make soak  64 clients of mixed traffic for SOAK_SECONDS (60): no 5xx, no envelope lost or doubled"
-	@echo "make lint        rustfmt check and clippy with warnings denied"
-	@echo "make deps-check  prove the domain crate depends on no framework"
+	@echo "make lint           rustfmt check and clippy with warnings denied"
+	@echo "make deps-check     prove the domain crate depends on no framework"
+	@echo "make bench          speed and memory figures (release, real servers, local PostgreSQL)"
+	@echo "make soak           64 clients for SOAK_SECONDS (60): no 5xx, no envelope lost or doubled"
+	@echo "make fuzz           coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target"
+	@echo "make api-fuzz       schemathesis against a running server's /openapi.json"
+	@echo "make ci             what CI runs: bash .ci/run"
+
+run:
+	$(CARGO) run --release -p fedid-server
+
+ci:
+	bash .ci/run
 
 test:
 	$(CARGO) test --workspace --all-targets
