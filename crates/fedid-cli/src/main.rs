@@ -74,15 +74,8 @@ enum Command {
     },
 }
 
-/// Any canonical handle, IP literals and ports included: the tool signs,
-/// the servers judge.
-const ANY: DomainPolicy = DomainPolicy {
-    default_port: 0,
-    allow_ip_literals: true,
-};
-
 fn handle(text: &str, what: &str) -> Result<Handle, String> {
-    Handle::parse_user_input(text, ANY).map_err(|e| format!("{what}: {e}"))
+    Handle::parse_user_input(text, DomainPolicy::ANY).map_err(|e| format!("{what}: {e}"))
 }
 
 fn secret(seed: &str) -> Result<SigningSecret, String> {

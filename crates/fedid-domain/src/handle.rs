@@ -60,6 +60,14 @@ impl DomainPolicy {
         allow_ip_literals: false,
     };
 
+    /// Every canonical domain, IP literals and any port (no port is 0):
+    /// for values validated once already (storage) or that servers will
+    /// judge (client tools).
+    pub const ANY: Self = Self {
+        default_port: 0,
+        allow_ip_literals: true,
+    };
+
     pub fn for_scheme(scheme: Scheme, allow_private_networks: bool) -> Self {
         Self {
             default_port: scheme.default_port(),

@@ -158,11 +158,6 @@ impl KeyDirectory {
         envelope.verify(&key).map_err(|_| KeyCheckError::InvalidSignature)
     }
 
-    /// Forgets everything about `handle` (for tests and operators).
-    pub fn forget(&self, handle: &Handle) {
-        lock(&self.entries).remove(handle);
-    }
-
     fn cached_key(&self, handle: &Handle, now: UnixTime) -> Result<Option<SigningKey>, KeyCheckError> {
         let entries = lock(&self.entries);
         let Some(entry) = entries.get(handle) else {

@@ -10,12 +10,6 @@ use fedid_domain::{
 
 use crate::schema::*;
 
-/// Accepts every canonical domain: stored handles were validated on the way in.
-const STORED: DomainPolicy = DomainPolicy {
-    default_port: 0,
-    allow_ip_literals: true,
-};
-
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Unavailable(format!("stored {what} is not valid"))
 }
@@ -29,7 +23,7 @@ pub(crate) fn time(n: i64) -> UnixTime {
 }
 
 pub(crate) fn handle(text: &str) -> Result<Handle, StoreError> {
-    Handle::parse(text, STORED).map_err(|_| corrupt("handle"))
+    Handle::parse(text, DomainPolicy::ANY).map_err(|_| corrupt("handle"))
 }
 
 #[derive(Queryable, Selectable)]
