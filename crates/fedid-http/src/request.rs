@@ -54,6 +54,19 @@ where
     .await
 }
 
+/// Authenticates, then reads and parses the JSON body: `401`, then `413`,
+/// then `400`, as API.md orders them.
+pub async fn user_and_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    limit: usize,
+) -> Result<(UserId, T), ApiError> {
+    let user = authenticate(req, state).await?;
+    let body = read_body(req, payload, limit).await?;
+    Ok((user, parse_json(req, &body)?))
+}
+
 /// Reads at most `limit` bytes of body; more is `413 payload_too_large`.
 pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = req

@@ -6,7 +6,7 @@ use fedid_domain::services::KeysInput;
 
 use crate::dto::{AliasRequest, Identity, KeysRequest, ResetResponse};
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, authenticate, blocking, is_json, parse_json, read_body};
+use crate::request::{as_user, authenticate, blocking, is_json, read_body, user_and_json};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/identity", tag = "identity", security(("bearer" = [])),
@@ -26,9 +26,7 @@ pub async fn set_alias(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let body = read_body(&req, payload, state.http.body_bytes).await?;
-    let request: AliasRequest = parse_json(&req, &body)?;
+    let (user, request): (_, AliasRequest) = user_and_json(&req, payload, &state, state.http.body_bytes).await?;
     let fedid = state.fedid.clone();
     let view = blocking(move || Ok(fedid.set_alias(user, &request.alias)?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
@@ -43,9 +41,7 @@ pub async fn set_keys(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let body = read_body(&req, payload, state.http.body_bytes).await?;
-    let request: KeysRequest = parse_json(&req, &body)?;
+    let (user, request): (_, KeysRequest) = user_and_json(&req, payload, &state, state.http.body_bytes).await?;
     let fedid = state.fedid.clone();
     let view = blocking(move || {
         let keys = KeysInput {

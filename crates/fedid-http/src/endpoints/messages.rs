@@ -7,7 +7,7 @@ use fedid_domain::services::{OutboxOutcome, OutboxRequest};
 use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
 use crate::endpoints::revocations::user_handle;
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, authenticate, blocking, page_query, parse_json, read_body};
+use crate::request::{as_user, blocking, page_query, user_and_json};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
@@ -38,9 +38,7 @@ pub async fn outbox(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let body = read_body(&req, payload, state.http.body_bytes).await?;
-    let request: OutboxRequestBody = parse_json(&req, &body)?;
+    let (user, request): (_, OutboxRequestBody) = user_and_json(&req, payload, &state, state.http.body_bytes).await?;
     let to = user_handle(&state.fedid, &request.to, "to")?;
     let request = OutboxRequest {
         to,

@@ -7,7 +7,7 @@ use fedid_domain::Handle;
 
 use crate::dto::{FlushRequest, FlushResponse, PendingPage};
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, authenticate, blocking, page_query, parse_json, read_body};
+use crate::request::{as_user, blocking, page_query, user_and_json};
 use crate::AppState;
 
 /// A handle from the user API: lower-cased, then valid (API.md conventions).
@@ -42,9 +42,8 @@ pub async fn flush(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = authenticate(&req, &state).await?;
-    let body = read_body(&req, payload, state.http.body_bytes.saturating_mul(16)).await?;
-    let request: FlushRequest = parse_json(&req, &body)?;
+    let (user, request): (_, FlushRequest) =
+        user_and_json(&req, payload, &state, state.http.body_bytes.saturating_mul(16)).await?;
     let items: Vec<FlushItem> = request
         .items
         .into_iter()
