@@ -66,6 +66,16 @@ fn spawn_app_tweaked(metrics_token: Option<&str>, rate: u32, tweak: impl FnOnce(
     let dir = tempfile::tempdir().unwrap();
     let store = DieselStore::open(&format!("sqlite://{}", dir.path().join("api.db").display()), 4).unwrap();
     store.migrate().unwrap();
+    spawn_on(Arc::new(store), dir, metrics_token, rate, tweak)
+}
+
+fn spawn_on(
+    store: Arc<dyn fedid_domain::Store>,
+    dir: tempfile::TempDir,
+    metrics_token: Option<&str>,
+    rate: u32,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
     let network = Network::new(Duration::from_millis(500));
     let mut settings = Settings::for_domain(
@@ -76,8 +86,7 @@ fn spawn_app_tweaked(metrics_token: Option<&str>, rate: u32, tweak: impl FnOnce(
     tweak(&mut settings);
     let metrics = Arc::new(Metrics::default());
     let fedid = Arc::new(
-        fedid_testkit::build(settings, Arc::new(store), &network, clock.clone())
-            .with_delivery_observer(metrics.clone()),
+        fedid_testkit::build(settings, store, &network, clock.clone()).with_delivery_observer(metrics.clone()),
     );
     network.join(&fedid.settings().domain.clone(), &fedid);
     let peer = Instance::start(&network, "b.example", clock.clone()).unwrap();
@@ -978,4 +987,45 @@ fn inbox_full_and_domain_not_allowed_over_http() {
         .wire_form();
     let reply = inbox(&fenced, wire);
     assert_eq!((reply.status, reply.code()), (403, "domain_not_allowed".into()));
+}
+
+/// A database that no longer answers.
+struct DownStore;
+
+impl fedid_domain::Store for DownStore {
+    fn write(&self, _work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
+        Err(fedid_domain::StoreError::Unavailable(
+            "connection refused at db.internal:5432".into(),
+        ))
+    }
+
+    fn read(&self, work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
+        self.write(work)
+    }
+
+    fn ping(&self) -> Result<(), fedid_domain::StoreError> {
+        Err(fedid_domain::StoreError::Unavailable("down".into()))
+    }
+}
+
+#[test]
+fn a_broken_database_is_a_503_on_readyz_and_a_bare_500_elsewhere() {
+    let app = spawn_on(Arc::new(DownStore), tempfile::tempdir().unwrap(), None, 0, |_| {});
+    assert_eq!(app.call("GET", "/healthz", None, None).status, 200, "the process runs");
+    let ready = app.call("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 503);
+    let reply = app.call(
+        "GET",
+        "/users/me/identity",
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        None,
+    );
+    assert_eq!((reply.status, reply.code()), (500, "internal_error".into()));
+    assert_eq!(
+        reply.json()["detail"],
+        "internal_error",
+        "no cause, no SQL, no host: {}",
+        reply.body
+    );
+    assert!(!reply.body.contains("db.internal"));
 }
