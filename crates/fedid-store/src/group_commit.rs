@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use fedid_domain::ports::{StoreError, Work};
 
+use crate::command::Command;
 use crate::tx::DbTx;
 
 /// At most this many units share one commit, bounding how long the first waits.
@@ -57,7 +57,7 @@ impl GroupCommit {
         };
         self.state.clear_poison();
         if let Some(mut conn) = state.open.take() {
-            let _ = conn.batch_execute("ROLLBACK");
+            let _ = Command("ROLLBACK").run(&mut conn);
             let batch = state.batch;
             state.failed.push_back(batch);
             state.finished = batch;
@@ -78,7 +78,7 @@ impl GroupCommit {
             let mut conn = pool.get().map_err(unavailable)?;
             // IMMEDIATE: take the write lock now, so that a read inside the
             // batch never has to upgrade (other processes wait on busy_timeout).
-            conn.batch_execute("BEGIN IMMEDIATE").map_err(unavailable)?;
+            Command("BEGIN IMMEDIATE").run(&mut conn).map_err(unavailable)?;
             state.open = Some(conn);
             state.batch += 1;
             state.size = 0;
@@ -111,12 +111,12 @@ impl GroupCommit {
             return outcome;
         }
         let committed = match state.open.take() {
-            Some(mut conn) if !broken => conn.batch_execute("COMMIT").map_err(|e| {
-                let _ = conn.batch_execute("ROLLBACK");
+            Some(mut conn) if !broken => Command("COMMIT").run(&mut conn).map_err(|e| {
+                let _ = Command("ROLLBACK").run(&mut conn);
                 unavailable(e)
             }),
             Some(mut conn) => {
-                let _ = conn.batch_execute("ROLLBACK");
+                let _ = Command("ROLLBACK").run(&mut conn);
                 Err(unavailable("a unit of work broke the batch"))
             }
             None => Err(unavailable("no open batch")),
@@ -134,7 +134,8 @@ impl GroupCommit {
     }
 
     fn run_unit(conn: &mut Connection, work: &mut Work<'_>) -> Result<(), UnitFailure> {
-        conn.batch_execute("SAVEPOINT unit")
+        Command("SAVEPOINT unit")
+            .run(conn)
             .map_err(|e| UnitFailure::Broken(unavailable(e)))?;
         let mut tx = DbTx {
             conn: &mut **conn,
@@ -143,8 +144,10 @@ impl GroupCommit {
         };
         let result = work(&mut tx);
         let closed = match result {
-            Ok(()) => conn.batch_execute("RELEASE unit"),
-            Err(_) => conn.batch_execute("ROLLBACK TO unit; RELEASE unit"),
+            Ok(()) => Command("RELEASE unit").run(conn),
+            Err(_) => Command("ROLLBACK TO unit")
+                .run(conn)
+                .and_then(|()| Command("RELEASE unit").run(conn)),
         };
         closed.map_err(|e| UnitFailure::Broken(unavailable(e)))?;
         result.map_err(UnitFailure::Work)

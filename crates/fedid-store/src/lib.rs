@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod command;
 mod group_commit;
 mod rows;
 pub mod schema;
@@ -22,6 +23,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use fedid_domain::ports::{StoreError, Work};
 use fedid_domain::Store;
 
+use crate::command::Command;
 use crate::tx::DbTx;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -105,6 +107,9 @@ impl DieselStore {
             let pool = Pool::builder()
                 .max_size(size)
                 .connection_timeout(Duration::from_secs(10))
+                // A file cannot go stale the way a network connection can:
+                // no `SELECT 1` before every checkout.
+                .test_on_check_out(false)
                 .connection_customizer(Box::new(SqliteSetup))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -154,6 +159,27 @@ impl DieselStore {
     ) -> Result<PooledConnection<ConnectionManager<SqliteConnection>>, StoreError> {
         pool.get().map_err(unavailable)
     }
+}
+
+/// A read transaction on SQLite with statements that stay prepared
+/// (`command.rs`). A read changes nothing, so it ends with `COMMIT` whatever
+/// the work returned.
+fn read_sqlite(conn: &mut SqliteConnection, work: &mut Work<'_>) -> Result<(), StoreError> {
+    if Command("BEGIN").run(conn).is_err() {
+        // A transaction left open by an earlier failure: end it, once.
+        let _ = Command("ROLLBACK").run(conn);
+        Command("BEGIN").run(conn).map_err(unavailable)?;
+    }
+    let outcome = work(&mut DbTx {
+        conn,
+        lock_rows: false,
+        retry: false,
+    });
+    if let Err(e) = Command("COMMIT").run(conn) {
+        let _ = Command("ROLLBACK").run(conn);
+        return outcome.and(Err(unavailable(e)));
+    }
+    outcome
 }
 
 /// Carries the unit of work's own error through diesel's transaction.
@@ -218,14 +244,7 @@ impl Store for DieselStore {
         match self {
             Self::Sqlite(pool) => {
                 let mut conn = Self::sqlite(pool)?;
-                settle(conn.transaction(|conn| {
-                    let mut tx = DbTx {
-                        conn: &mut **conn,
-                        lock_rows: false,
-                        retry: false,
-                    };
-                    work(&mut tx).map_err(Failure::Store)
-                }))
+                read_sqlite(&mut conn, work)
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.get().map_err(unavailable)?;

@@ -37,16 +37,16 @@ impl<C> DbTx<'_, C> {
 
 macro_rules! no_lock {
     ($self:ident, $query:expr) => {
-        $query.first::<UserRow>($self.conn).optional()
+        $query.get_result::<UserRow>($self.conn).optional()
     };
 }
 
 macro_rules! pg_lock {
     ($self:ident, $query:expr) => {
         if $self.lock_rows {
-            $query.for_update().first::<UserRow>($self.conn).optional()
+            $query.for_update().get_result::<UserRow>($self.conn).optional()
         } else {
-            $query.first::<UserRow>($self.conn).optional()
+            $query.get_result::<UserRow>($self.conn).optional()
         }
     };
 }
@@ -103,7 +103,7 @@ macro_rules! impl_tx {
                     .filter(sessions::revoked_at.is_null())
                     .filter(sessions::expires_at.gt(nanos(now)))
                     .select(sessions::user_id)
-                    .first::<i64>(self.conn)
+                    .get_result::<i64>(self.conn)
                     .optional();
                 self.db(user).map(|u| u.map(UserId))
             }
@@ -134,7 +134,7 @@ macro_rules! impl_tx {
                 let holder = alias_history::table
                     .filter(alias_history::alias.eq(alias.as_str()))
                     .select(alias_history::user_id)
-                    .first::<i64>(self.conn)
+                    .get_result::<i64>(self.conn)
                     .optional();
                 self.db(holder).map(|h| h.map(UserId))
             }
@@ -195,7 +195,7 @@ macro_rules! impl_tx {
                 let row = relationships::table
                     .find((user.0, peer.as_str()))
                     .select(RelationshipRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional();
                 self.db(row)?.map(RelationshipRow::into_record).transpose()
             }
@@ -280,7 +280,7 @@ macro_rules! impl_tx {
                 let n = users::table
                     .find(user.0)
                     .select(users::inbox_count)
-                    .first::<i64>(self.conn)
+                    .get_result::<i64>(self.conn)
                     .optional();
                 self.db(n).map(|n| n.unwrap_or(0).max(0) as u64)
             }
@@ -330,7 +330,7 @@ macro_rules! impl_tx {
                 let row = revocations::table
                     .find((user.0, peer.as_str()))
                     .select(RevocationRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional();
                 self.db(row)?.map(RevocationRow::into_record).transpose()
             }
