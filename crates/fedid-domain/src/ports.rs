@@ -114,8 +114,10 @@ pub trait Tx {
     fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
-/// A unit of work: gets the transaction, returns `Err` to roll back.
-pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'a;
+/// A unit of work: gets the transaction, returns `Err` to roll back. It is
+/// `Send` so that an adapter may run it on a thread of its own (the SQLite
+/// store runs every write on one writer thread).
+pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + Send + 'a;
 
 /// Storage with transactions. `write` runs `work` in one serializable,
 /// all-or-nothing transaction and may run it again after a serialization
@@ -130,18 +132,24 @@ pub trait Store: Send + Sync {
 }
 
 /// Runs `work` in a write transaction and hands back its value or error.
-pub fn write<T, E: From<StoreError>>(store: &dyn Store, work: impl FnMut(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
+pub fn write<T: Send, E: From<StoreError> + Send>(
+    store: &dyn Store,
+    work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
+) -> Result<T, E> {
     run(store, work, true)
 }
 
 /// Runs `work` in a read transaction and hands back its value or error.
-pub fn read<T, E: From<StoreError>>(store: &dyn Store, work: impl FnMut(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
+pub fn read<T: Send, E: From<StoreError> + Send>(
+    store: &dyn Store,
+    work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
+) -> Result<T, E> {
     run(store, work, false)
 }
 
-fn run<T, E: From<StoreError>>(
+fn run<T: Send, E: From<StoreError> + Send>(
     store: &dyn Store,
-    mut work: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    mut work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
     writing: bool,
 ) -> Result<T, E> {
     let mut outcome: Option<Result<T, E>> = None;

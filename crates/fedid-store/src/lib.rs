@@ -58,10 +58,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     }
 }
 
-/// A SQLite pool with its in-process writer: units of work queue on a mutex
-/// (far cheaper than SQLite's sleeping busy handler) and share commits
-/// (`group_commit.rs`). Other processes on the same file still meet
-/// `busy_timeout`.
+/// A SQLite pool with its in-process writer: units of work run one after
+/// the other on a writer thread (far cheaper than SQLite's sleeping busy
+/// handler) and share commits (`group_commit.rs`). Other processes on the
+/// same file still meet `busy_timeout`.
 #[derive(Clone)]
 pub struct SqlitePool {
     pool: Pool<ConnectionManager<SqliteConnection>>,
@@ -105,7 +105,8 @@ impl DieselStore {
                 return Err(OpenError::UnsupportedUrl(url.into()));
             }
             let pool = Pool::builder()
-                .max_size(size)
+                // One more: the writer thread keeps a connection of its own.
+                .max_size(size + 1)
                 .connection_timeout(Duration::from_secs(10))
                 // A file cannot go stale the way a network connection can:
                 // no `SELECT 1` before every checkout.
@@ -115,7 +116,7 @@ impl DieselStore {
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
             Ok(Self::Sqlite(SqlitePool {
                 pool,
-                writer: Arc::new(group_commit::GroupCommit::default()),
+                writer: Arc::new(group_commit::GroupCommit::new().map_err(OpenError::Connect)?),
             }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = Pool::builder()

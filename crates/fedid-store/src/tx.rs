@@ -13,6 +13,7 @@ use fedid_domain::{
     RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
+use crate::command::AdjustInboxCount;
 use crate::rows::*;
 use crate::schema::*;
 
@@ -55,9 +56,7 @@ macro_rules! impl_tx {
     ($conn:ty, $lock:ident) => {
         impl DbTx<'_, $conn> {
             fn adjust_inbox_count(&mut self, user: UserId, by: i64) -> Result<(), StoreError> {
-                let done = diesel::update(users::table.find(user.0))
-                    .set(users::inbox_count.eq(users::inbox_count + by))
-                    .execute(self.conn);
+                let done = AdjustInboxCount { user: user.0, by }.execute(self.conn);
                 self.db(done).map(|_| ())
             }
         }

@@ -411,3 +411,21 @@ fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
     assert_eq!(stored, kept);
     assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), kept.len() as u64);
 }
+
+/// A unit of work that panics on the writer thread fails its caller, takes
+/// its own changes with it, and leaves the writer working for the next one.
+#[test]
+fn sqlite_writer_survives_a_panicking_unit() {
+    use fedid_domain::ports::{read, write, StoreError};
+    let (_dir, store) = sqlite();
+    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+    let at = fedid_domain::UnixTime::from_secs(1);
+    let outcome: Result<(), StoreError> = write(&store, |tx| {
+        tx.insert_message(user, at, "{\"n\":1}")?;
+        panic!("a bug in a unit of work");
+    });
+    assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 0);
+    write(&store, |tx| tx.insert_message(user, at, "{\"n\":2}").map(|_| ())).unwrap();
+    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 1);
+}

@@ -151,6 +151,8 @@ impl Fedid {
                 .plus_secs(self.settings.max_clock_skew_secs),
         };
         let alias = envelope.to().alias();
+        // Serialized outside the transaction: writers run one at a time.
+        let wire = envelope.wire_form();
         ports::write(self.store.as_ref(), |tx| {
             // Step 2 again, under the recipient's lock: never apply to an
             // identity reset (or an alias moved) since the first check.
@@ -173,7 +175,7 @@ impl Fedid {
                 if limited && tx.count_messages(seen.user)? >= self.settings.inbox_messages_per_user {
                     return Err(InboxError::InboxFull);
                 }
-                tx.insert_message(seen.user, now, &envelope.wire_form())?;
+                tx.insert_message(seen.user, now, &wire)?;
             }
             Ok(Received::Accepted)
         })

@@ -309,7 +309,7 @@ impl Fedid {
         &self,
         user: UserId,
         peer: &Handle,
-        change: impl Fn(&mut crate::model::QueuedRevocation),
+        change: impl Fn(&mut crate::model::QueuedRevocation) + Sync,
     ) -> Result<(), StoreError> {
         ports::write(self.store.as_ref(), |tx| {
             if let Some(mut row) = tx.queued(user, peer)? {
