@@ -1,6 +1,7 @@
 //! fedid's HTTP adapter on actix-web: every endpoint of API.md over the
-//! domain's use cases. Handlers parse, authenticate, run the domain call on
-//! the blocking pool and render; statuses live in `error.rs`.
+//! domain's use cases. Handlers parse, authenticate, run the domain call off
+//! the async workers (store-only reads on the read pool, the rest on the
+//! blocking pool) and render; statuses live in `error.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod rate_limit;
+mod read_pool;
 pub mod request;
 
 use std::net::IpAddr;
@@ -25,6 +27,7 @@ use crate::endpoints::{federation, identity, messages, operations, revocations};
 use crate::error::ApiError;
 pub use crate::metrics::Metrics;
 pub use crate::rate_limit::RateLimiter;
+pub use crate::read_pool::ReadPool;
 
 /// HTTP-only settings.
 #[derive(Debug, Clone)]
@@ -42,6 +45,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub http: HttpSettings,
     pub inbox_limiter: Option<RateLimiter>,
+    /// Where store-only reads run (`read_pool.rs`); everything else runs
+    /// on actix's blocking pool.
+    pub readers: ReadPool,
 }
 
 macro_rules! routes {

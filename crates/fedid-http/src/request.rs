@@ -1,6 +1,7 @@
 //! Reading requests: the bearer token, the body (size first, then media
 //! type, then JSON with the member at fault), query parameters, and running
-//! domain calls on the blocking pool with the request's span.
+//! domain calls with the request's span: store-only reads on the read pool,
+//! everything else on the blocking pool.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
@@ -35,11 +36,29 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 /// The user of the request's bearer token; every failure looks the same.
 /// For requests with a body, which must be authenticated before it is read.
 pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<UserId, ApiError> {
-    as_user(req, state, |_, user| Ok(user)).await
+    as_reader(req, state, |_, user| Ok(user)).await
 }
 
-/// Authenticates and runs `work` for that user in one trip to the blocking
-/// pool: requests without a body need no more.
+/// Authenticates and runs the read `work` for that user in one trip to the
+/// read pool: the user's GET requests need no more.
+pub async fn as_reader<T, F>(req: &HttpRequest, state: &web::Data<AppState>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Fedid, UserId) -> Result<T, ApiError> + Send + 'static,
+{
+    let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
+    let fedid = state.fedid.clone();
+    state
+        .readers
+        .run(move || {
+            let user = fedid.authenticate(&token)?.ok_or_else(ApiError::unauthenticated)?;
+            work(&fedid, user)
+        })
+        .await
+}
+
+/// Authenticates and runs `work`, which may write, for that user in one
+/// trip to the blocking pool.
 pub async fn as_user<T, F>(req: &HttpRequest, state: &web::Data<AppState>, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,

@@ -99,6 +99,7 @@ fn spawn_on(
             trusted_proxies: vec![],
         },
         inbox_limiter: (rate > 0).then(|| fedid_http::RateLimiter::new(rate)),
+        readers: fedid_http::ReadPool::new(2).unwrap(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -10,7 +10,7 @@ use actix_web::web;
 use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::services::Ports;
 use fedid_domain::{Fedid, KeyDirectory};
-use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter};
+use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, ReadPool};
 use fedid_store::DieselStore;
 use fedid_transport::{HttpTransport, TransportSettings};
 
@@ -64,6 +64,7 @@ impl Application {
         let listener = TcpListener::bind(&config.server.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
         let store = DieselStore::open(&config.database.url, config.database.pool_size).map_err(|e| e.to_string())?;
+        let on_sqlite = matches!(store, DieselStore::Sqlite(_));
         if migrate {
             for version in store.migrate().map_err(|e| e.to_string())? {
                 tracing::info!(%version, "migration applied");
@@ -97,6 +98,17 @@ impl Application {
         };
         let fedid = Arc::new(Fedid::new(settings, ports).with_delivery_observer(metrics.clone()));
         let rate = config.limits.inbox_requests_per_ip_per_s;
+        let workers = config
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // SQLite reads cost CPU only: one reader per worker. PostgreSQL reads
+        // wait on the network: as many readers as connections.
+        let readers = if on_sqlite {
+            workers
+        } else {
+            config.database.pool_size as usize
+        };
         let state = web::Data::new(AppState {
             fedid,
             metrics,
@@ -106,11 +118,8 @@ impl Application {
                 trusted_proxies,
             },
             inbox_limiter: (rate > 0).then(|| RateLimiter::new(rate)),
+            readers: ReadPool::new(readers).map_err(|e| format!("cannot start the read pool: {e}"))?,
         });
-        let workers = config
-            .server
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(Self {
             listener,
             state,

@@ -62,7 +62,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
 pub async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let alias = req.match_info().get("alias").unwrap_or_default().to_owned();
     let fedid = state.fedid.clone();
-    let found = blocking(move || Ok(fedid.published_identity(&alias)?)).await?;
+    let found = state.readers.run(move || Ok(fedid.published_identity(&alias)?)).await?;
     match found {
         Some(identity) => Ok(HttpResponse::Ok()
             .insert_header((

@@ -6,13 +6,13 @@ use fedid_domain::services::KeysInput;
 
 use crate::dto::{AliasRequest, Identity, KeysRequest, ResetResponse};
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, authenticate, blocking, is_json, read_body, user_and_json};
+use crate::request::{as_reader, authenticate, blocking, is_json, read_body, user_and_json};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/identity", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Identity), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let view = as_user(&req, &state, |fedid, user| Ok(fedid.identity(user)?)).await?;
+    let view = as_reader(&req, &state, |fedid, user| Ok(fedid.identity(user)?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 

@@ -7,7 +7,7 @@ use fedid_domain::services::{OutboxOutcome, OutboxRequest};
 use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
 use crate::endpoints::revocations::user_handle;
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, blocking, page_query, user_and_json};
+use crate::request::{as_reader, as_user, blocking, page_query, user_and_json};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
@@ -16,7 +16,7 @@ use crate::AppState;
     responses((status = 200, body = RelationshipPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_user(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |fedid, user| {
         let (limit, after) = after?;
         let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
         Ok(fedid.relationships(user, after.as_ref(), limit)?)
@@ -64,7 +64,7 @@ pub async fn outbox(
     responses((status = 200, body = InboxPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_user(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |fedid, user| {
         let (limit, after) = after?;
         let after = after
             .map(|a| {

@@ -7,7 +7,7 @@ use fedid_domain::Handle;
 
 use crate::dto::{FlushRequest, FlushResponse, PendingPage};
 use crate::error::{ApiError, Problem};
-use crate::request::{as_user, blocking, page_query, user_and_json};
+use crate::request::{as_reader, as_user, blocking, page_query, user_and_json};
 use crate::AppState;
 
 /// A handle from the user API: lower-cased, then valid (API.md conventions).
@@ -22,7 +22,7 @@ pub fn user_handle(fedid: &fedid_domain::Fedid, text: &str, member: &str) -> Res
     responses((status = 200, body = PendingPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_user(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |fedid, user| {
         let (limit, after) = after?;
         let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
         Ok(fedid.pending_revocations(user, after.as_ref(), limit)?)
