@@ -5,7 +5,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
-use fedid_domain::{Fedid, UserId};
+use fedid_domain::{Fedid, UserId, UserReads};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
@@ -36,24 +36,22 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 /// The user of the request's bearer token; every failure looks the same.
 /// For requests with a body, which must be authenticated before it is read.
 pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<UserId, ApiError> {
-    as_reader(req, state, |_, user| Ok(user)).await
+    as_reader(req, state, |reads| Ok(reads.user())).await
 }
 
-/// Authenticates and runs the read `work` for that user in one trip to the
-/// read pool: the user's GET requests need no more.
+/// Authenticates and runs the read `work` for that user on the read pool,
+/// in the read transaction that checked the token: the user's GET requests
+/// need no more.
 pub async fn as_reader<T, F>(req: &HttpRequest, state: &web::Data<AppState>, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Fedid, UserId) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&mut UserReads<'_>) -> Result<T, ApiError> + Send + 'static,
 {
     let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
     let fedid = state.fedid.clone();
     state
         .readers
-        .run(move || {
-            let user = fedid.authenticate(&token)?.ok_or_else(ApiError::unauthenticated)?;
-            work(&fedid, user)
-        })
+        .run(move || fedid.read_as(&token, work)?.ok_or_else(ApiError::unauthenticated))
         .await
 }
 

@@ -801,3 +801,53 @@ fn key_lookups_in_flight_are_bounded_per_domain_and_refusals_are_not_remembered(
         "the refusal was not remembered"
     );
 }
+
+/// `read_as` authenticates and reads on one snapshot: a live token reads
+/// its own user's data, and anything else reads nothing at all.
+#[test]
+fn reads_as_the_holder_of_a_token() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let alice = person(&w.a, "alice");
+    let (carol, carol_token) = w.b.fedid.create_user().unwrap();
+    w.b.fedid.set_alias(carol, "carol").unwrap();
+    // Bob receives a relationship request; Carol has nothing.
+    assert_eq!(
+        w.b.fedid
+            .receive(w.envelope(&alice, &bob, MessageType::RelationshipRequest).as_bytes()),
+        Ok(Received::Accepted)
+    );
+    let bob_token = w.b.fedid.issue_token(bob.user, None).unwrap();
+
+    let seen =
+        w.b.fedid
+            .read_as(bob_token.expose(), |reads| -> Result<_, IdentityError> {
+                let view = reads.identity()?;
+                let inbox = reads.inbox(None, PageLimit::DEFAULT)?;
+                let relationships = reads.relationships(None, PageLimit::DEFAULT)?;
+                Ok((reads.user(), view.handle, inbox.items.len(), relationships.items.len()))
+            });
+    assert_eq!(seen, Ok(Some((bob.user, Some(bob.handle.clone()), 1, 1))));
+    let carols =
+        w.b.fedid
+            .read_as(carol_token.expose(), |reads| -> Result<_, IdentityError> {
+                Ok((reads.user(), reads.inbox(None, PageLimit::DEFAULT)?.items.len()))
+            });
+    assert_eq!(carols, Ok(Some((carol, 0))));
+
+    let mut ran = false;
+    for bad in ["", "not-a-token", &"A".repeat(43), &bob_token.expose()[1..]] {
+        let none = w.b.fedid.read_as(bad, |_| -> Result<(), IdentityError> {
+            ran = true;
+            Ok(())
+        });
+        assert_eq!(none, Ok(None), "{bad:?}");
+    }
+    w.b.fedid.revoke_tokens(bob.user).unwrap();
+    let revoked = w.b.fedid.read_as(bob_token.expose(), |_| -> Result<(), IdentityError> {
+        ran = true;
+        Ok(())
+    });
+    assert_eq!(revoked, Ok(None));
+    assert!(!ran, "a read never runs without a live token");
+}

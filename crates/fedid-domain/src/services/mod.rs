@@ -18,7 +18,7 @@ pub use discovery::PublishedIdentity;
 pub use identity::{IdentityError, IdentityView, KeysInput};
 pub use inbox::{InboxError, Received};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
-pub use reads::ReadError;
+pub use reads::{ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};
 pub use revocations::{FlushError, FlushItem, FlushOutcome, FlushReport, FlushResult};
 pub use sessions::{SessionError, SessionToken};

@@ -3,8 +3,9 @@
 
 use crate::handle::Handle;
 use crate::model::{AuditRecord, InboxMessage, Page, PageLimit, QueuedRevocation, Relationship, UserId};
-use crate::ports::{self, StoreError};
-use crate::services::Fedid;
+use crate::ports::{self, StoreError, Tx};
+use crate::services::{Fedid, IdentityError, IdentityView};
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -34,10 +35,7 @@ impl Fedid {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<Relationship, Handle>, StoreError> {
-        let rows = ports::read(self.store.as_ref(), |tx| {
-            tx.relationships_after(user, after, limit.get() + 1)
-        })?;
-        Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
+        ports::read(self.store.as_ref(), |tx| relationships(tx, user, after, limit))
     }
 
     /// Ordered by peer handle, byte order.
@@ -47,8 +45,7 @@ impl Fedid {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
-        let rows = ports::read(self.store.as_ref(), |tx| tx.queue_after(user, after, limit.get() + 1))?;
-        Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
+        ports::read(self.store.as_ref(), |tx| pending_revocations(tx, user, after, limit))
     }
 
     /// Oldest first by id.
@@ -58,10 +55,32 @@ impl Fedid {
         after: Option<i64>,
         limit: PageLimit,
     ) -> Result<Page<InboxMessage, i64>, StoreError> {
-        let rows = ports::read(self.store.as_ref(), |tx| {
-            tx.messages_after(user, after, limit.get() + 1)
-        })?;
-        Ok(Page::from_overfetch(rows, limit.get(), |m| m.id))
+        ports::read(self.store.as_ref(), |tx| inbox(tx, user, after, limit))
+    }
+
+    /// Authenticates `token` and runs `read` as its user in the same read
+    /// transaction: one snapshot and one round of locks for what would
+    /// otherwise be two. `Ok(None)` when the token is not live.
+    pub fn read_as<T: Send, E: From<StoreError> + Send>(
+        &self,
+        token: &str,
+        read: impl FnOnce(&mut UserReads<'_>) -> Result<T, E> + Send,
+    ) -> Result<Option<T>, E> {
+        let Some(hash) = super::sessions::well_formed_token_hash(token) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        // Stores run a read once (only writes are retried).
+        let mut read = Some(read);
+        ports::read(self.store.as_ref(), |tx| {
+            let Some(user) = tx.session_user(&hash, now)? else {
+                return Ok(None);
+            };
+            let read = read
+                .take()
+                .ok_or_else(|| StoreError::Unavailable("the store ran a read twice".into()))?;
+            read(&mut UserReads { fedid: self, tx, user }).map(Some)
+        })
     }
 
     /// Deletes one of the user's own messages.
@@ -81,4 +100,79 @@ impl Fedid {
             Ok(tx.audit_records(user)?)
         })
     }
+}
+
+/// The user API's reads for one authenticated user, on the snapshot that
+/// authenticated them ([`Fedid::read_as`]).
+pub struct UserReads<'a> {
+    fedid: &'a Fedid,
+    tx: &'a mut dyn Tx,
+    user: UserId,
+}
+
+impl UserReads<'_> {
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    pub fn settings(&self) -> &Settings {
+        self.fedid.settings()
+    }
+
+    pub fn identity(&mut self) -> Result<IdentityView, IdentityError> {
+        self.fedid.view(self.tx, self.user)
+    }
+
+    /// As [`Fedid::relationships`].
+    pub fn relationships(
+        &mut self,
+        after: Option<&Handle>,
+        limit: PageLimit,
+    ) -> Result<Page<Relationship, Handle>, StoreError> {
+        relationships(self.tx, self.user, after, limit)
+    }
+
+    /// As [`Fedid::pending_revocations`].
+    pub fn pending_revocations(
+        &mut self,
+        after: Option<&Handle>,
+        limit: PageLimit,
+    ) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
+        pending_revocations(self.tx, self.user, after, limit)
+    }
+
+    /// As [`Fedid::inbox`].
+    pub fn inbox(&mut self, after: Option<i64>, limit: PageLimit) -> Result<Page<InboxMessage, i64>, StoreError> {
+        inbox(self.tx, self.user, after, limit)
+    }
+}
+
+fn relationships(
+    tx: &mut dyn Tx,
+    user: UserId,
+    after: Option<&Handle>,
+    limit: PageLimit,
+) -> Result<Page<Relationship, Handle>, StoreError> {
+    let rows = tx.relationships_after(user, after, limit.get() + 1)?;
+    Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
+}
+
+fn pending_revocations(
+    tx: &mut dyn Tx,
+    user: UserId,
+    after: Option<&Handle>,
+    limit: PageLimit,
+) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
+    let rows = tx.queue_after(user, after, limit.get() + 1)?;
+    Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
+}
+
+fn inbox(
+    tx: &mut dyn Tx,
+    user: UserId,
+    after: Option<i64>,
+    limit: PageLimit,
+) -> Result<Page<InboxMessage, i64>, StoreError> {
+    let rows = tx.messages_after(user, after, limit.get() + 1)?;
+    Ok(Page::from_overfetch(rows, limit.get(), |m| m.id))
 }

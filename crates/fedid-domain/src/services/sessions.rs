@@ -90,10 +90,9 @@ impl Fedid {
 
     /// The user of a live token; `None` for anything else, alike.
     pub fn authenticate(&self, token: &str) -> Result<Option<UserId>, StoreError> {
-        if token.len() != 43 {
+        let Some(hash) = well_formed_token_hash(token) else {
             return Ok(None);
-        }
-        let hash = token_hash(token);
+        };
         let now = self.clock.now();
         ports::read(self.store.as_ref(), |tx| tx.session_user(&hash, now))
     }
@@ -105,4 +104,10 @@ impl Fedid {
         let hash = token_hash(&token);
         Ok((SessionToken(token), hash))
     }
+}
+
+/// The stored hash of a token of the issued shape; `None` for any other
+/// text, which cannot be a live token.
+pub(crate) fn well_formed_token_hash(token: &str) -> Option<[u8; 32]> {
+    (token.len() == 43).then(|| token_hash(token))
 }

@@ -12,7 +12,7 @@ use crate::AppState;
 #[utoipa::path(get, path = "/users/me/identity", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Identity), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let view = as_reader(&req, &state, |fedid, user| Ok(fedid.identity(user)?)).await?;
+    let view = as_reader(&req, &state, |reads| Ok(reads.identity()?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 

@@ -16,10 +16,12 @@ use crate::AppState;
     responses((status = 200, body = RelationshipPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_reader(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |reads| {
         let (limit, after) = after?;
-        let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
-        Ok(fedid.relationships(user, after.as_ref(), limit)?)
+        let after = after
+            .map(|a| user_handle(reads.settings().policy(), &a, "after"))
+            .transpose()?;
+        Ok(reads.relationships(after.as_ref(), limit)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(RelationshipPage::from(page)))
@@ -39,7 +41,7 @@ pub async fn outbox(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, request): (_, OutboxRequestBody) = user_and_json(&req, payload, &state, state.http.body_bytes).await?;
-    let to = user_handle(&state.fedid, &request.to, "to")?;
+    let to = user_handle(state.fedid.settings().policy(), &request.to, "to")?;
     let request = OutboxRequest {
         to,
         message_type: request.message_type,
@@ -64,7 +66,7 @@ pub async fn outbox(
     responses((status = 200, body = InboxPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_reader(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |reads| {
         let (limit, after) = after?;
         let after = after
             .map(|a| {
@@ -72,7 +74,7 @@ pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
                     .map_err(|_| ApiError::invalid_request("after", "after is a message id"))
             })
             .transpose()?;
-        Ok(fedid.inbox(user, after, limit)?)
+        Ok(reads.inbox(after, limit)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(InboxPage::from(page)))

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::services::FlushItem;
-use fedid_domain::Handle;
+use fedid_domain::{DomainPolicy, Handle};
 
 use crate::dto::{FlushRequest, FlushResponse, PendingPage};
 use crate::error::{ApiError, Problem};
@@ -11,9 +11,8 @@ use crate::request::{as_reader, as_user, blocking, page_query, user_and_json};
 use crate::AppState;
 
 /// A handle from the user API: lower-cased, then valid (API.md conventions).
-pub fn user_handle(fedid: &fedid_domain::Fedid, text: &str, member: &str) -> Result<Handle, ApiError> {
-    Handle::parse_user_input(text, fedid.settings().policy())
-        .map_err(|e| ApiError::invalid_request(member, e.to_string()))
+pub fn user_handle(policy: DomainPolicy, text: &str, member: &str) -> Result<Handle, ApiError> {
+    Handle::parse_user_input(text, policy).map_err(|e| ApiError::invalid_request(member, e.to_string()))
 }
 
 #[utoipa::path(get, path = "/users/me/revocations/pending", tag = "revocations", security(("bearer" = [])),
@@ -22,10 +21,12 @@ pub fn user_handle(fedid: &fedid_domain::Fedid, text: &str, member: &str) -> Res
     responses((status = 200, body = PendingPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
-    let page = as_reader(&req, &state, move |fedid, user| {
+    let page = as_reader(&req, &state, move |reads| {
         let (limit, after) = after?;
-        let after = after.map(|a| user_handle(fedid, &a, "after")).transpose()?;
-        Ok(fedid.pending_revocations(user, after.as_ref(), limit)?)
+        let after = after
+            .map(|a| user_handle(reads.settings().policy(), &a, "after"))
+            .transpose()?;
+        Ok(reads.pending_revocations(after.as_ref(), limit)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(PendingPage::from(page)))
@@ -68,7 +69,7 @@ pub async fn flush(
 pub async fn drop_pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let raw = crate::request::percent_decode(req.match_info().get("peerHandle").unwrap_or_default());
     as_user(&req, &state, move |fedid, user| {
-        let peer = user_handle(fedid, &raw, "peerHandle")?;
+        let peer = user_handle(fedid.settings().policy(), &raw, "peerHandle")?;
         Ok(fedid.drop_revocation(user, &peer)?)
     })
     .await?;
