@@ -44,3 +44,29 @@ impl ReadPool {
         answered.await.map_err(|_| ApiError::internal())?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn runs_reads_off_the_calling_thread_and_survives_a_panic() {
+        let pool = ReadPool::new(1).unwrap();
+        let caller = std::thread::current().id();
+        let ran_on = block_on(pool.run(|| Ok(std::thread::current().id()))).unwrap();
+        assert_ne!(ran_on, caller);
+        let panicked = block_on(pool.run(|| -> Result<(), ApiError> { panic!("a bug in a read") }));
+        let status = actix_web::ResponseError::status_code(&panicked.unwrap_err());
+        assert_eq!(status.as_u16(), 500);
+        // The pool's one thread is still there for the next read.
+        assert_eq!(block_on(pool.run(|| Ok(7))).unwrap(), 7);
+    }
+}
