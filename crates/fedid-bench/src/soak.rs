@@ -81,6 +81,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<(), Failure> {
                             if roll < 10 {
                                 let again = connection.send("POST", "/federation/inbox", None, Some(&wire));
                                 *mine.statuses.entry(again.unwrap_or(0)).or_default() += 1;
+                                requests.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         status
