@@ -63,6 +63,12 @@ proptest! {
     }
 
     #[test]
+    fn the_spliced_wire_form_is_the_serialized_one(payload in payload(), kind in 0usize..4, version in 1u64..1000) {
+        let envelope = unsigned(payload, kind, version).sign(&secret());
+        prop_assert_eq!(envelope.wire_form(), envelope.serialized_wire_form());
+    }
+
+    #[test]
     fn changing_any_signed_member_breaks_verification(payload in payload(), member in 0usize..8) {
         let secret = secret();
         let envelope = unsigned(payload, 0, 1).sign(&secret);
