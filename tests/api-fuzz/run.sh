@@ -25,9 +25,11 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
   sleep 0.1
 done
-"$VENV/bin/schemathesis" --config-file tests/api-fuzz/schemathesis.toml run \
+# From the work folder: schemathesis keeps a cache in its current directory.
+ROOT=$PWD
+(cd "$WORK" && "$ROOT/$VENV/bin/schemathesis" --config-file "$ROOT/tests/api-fuzz/schemathesis.toml" run \
   "http://127.0.0.1:$PORT/openapi.json" -H "Authorization: Bearer $TOKEN" \
-  --mode all --checks all --max-examples "$EXAMPLES" --generation-deterministic
+  --mode all --checks all --max-examples "$EXAMPLES" --generation-deterministic)
 if grep -q panicked "$WORK/server.log"; then
   echo "api-fuzz: the server panicked"; exit 1
 fi
