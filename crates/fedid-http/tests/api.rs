@@ -248,8 +248,25 @@ fn the_openapi_document_lists_every_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let mut documented = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        for method in ops.as_object().unwrap().keys() {
+        for (method, operation) in ops.as_object().unwrap() {
             documented.push((method.to_owned(), path.to_owned()));
+            // Problem bodies are application/problem+json, and every client
+            // error is one (API.md conventions; /readyz's 503 is a status).
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let contents = response["content"].as_object();
+                if status.starts_with('4') {
+                    assert!(
+                        contents.is_some_and(|c| c.contains_key("application/problem+json")),
+                        "{method} {path} {status}"
+                    );
+                }
+                for (media, content) in contents.into_iter().flatten() {
+                    let problem = content["schema"]["$ref"]
+                        .as_str()
+                        .is_some_and(|r| r.ends_with("/Problem"));
+                    assert_eq!(problem, media == "application/problem+json", "{method} {path} {status}");
+                }
+            }
         }
     }
     documented.sort();

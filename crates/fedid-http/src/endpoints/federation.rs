@@ -14,13 +14,13 @@ use crate::AppState;
 #[utoipa::path(post, path = "/federation/inbox", tag = "federation",
     request_body(content = Object, description = "a signed envelope (PROTOCOL.md section 3)"),
     responses((status = 202, description = "accepted", body = Status), (status = 200, description = "duplicate", body = Status),
-        (status = 400, description = "`invalid_envelope`, `unsupported_protocol_version`, `unsupported_message_type`, `timestamp_out_of_window`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_signature`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`domain_not_allowed`, `no_relationship`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_recipient`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`nonce_reused`, `no_pending_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 429, description = "`rate_limited`, `inbox_full`", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`sender_keys_unavailable`", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_envelope`, `unsupported_protocol_version`, `unsupported_message_type`, `timestamp_out_of_window`", body = Problem),
+        (status = 401, description = "`invalid_signature`", body = Problem),
+        (status = 403, description = "`domain_not_allowed`, `no_relationship`", body = Problem),
+        (status = 404, description = "`unknown_recipient`", body = Problem),
+        (status = 409, description = "`nonce_reused`, `no_pending_request`", body = Problem),
+        (status = 413, body = Problem), (status = 429, description = "`rate_limited`, `inbox_full`", body = Problem),
+        (status = 502, description = "`sender_keys_unavailable`", body = Problem)))]
 pub async fn inbox(
     req: HttpRequest,
     payload: web::Payload,
@@ -58,7 +58,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
 #[utoipa::path(get, path = "/federation/users/{alias}", tag = "federation",
     params(("alias" = String, Path, description = "a local alias")),
     responses((status = 200, body = PublishedKeys, headers(("Cache-Control" = String))),
-        (status = 404, description = "`unknown_user`", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "`unknown_user`", body = Problem)))]
 pub async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let alias = req.match_info().get("alias").unwrap_or_default().to_owned();
     let fedid = state.fedid.clone();

@@ -10,7 +10,7 @@ use crate::request::{as_reader, authenticate, blocking, is_json, read_body, user
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/identity", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Identity), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Identity), (status = 401, body = Problem)))]
 pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = as_reader(&req, &state, |reads| Ok(reads.identity()?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
@@ -18,9 +18,9 @@ pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Resul
 
 #[utoipa::path(patch, path = "/users/me/alias", tag = "identity", security(("bearer" = [])), request_body = AliasRequest,
     responses((status = 200, body = Identity),
-        (status = 400, description = "`invalid_request`, `invalid_alias`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`alias_taken`, `relationships_exist`, `revocations_pending`", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_request`, `invalid_alias`", body = Problem),
+        (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 409, description = "`alias_taken`, `relationships_exist`, `revocations_pending`", body = Problem)))]
 pub async fn set_alias(
     req: HttpRequest,
     payload: web::Payload,
@@ -34,8 +34,8 @@ pub async fn set_alias(
 
 #[utoipa::path(put, path = "/users/me/keys", tag = "identity", security(("bearer" = [])), request_body = KeysRequest,
     responses((status = 200, body = Identity),
-        (status = 400, description = "`invalid_request`, `invalid_key` (with `member`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_request`, `invalid_key` (with `member`)", body = Problem),
+        (status = 401, body = Problem), (status = 413, body = Problem)))]
 pub async fn set_keys(
     req: HttpRequest,
     payload: web::Payload,
@@ -57,8 +57,8 @@ pub async fn set_keys(
 #[utoipa::path(post, path = "/users/me/identity/reset", tag = "identity", security(("bearer" = [])),
     request_body = crate::dto::ResetRequest,
     responses((status = 200, body = ResetResponse),
-        (status = 400, description = "`invalid_request`, `confirmation_required`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_request`, `confirmation_required`", body = Problem),
+        (status = 401, body = Problem), (status = 413, body = Problem)))]
 pub async fn reset(
     req: HttpRequest,
     payload: web::Payload,

@@ -13,7 +13,7 @@ use crate::AppState;
 #[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
-    responses((status = 200, body = RelationshipPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RelationshipPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
     let page = as_reader(&req, &state, move |reads| {
@@ -30,11 +30,11 @@ pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Resu
 #[utoipa::path(post, path = "/users/me/outbox", tag = "relationships", security(("bearer" = [])),
     request_body = OutboxRequestBody,
     responses((status = 200, body = OutboxResponse),
-        (status = 400, description = "`invalid_request`, `invalid_envelope`, `unsupported_message_type`, `timestamp_out_of_window`, `invalid_signature`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, description = "`unknown_recipient`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`identity_not_set_up`, `revocations_pending`, `no_pending_request`, `no_relationship`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`delivery_failed`, with `remoteStatus` and `remoteCode` when the peer answered", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_request`, `invalid_envelope`, `unsupported_message_type`, `timestamp_out_of_window`, `invalid_signature`", body = Problem),
+        (status = 401, body = Problem), (status = 404, description = "`unknown_recipient`", body = Problem),
+        (status = 409, description = "`identity_not_set_up`, `revocations_pending`, `no_pending_request`, `no_relationship`", body = Problem),
+        (status = 413, body = Problem),
+        (status = 502, description = "`delivery_failed`, with `remoteStatus` and `remoteCode` when the peer answered", body = Problem)))]
 pub async fn outbox(
     req: HttpRequest,
     payload: web::Payload,
@@ -63,7 +63,7 @@ pub async fn outbox(
 #[utoipa::path(get, path = "/users/me/inbox", tag = "inbox", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "a message id, decimal")),
-    responses((status = 200, body = InboxPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = InboxPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
     let page = as_reader(&req, &state, move |reads| {
@@ -82,8 +82,8 @@ pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 
 #[utoipa::path(delete, path = "/users/me/inbox/{id}", tag = "inbox", security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9]{1,18}$", description = "a message id, decimal")),
-    responses((status = 204, description = "acknowledged"), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "acknowledged"), (status = 401, body = Problem),
+        (status = 404, description = "`not_found`", body = Problem)))]
 pub async fn acknowledge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let id = req.match_info().get("id").and_then(|id| id.parse::<i64>().ok());
     as_user(&req, &state, move |fedid, user| {

@@ -18,7 +18,7 @@ pub fn user_handle(policy: DomainPolicy, text: &str, member: &str) -> Result<Han
 #[utoipa::path(get, path = "/users/me/revocations/pending", tag = "revocations", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
-    responses((status = 200, body = PendingPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PendingPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let after = page_query(&req);
     let page = as_reader(&req, &state, move |reads| {
@@ -35,9 +35,9 @@ pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
 #[utoipa::path(post, path = "/users/me/revocations/flush", tag = "revocations", security(("bearer" = [])),
     request_body = FlushRequest,
     responses((status = 200, body = FlushResponse),
-        (status = 400, description = "`invalid_request` (with `member`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 409, description = "`identity_not_set_up`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_request` (with `member`)", body = Problem),
+        (status = 401, body = Problem), (status = 409, description = "`identity_not_set_up`", body = Problem),
+        (status = 413, body = Problem)))]
 pub async fn flush(
     req: HttpRequest,
     payload: web::Payload,
@@ -64,8 +64,8 @@ pub async fn flush(
 
 #[utoipa::path(delete, path = "/users/me/revocations/pending/{peerHandle}", tag = "revocations", security(("bearer" = [])),
     params(("peerHandle" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "the peer's handle, percent-encoded")),
-    responses((status = 204, description = "dropped"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_queued`", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "dropped"), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, description = "`not_queued`", body = Problem)))]
 pub async fn drop_pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let raw = crate::request::percent_decode(req.match_info().get("peerHandle").unwrap_or_default());
     as_user(&req, &state, move |fedid, user| {
