@@ -5,7 +5,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
-use fedid_domain::{Fedid, UserId, UserReads};
+use fedid_domain::{DomainPolicy, Fedid, Handle, PageLimit, UserId, UserReads};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
@@ -141,8 +141,8 @@ pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result
 }
 
 /// `limit` (1 to 1000, default 100) and `after` from the query string.
-pub fn page_query(req: &HttpRequest) -> Result<(fedid_domain::PageLimit, Option<String>), ApiError> {
-    let mut limit = fedid_domain::PageLimit::DEFAULT;
+pub fn page_query(req: &HttpRequest) -> Result<(PageLimit, Option<String>), ApiError> {
+    let mut limit = PageLimit::DEFAULT;
     let mut after = None;
     for (key, value) in form_pairs(req.query_string()) {
         match key.as_str() {
@@ -150,7 +150,7 @@ pub fn page_query(req: &HttpRequest) -> Result<(fedid_domain::PageLimit, Option<
                 limit = value
                     .parse::<i64>()
                     .ok()
-                    .and_then(fedid_domain::PageLimit::new)
+                    .and_then(PageLimit::new)
                     .ok_or_else(|| ApiError::invalid_request("limit", "limit is an integer from 1 to 1000"))?;
             }
             "after" => after = Some(value),
@@ -158,6 +158,17 @@ pub fn page_query(req: &HttpRequest) -> Result<(fedid_domain::PageLimit, Option<
         }
     }
     Ok((limit, after))
+}
+
+/// `limit` and `after` as a peer handle: the lists ordered by handle.
+pub fn handle_page_query(req: &HttpRequest, policy: DomainPolicy) -> Result<(PageLimit, Option<Handle>), ApiError> {
+    let (limit, after) = page_query(req)?;
+    Ok((limit, after.map(|a| user_handle(policy, &a, "after")).transpose()?))
+}
+
+/// A handle from the user API: lower-cased, then valid (API.md conventions).
+pub fn user_handle(policy: DomainPolicy, text: &str, member: &str) -> Result<Handle, ApiError> {
+    Handle::parse_user_input(text, policy).map_err(|e| ApiError::invalid_request(member, e.to_string()))
 }
 
 /// Percent-decodes a query string into pairs (`+` is a space).

@@ -544,6 +544,19 @@ fn revocation_queue_over_http() {
     for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
         let reply = app.get(&format!("/users/me/revocations/pending?{bad}"), &alice);
         assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()), "{bad}");
+        // Without a valid token the query is never judged: 401 first.
+        for list in [
+            "/users/me/revocations/pending",
+            "/users/me/relationships",
+            "/users/me/inbox",
+        ] {
+            let reply = app.call("GET", &format!("{list}?{bad}"), Some("not-a-token"), None);
+            assert_eq!(
+                (reply.status, reply.code()),
+                (401, "unauthenticated".into()),
+                "{list}?{bad}"
+            );
+        }
     }
     let now = app.clock.now();
     let item = |keys: &ClientKeys, peer: &Handle| {

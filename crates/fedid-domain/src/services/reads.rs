@@ -5,7 +5,6 @@ use crate::handle::Handle;
 use crate::model::{AuditRecord, InboxMessage, Page, PageLimit, QueuedRevocation, Relationship, UserId};
 use crate::ports::{self, StoreError, Tx};
 use crate::services::{Fedid, IdentityError, IdentityView};
-use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -113,10 +112,6 @@ pub struct UserReads<'a> {
 impl UserReads<'_> {
     pub fn user(&self) -> UserId {
         self.user
-    }
-
-    pub fn settings(&self) -> &Settings {
-        self.fedid.settings()
     }
 
     pub fn identity(&mut self) -> Result<IdentityView, IdentityError> {

@@ -5,9 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::services::{OutboxOutcome, OutboxRequest};
 
 use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
-use crate::endpoints::revocations::user_handle;
 use crate::error::{ApiError, Problem};
-use crate::request::{as_reader, as_user, blocking, page_query, user_and_json};
+use crate::request::{as_reader, as_user, blocking, handle_page_query, page_query, user_and_json, user_handle};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
@@ -15,12 +14,10 @@ use crate::AppState;
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = RelationshipPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let after = page_query(&req);
+    // Read now, refused after authentication (401 comes before 400).
+    let query = handle_page_query(&req, state.fedid.settings().policy());
     let page = as_reader(&req, &state, move |reads| {
-        let (limit, after) = after?;
-        let after = after
-            .map(|a| user_handle(reads.settings().policy(), &a, "after"))
-            .transpose()?;
+        let (limit, after) = query?;
         Ok(reads.relationships(after.as_ref(), limit)?)
     })
     .await?;

@@ -3,29 +3,21 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::services::FlushItem;
-use fedid_domain::{DomainPolicy, Handle};
 
 use crate::dto::{FlushRequest, FlushResponse, PendingPage};
 use crate::error::{ApiError, Problem};
-use crate::request::{as_reader, as_user, blocking, page_query, user_and_json};
+use crate::request::{as_reader, as_user, blocking, handle_page_query, user_and_json, user_handle};
 use crate::AppState;
-
-/// A handle from the user API: lower-cased, then valid (API.md conventions).
-pub fn user_handle(policy: DomainPolicy, text: &str, member: &str) -> Result<Handle, ApiError> {
-    Handle::parse_user_input(text, policy).map_err(|e| ApiError::invalid_request(member, e.to_string()))
-}
 
 #[utoipa::path(get, path = "/users/me/revocations/pending", tag = "revocations", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = PendingPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let after = page_query(&req);
+    // Read now, refused after authentication (401 comes before 400).
+    let query = handle_page_query(&req, state.fedid.settings().policy());
     let page = as_reader(&req, &state, move |reads| {
-        let (limit, after) = after?;
-        let after = after
-            .map(|a| user_handle(reads.settings().policy(), &a, "after"))
-            .transpose()?;
+        let (limit, after) = query?;
         Ok(reads.pending_revocations(after.as_ref(), limit)?)
     })
     .await?;
