@@ -15,13 +15,7 @@ fn main() {
     let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
     let network = Network::new(Duration::from_secs(1));
     let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
-    let settings = Settings::for_domain(
-        Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
-        Scheme::Https,
-        false,
-    );
-    let b = Arc::new(fedid_testkit::build(settings, Arc::new(store), &network, clock.clone()));
-    network.join(&b.settings().domain.clone(), &b);
+    let b = start_on(&network, settings("b.example").unwrap(), Arc::new(store), clock.clone());
     let alice = a.user("alice").unwrap();
     let (bob, bob_token) = b.create_user().unwrap();
     b.set_alias(bob, "bob").unwrap();

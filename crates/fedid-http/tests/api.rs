@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, Handle, MessageType, Scheme, Settings};
+use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, Handle, MessageType, Settings};
 use fedid_http::{AppState, HttpSettings, Metrics};
 use fedid_store::DieselStore;
 use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
@@ -78,11 +78,7 @@ fn spawn_on(
 ) -> TestApp {
     let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
     let network = Network::new(Duration::from_millis(500));
-    let mut settings = Settings::for_domain(
-        Domain::parse("a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
-        Scheme::Https,
-        false,
-    );
+    let mut settings = fedid_testkit::settings("a.example").unwrap();
     tweak(&mut settings);
     let metrics = Arc::new(Metrics::default());
     let fedid = Arc::new(

@@ -289,13 +289,8 @@ fn sqlite_concurrent_writers_wait_instead_of_failing() {
     let clock = Arc::new(fedid_testkit::ManualClock::at_vectors_now());
     let network = fedid_testkit::Network::new(std::time::Duration::from_millis(500));
     let a = fedid_testkit::Instance::start(&network, "a.example", clock.clone()).unwrap();
-    let settings = fedid_domain::Settings::for_domain(
-        fedid_domain::Domain::parse("b.example", fedid_domain::DomainPolicy::HTTPS_PUBLIC).unwrap(),
-        fedid_domain::Scheme::Https,
-        false,
-    );
-    let b = Arc::new(fedid_testkit::build(settings, Arc::new(store), &network, clock.clone()));
-    network.join(&b.settings().domain.clone(), &b);
+    let settings = fedid_testkit::settings("b.example").unwrap();
+    let b = fedid_testkit::start_on(&network, settings, Arc::new(store), clock.clone());
 
     const USERS: usize = 4;
     const MESSAGES: usize = 25;

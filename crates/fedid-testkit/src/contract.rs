@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fedid_domain::ports::{read, write, StoreError};
 use fedid_domain::{
-    Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, Nonce, PageLimit, QueuedRevocation, Relationship,
-    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Scheme, Settings, Store, UnixTime, UserId,
+    Alias, AuditRecord, DomainPolicy, Handle, MessageType, Nonce, PageLimit, QueuedRevocation, Relationship,
+    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, UnixTime, UserId,
 };
 use serde_json::Map;
 
@@ -290,13 +290,7 @@ pub fn service_story(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::at_vectors_now());
     let network = Network::new(Duration::from_millis(200));
     let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
-    let settings = Settings::for_domain(
-        Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
-        Scheme::Https,
-        false,
-    );
-    let b = Arc::new(crate::build(settings, store, &network, clock.clone()));
-    network.join(&b.settings().domain.clone(), &b);
+    let b = crate::start_on(&network, crate::settings("b.example").unwrap(), store, clock.clone());
     let now = || fedid_domain::Clock::now(clock.as_ref());
 
     let (alice, _) = a.fedid.create_user().unwrap();

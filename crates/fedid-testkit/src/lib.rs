@@ -30,21 +30,34 @@ pub struct Instance {
 impl Instance {
     /// Starts an instance of `domain` with default settings and a memory store.
     pub fn start(network: &Arc<Network>, domain: &str, clock: Arc<dyn Clock>) -> Option<Self> {
-        let domain = Domain::parse(domain, DomainPolicy::HTTPS_PUBLIC).ok()?;
-        Some(Self::start_with(
-            network,
-            Settings::for_domain(domain, Scheme::Https, false),
-            clock,
-        ))
+        Some(Self::start_with(network, settings(domain)?, clock))
     }
 
     /// Starts an instance with the given settings and a memory store.
     pub fn start_with(network: &Arc<Network>, settings: Settings, clock: Arc<dyn Clock>) -> Self {
         let store = Arc::new(MemoryStore::new());
-        let fedid = Arc::new(build(settings, Arc::clone(&store) as Arc<dyn Store>, network, clock));
-        network.join(&fedid.settings().domain.clone(), &fedid);
+        let fedid = start_on(network, settings, Arc::clone(&store) as Arc<dyn Store>, clock);
         Self { fedid, store }
     }
+}
+
+/// Default settings for `domain`: https, public networks only.
+pub fn settings(domain: &str) -> Option<Settings> {
+    let domain = Domain::parse(domain, DomainPolicy::HTTPS_PUBLIC).ok()?;
+    Some(Settings::for_domain(domain, Scheme::Https, false))
+}
+
+/// A [`Fedid`] over any store (a real database under test, say), joined to
+/// the in-process network under its own domain.
+pub fn start_on(
+    network: &Arc<Network>,
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Arc<Fedid> {
+    let fedid = Arc::new(build(settings, store, network, clock));
+    network.join(&fedid.settings().domain.clone(), &fedid);
+    fedid
 }
 
 /// A user of an instance with a set-up identity, and the keys its client holds.

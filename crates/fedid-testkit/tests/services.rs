@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fedid_domain::services::{FlushError, FlushOutcome, IdentityError, InboxError, OutboxError, OutboxOutcome};
 use fedid_domain::{
-    Clock, Domain, DomainPolicy, EnvelopeError, Handle, MessageType, PageLimit, Received, RelationshipState, Scheme,
-    Settings, UnixTime,
+    Clock, Domain, DomainPolicy, EnvelopeError, Handle, MessageType, PageLimit, Received, RelationshipState, Settings,
+    UnixTime,
 };
 use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
 use serde_json::{json, Map, Value};
@@ -23,11 +23,7 @@ struct World {
 type Person = fedid_testkit::TestUser;
 
 fn settings(domain: &str, tweak: impl FnOnce(&mut Settings)) -> Settings {
-    let mut s = Settings::for_domain(
-        Domain::parse(domain, DomainPolicy::HTTPS_PUBLIC).unwrap(),
-        Scheme::Https,
-        false,
-    );
+    let mut s = fedid_testkit::settings(domain).unwrap();
     tweak(&mut s);
     s
 }
