@@ -208,6 +208,21 @@ impl TestApp {
         )
     }
 
+    /// A signed RELATIONSHIP_REQUEST to `to` with `member` then set to `value`.
+    fn outbox_edited(
+        &self,
+        token: &str,
+        keys: &ClientKeys,
+        from: &Handle,
+        to: &Handle,
+        member: &str,
+        value: Value,
+    ) -> Reply {
+        let mut body = self.outbox_body(keys, from, to, MessageType::RelationshipRequest);
+        body[member] = value;
+        self.send("POST", "/users/me/outbox", token, body)
+    }
+
     fn outbox_body(&self, keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType) -> Value {
         let r = keys.outbox_request(from, to, kind, Map::new(), self.clock.now());
         json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce, "timestamp": r.timestamp,
@@ -648,24 +663,10 @@ fn outbox_inbox_and_relationships_over_http() {
     assert_eq!((reply.status, reply.code()), (409, "no_relationship".into()));
     let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipAccept);
     assert_eq!(reply.code(), "no_pending_request");
-    let mut tampered = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
-    tampered["payload"] = json!({"x": 1});
-    assert_eq!(
-        app.send("POST", "/users/me/outbox", &alice, tampered).code(),
-        "invalid_signature"
-    );
-    let mut unknown = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
-    unknown["messageType"] = json!("POKE");
-    assert_eq!(
-        app.send("POST", "/users/me/outbox", &alice, unknown).code(),
-        "unsupported_message_type"
-    );
-    let mut bad_to = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
-    bad_to["to"] = json!("not a handle");
-    assert_eq!(
-        app.send("POST", "/users/me/outbox", &alice, bad_to).json()["member"],
-        "to"
-    );
+    let edited = |member: &str, value: Value| app.outbox_edited(&alice, &ak, &ah, &bob.handle, member, value);
+    assert_eq!(edited("payload", json!({"x": 1})).code(), "invalid_signature");
+    assert_eq!(edited("messageType", json!("POKE")).code(), "unsupported_message_type");
+    assert_eq!(edited("to", json!("not a handle")).json()["member"], "to");
     // The peer refuses: 502 with the peer's status and code.
     let stranger = Handle::parse("nobody@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     let reply = app.outbox(&alice, &ak, &ah, &stranger, MessageType::RelationshipRequest);
@@ -858,18 +859,12 @@ fn remaining_error_codes_over_http() {
         app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest),
     );
     assert_eq!((reply.status, reply.code()), (409, "identity_not_set_up".into()));
-    let mut stale = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
-    stale["timestamp"] = json!("2020-01-01T00:00:00Z");
+    let edited = |member: &str, value: Value| app.outbox_edited(&alice, &ak, &ah, &bob.handle, member, value);
     assert_eq!(
-        app.send("POST", "/users/me/outbox", &alice, stale).code(),
+        edited("timestamp", json!("2020-01-01T00:00:00Z")).code(),
         "timestamp_out_of_window"
     );
-    let mut bad_nonce = app.outbox_body(&ak, &ah, &bob.handle, MessageType::RelationshipRequest);
-    bad_nonce["nonce"] = json!("short");
-    assert_eq!(
-        app.send("POST", "/users/me/outbox", &alice, bad_nonce).code(),
-        "invalid_envelope"
-    );
+    assert_eq!(edited("nonce", json!("short")).code(), "invalid_envelope");
     let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     let reply = app.outbox(&alice, &ak, &ah, &nobody, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (404, "unknown_recipient".into()));
