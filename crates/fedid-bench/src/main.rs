@@ -25,10 +25,6 @@ use serde_json::{json, Map, Value};
 
 use crate::process::Server;
 
-const ANY: DomainPolicy = DomainPolicy {
-    default_port: 80,
-    allow_ip_literals: true,
-};
 /// Concurrent connections of the load generator (FEDID_BENCH_CONNECTIONS).
 fn connections() -> usize {
     std::env::var("FEDID_BENCH_CONNECTIONS")
@@ -104,7 +100,8 @@ pub(crate) fn user(server: &Server, alias: &str) -> Result<User, Failure> {
         .and_then(|id| id.parse().ok())
         .map(UserId)
         .ok_or("no userId")?;
-    let handle = Handle::parse(&format!("{alias}@{}", server.domain()), ANY).map_err(|e| e.to_string())?;
+    let handle =
+        Handle::parse(&format!("{alias}@{}", server.domain()), DomainPolicy::ANY).map_err(|e| e.to_string())?;
     Ok(User {
         id,
         token,
@@ -131,46 +128,34 @@ pub(crate) fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageTyp
     request(server, "POST", "/users/me/outbox", &from.token, &body, 200).map(|_| ())
 }
 
-/// Runs `requests` (URL, optional JSON body to POST) with `connections()`
-/// concurrent keep-alive connections; returns (successes, elapsed, latencies).
-fn hammer(
-    requests: Vec<(String, Option<String>)>,
-    token: Option<&str>,
-    wanted: u16,
-) -> (usize, Duration, Vec<Duration>) {
-    let requests: Vec<(u16, String, Option<String>)> = requests
-        .into_iter()
-        .filter_map(|(url, body)| load::split_url(&url).map(|(port, path)| (port, path, body)))
-        .collect();
+/// Sends one request per entry of `bodies` to `url` (POST with the body, GET
+/// without) over `connections()` concurrent keep-alive connections; returns
+/// how many answered `wanted`, and the time taken.
+fn hammer(url: &str, bodies: &[Option<String>], token: Option<&str>, wanted: u16) -> (usize, Duration) {
+    let Some((port, path)) = load::split_url(url) else {
+        return (0, Duration::ZERO);
+    };
     let next = AtomicUsize::new(0);
     let ok = AtomicUsize::new(0);
     let started = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..connections())
-            .map(|_| {
-                let (requests, next, ok) = (&requests, &next, &ok);
-                scope.spawn(move || {
-                    let mut connection = None;
-                    let mut mine = Vec::new();
-                    while let Some((port, path, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let connection = connection.get_or_insert_with(|| load::Connection::new(*port));
-                        let t = Instant::now();
-                        let method = if body.is_some() { "POST" } else { "GET" };
-                        if connection
-                            .send(method, path, token, body.as_deref())
-                            .is_ok_and(|status| status == wanted)
-                        {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        mine.push(t.elapsed());
+    std::thread::scope(|scope| {
+        for _ in 0..connections() {
+            let (path, next, ok) = (&path, &next, &ok);
+            scope.spawn(move || {
+                let mut connection = load::Connection::new(port);
+                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let method = if body.is_some() { "POST" } else { "GET" };
+                    if connection
+                        .send(method, path, token, body.as_deref())
+                        .is_ok_and(|status| status == wanted)
+                    {
+                        ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    mine
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+                }
+            });
+        }
     });
-    (ok.load(Ordering::Relaxed), started.elapsed(), latencies)
+    (ok.load(Ordering::Relaxed), started.elapsed())
 }
 
 /// Rounds of each rate and its reference, alternated; each figure is the
@@ -244,20 +229,16 @@ fn inbox_vs_verify(
         verify.push(verify_raw_per_s());
         // Fresh envelopes every round: a repeated one would be a duplicate.
         let now = SystemClock.now();
-        let requests: Vec<(String, Option<String>)> = (0..count)
+        let envelopes: Vec<Option<String>> = (0..count)
             .map(|i| {
                 let s = &senders[i % senders.len()];
-                (
-                    url.clone(),
-                    Some(
-                        s.keys
-                            .envelope(&s.handle, &recipient.handle, MessageType::Message, payload.clone(), now)
-                            .wire_form(),
-                    ),
-                )
+                let envelope =
+                    s.keys
+                        .envelope(&s.handle, &recipient.handle, MessageType::Message, payload.clone(), now);
+                Some(envelope.wire_form())
             })
             .collect();
-        let (accepted, elapsed, _) = hammer(requests, None, 202);
+        let (accepted, elapsed) = hammer(&url, &envelopes, None, 202);
         if accepted != count {
             return Err(format!("inbox accepted {accepted} of {count}"));
         }
@@ -327,7 +308,11 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
         .collect::<Result<_, _>>()?;
     let peers: Vec<Handle> = (0..1000)
         .map(|i| {
-            Handle::parse(&format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]), ANY).map_err(|e| e.to_string())
+            Handle::parse(
+                &format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]),
+                DomainPolicy::ANY,
+            )
+            .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
     let store = open_store(&db)?;
@@ -380,7 +365,7 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
     let now = SystemClock.now();
     write(&store, |tx| {
         for i in 0..10_000 {
-            let peer = Handle::parse(&format!("peer{i}@b.example"), ANY)
+            let peer = Handle::parse(&format!("peer{i}@b.example"), DomainPolicy::ANY)
                 .map_err(|e| fedid_domain::StoreError::Unavailable(e.to_string()))?;
             tx.put_relationship(
                 big.id,
@@ -402,7 +387,7 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
 
     // Reads by another user, measured while the reset runs.
     let identity_url = server.url("/users/me/identity");
-    let (reads, _, _) = hammer(vec![(identity_url.clone(), None); 2_000], Some(&other.token), 200);
+    let (reads, _) = hammer(&identity_url, &vec![None; 2_000], Some(&other.token), 200);
     if reads != 2_000 {
         return Err("identity reads failed".into());
     }
@@ -443,7 +428,7 @@ fn identity_vs_hello(url: &str, token: &str) -> Result<(f64, f64), Failure> {
     let hello = HelloServer::start()?;
     let rate = |url: &str, token: Option<&str>| -> Result<f64, Failure> {
         let requests = 40_000;
-        let (count, elapsed, _) = hammer(vec![(url.to_owned(), None); requests], token, 200);
+        let (count, elapsed) = hammer(url, &vec![None; requests], token, 200);
         if count != requests {
             return Err(format!("{url}: {count} of {requests} answered 200"));
         }
