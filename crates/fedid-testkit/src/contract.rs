@@ -170,13 +170,19 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m1, m3]);
     assert_eq!(msgs[1].envelope, "{\"b\":2}");
     assert_eq!(read(store, |tx| tx.messages_after(u1, Some(m1), 10)).unwrap().len(), 1);
+    // The count the inbox limit reads follows every insert and delete.
+    let count = |user| read(store, |tx| tx.count_messages(user)).unwrap();
+    assert_eq!((count(u1), count(u2)), (2, 1));
     assert!(
         !write(store, |tx| tx.delete_message(u2, m1)).unwrap(),
         "not another user's message"
     );
+    assert_eq!((count(u1), count(u2)), (2, 1));
     assert!(write(store, |tx| tx.delete_message(u1, m1)).unwrap());
+    assert!(!write(store, |tx| tx.delete_message(u1, m1)).unwrap(), "once");
+    assert_eq!(count(u1), 1);
     assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
-    assert_eq!(read(store, |tx| tx.count_messages(u2)).unwrap(), 1);
+    assert_eq!((count(u1), count(u2)), (0, 1));
 
     // Revocation queue.
     let row = QueuedRevocation::new(h("bob@b.example"), t(0));
