@@ -34,6 +34,16 @@ impl Command {
     pub(crate) fn run(self, conn: &mut SqliteConnection) -> QueryResult<()> {
         self.execute(conn).map(|_| ())
     }
+
+    /// Runs this `BEGIN ...`; a transaction left open by an earlier failure
+    /// is rolled back first, once.
+    pub(crate) fn begin(self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        if self.run(conn).is_err() {
+            let _ = Command("ROLLBACK").run(conn);
+            self.run(conn)?;
+        }
+        Ok(())
+    }
 }
 
 /// `UPDATE users SET inbox_count = inbox_count + by WHERE id = user`, kept

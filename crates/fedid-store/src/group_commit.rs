@@ -205,12 +205,7 @@ impl GroupCommit {
         };
         // IMMEDIATE: take the write lock now, so that a read inside the
         // batch never has to upgrade (other processes wait on busy_timeout).
-        if Command("BEGIN IMMEDIATE").run(conn).is_err() {
-            // A transaction left open by an earlier failure: end it, once.
-            let _ = Command("ROLLBACK").run(conn);
-            Command("BEGIN IMMEDIATE").run(conn).map_err(unavailable)?;
-        }
-        Ok(())
+        Command("BEGIN IMMEDIATE").begin(conn).map_err(unavailable)
     }
 
     fn run_unit(conn: &mut Connection, work: &mut Work<'_>) -> Result<(), UnitFailure> {

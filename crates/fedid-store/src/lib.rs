@@ -166,11 +166,7 @@ impl DieselStore {
 /// (`command.rs`). A read changes nothing, so it ends with `COMMIT` whatever
 /// the work returned.
 fn read_sqlite(conn: &mut SqliteConnection, work: &mut Work<'_>) -> Result<(), StoreError> {
-    if Command("BEGIN").run(conn).is_err() {
-        // A transaction left open by an earlier failure: end it, once.
-        let _ = Command("ROLLBACK").run(conn);
-        Command("BEGIN").run(conn).map_err(unavailable)?;
-    }
+    Command("BEGIN").begin(conn).map_err(unavailable)?;
     let outcome = work(&mut DbTx {
         conn,
         lock_rows: false,
