@@ -9,15 +9,20 @@
 //! callers see exactly the all-or-nothing, durable-on-return behaviour of
 //! one transaction each.
 //!
+//! How a batch forms: after its unit, a job runs the next queued job itself
+//! (`rayon_core::yield_now`), nested, before returning; the innermost job,
+//! finding the queue empty or the batch full, commits, and the jobs return
+//! in turn with the batch's outcome. So each caller is woken once, after the
+//! commit, and never in the middle of a batch, where on two cores the woken
+//! caller would preempt the writer only to sleep again.
+//!
 //! Why a thread of its own: when the connection was passed from caller to
 //! caller under a mutex, each hand-off waited for the next caller's thread
 //! to be scheduled, and on a busy 2-core machine the writer stood idle about
 //! half the time. The writer thread now runs queued units back to back.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
@@ -26,40 +31,29 @@ use fedid_domain::ports::{StoreError, Work};
 use crate::command::Command;
 use crate::tx::DbTx;
 
-/// At most this many units share one commit, bounding how long the first waits.
+/// At most this many units share one commit, bounding how long the first
+/// waits and how deep the jobs nest.
 const MAX_BATCH: usize = 64;
 
 type Connection = PooledConnection<ConnectionManager<SqliteConnection>>;
 
-/// What only the writer thread touches.
-#[derive(Default)]
+/// What only the writer thread touches (the lock is never contended: it
+/// is released before a nested job runs).
 struct Writer {
     /// The writer's own connection, kept from batch to batch: its page and
     /// statement caches stay valid because no other connection writes.
     conn: Option<Connection>,
     /// Whether `conn` is inside `BEGIN IMMEDIATE`.
     open: bool,
-    /// The open (or last) batch's number and size.
-    batch: u64,
+    /// How many units the open batch holds.
     size: usize,
-}
-
-/// Batch outcomes, for callers waiting on a commit made by another unit.
-#[derive(Default)]
-struct Commits {
-    /// Every batch up to this one has ended.
-    finished: u64,
-    /// Recent batches whose commit failed.
-    failed: VecDeque<u64>,
+    /// How the last batch ended, for the jobs of its outer units.
+    ended: Result<(), StoreError>,
 }
 
 pub(crate) struct GroupCommit {
     thread: rayon_core::ThreadPool,
     writer: Mutex<Writer>,
-    /// Units handed to the writer thread and not yet run.
-    queued: AtomicUsize,
-    commits: Mutex<Commits>,
-    ended: Condvar,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -72,28 +66,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How one unit ended, seen from the writer thread.
-struct Ran {
-    batch: u64,
-    outcome: Result<(), StoreError>,
-    /// The batch ended with this unit (committed or rolled back): the
-    /// outcome already includes the commit's.
-    ended_batch: bool,
-}
-
 impl GroupCommit {
     pub(crate) fn new() -> Result<Self, String> {
         let thread = rayon_core::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "fedid-sqlite-writer".into())
+            // Room for MAX_BATCH nested jobs, each with its unit's frames.
+            .stack_size(8 << 20)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
             thread,
-            writer: Mutex::default(),
-            queued: AtomicUsize::new(0),
-            commits: Mutex::default(),
-            ended: Condvar::new(),
+            writer: Mutex::new(Writer {
+                conn: None,
+                open: false,
+                size: 0,
+                ended: Ok(()),
+            }),
         })
     }
 
@@ -102,69 +91,59 @@ impl GroupCommit {
         pool: &Pool<ConnectionManager<SqliteConnection>>,
         work: &mut Work<'_>,
     ) -> Result<(), StoreError> {
-        // Counted before it is handed over, so that the unit running now
-        // leaves the batch open for this one.
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let ran = self.thread.install(|| self.run(pool, work));
-        if ran.ended_batch {
-            return ran.outcome;
-        }
-        let mut commits = lock(&self.commits);
-        while commits.finished < ran.batch {
-            commits = self.ended.wait(commits).unwrap_or_else(|p| p.into_inner());
-        }
-        if commits.failed.contains(&ran.batch) {
-            return Err(unavailable("the group commit failed"));
-        }
-        ran.outcome
+        self.thread.install(|| self.run(pool, work))
     }
 
-    /// On the writer thread: runs one unit in the open batch, and ends the
-    /// batch when nobody is queued behind it.
-    fn run(&self, pool: &Pool<ConnectionManager<SqliteConnection>>, work: &mut Work<'_>) -> Ran {
-        let mut writer = lock(&self.writer);
-        let writer = &mut *writer;
-        if !writer.open {
-            match Self::begin(pool, &mut writer.conn) {
-                Ok(()) => {
-                    writer.open = true;
-                    writer.batch += 1;
-                    writer.size = 0;
-                }
-                Err(e) => {
+    /// On the writer thread: runs one unit in the open batch (opening one
+    /// if none is), then the units queued behind it, and returns once the
+    /// batch has ended, with the unit's outcome and the batch's.
+    fn run(&self, pool: &Pool<ConnectionManager<SqliteConnection>>, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let (outcome, full) = {
+            let mut writer = lock(&self.writer);
+            let writer = &mut *writer;
+            if !writer.open {
+                if let Err(e) = Self::begin(pool, &mut writer.conn) {
                     // No batch to end; the connection is replaced next time.
                     writer.conn = None;
-                    self.queued.fetch_sub(1, Ordering::SeqCst);
-                    return Ran {
-                        batch: writer.batch,
-                        outcome: Err(e),
-                        ended_batch: true,
-                    };
+                    return Err(e);
                 }
+                writer.open = true;
+                writer.size = 0;
             }
-        }
-        let batch = writer.batch;
-        let outcome = match writer.conn.as_mut() {
-            Some(conn) => Self::run_unit(conn, work),
-            None => Err(UnitFailure::Broken(unavailable("no writer connection"))),
-        };
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        writer.size += 1;
-        let broken = matches!(&outcome, Err(UnitFailure::Broken(_)));
-        let outcome = outcome.map_err(|f| match f {
-            UnitFailure::Work(e) | UnitFailure::Broken(e) => e,
-        });
-        if !broken && self.queued.load(Ordering::SeqCst) > 0 && writer.size < MAX_BATCH {
-            // Someone is queued behind: they commit, or pass it on.
-            return Ran {
-                batch,
-                outcome,
-                ended_batch: false,
+            let outcome = match writer.conn.as_mut() {
+                Some(conn) => Self::run_unit(conn, work),
+                None => Err(UnitFailure::Broken(unavailable("no writer connection"))),
             };
+            writer.size += 1;
+            let outcome = match outcome {
+                Ok(()) => Ok(()),
+                Err(UnitFailure::Work(e)) => Err(e),
+                Err(UnitFailure::Broken(e)) => {
+                    Self::end(writer, false);
+                    return Err(e);
+                }
+            };
+            (outcome, writer.size >= MAX_BATCH)
+        };
+        // The next queued unit joins the batch, nested, before this caller
+        // is woken; the lock is released so that it can run.
+        if !full {
+            rayon_core::yield_now();
         }
+        let mut writer = lock(&self.writer);
+        // Still open: nobody was queued behind (or the batch is full), so
+        // this unit commits for all. Otherwise a later unit ended it.
+        if writer.open {
+            Self::end(&mut writer, true);
+        }
+        writer.ended.clone().and(outcome)
+    }
+
+    /// Commits (or rolls back) the open batch and records how it ended.
+    fn end(writer: &mut Writer, commit: bool) {
         writer.open = false;
-        let committed = match writer.conn.as_mut() {
-            Some(conn) if !broken => Command("COMMIT").run(conn).map_err(|e| {
+        let ended = match writer.conn.as_mut() {
+            Some(conn) if commit => Command("COMMIT").run(conn).map_err(|e| {
                 let _ = Command("ROLLBACK").run(conn);
                 unavailable(e)
             }),
@@ -174,23 +153,10 @@ impl GroupCommit {
             }
             None => Err(unavailable("no writer connection")),
         };
-        if committed.is_err() {
+        if ended.is_err() {
             writer.conn = None;
         }
-        let mut commits = lock(&self.commits);
-        if committed.is_err() {
-            commits.failed.push_back(batch);
-            if commits.failed.len() > 64 {
-                commits.failed.pop_front();
-            }
-        }
-        commits.finished = batch;
-        self.ended.notify_all();
-        Ran {
-            batch,
-            outcome: committed.and(outcome),
-            ended_batch: true,
-        }
+        writer.ended = ended;
     }
 
     /// Opens a batch on the writer's connection, taking one from the pool

@@ -424,3 +424,56 @@ fn sqlite_writer_survives_a_panicking_unit() {
     write(&store, |tx| tx.insert_message(user, at, "{\"n\":2}").map(|_| ())).unwrap();
     assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 1);
 }
+
+/// Units that panic amid concurrent ones roll back the batch they were in:
+/// whatever each caller is told, its unit is stored exactly when it was
+/// told `Ok`, and the writer goes on with the next batch.
+#[test]
+fn sqlite_group_commit_answers_match_what_is_stored_when_units_panic() {
+    use fedid_domain::ports::{read, write, StoreError};
+    let (_dir, store) = sqlite();
+    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+    let at = fedid_domain::UnixTime::from_secs(1);
+    let results: Vec<(usize, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    (0..40)
+                        .map(|i| {
+                            let n = t * 40 + i;
+                            let outcome: Result<(), StoreError> = write(store, |tx| {
+                                tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
+                                assert!(n % 11 != 0, "a bug in unit {n}");
+                                Ok(())
+                            });
+                            (n, outcome.is_ok())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let told_ok: std::collections::BTreeSet<usize> = results.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
+    assert!(told_ok.iter().all(|n| n % 11 != 0));
+    assert!(
+        told_ok.len() >= 100,
+        "batches without a panicking unit commit ({})",
+        told_ok.len()
+    );
+    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
+        .unwrap()
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.envelope).unwrap()["n"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .collect();
+    assert_eq!(stored, told_ok);
+    assert_eq!(
+        read(&store, |tx| tx.count_messages(user)).unwrap(),
+        told_ok.len() as u64
+    );
+}
