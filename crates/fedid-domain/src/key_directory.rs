@@ -133,10 +133,36 @@ impl KeyDirectory {
             Some(key) => (key, false),
             None => (self.fetch(&sender, false, now)?, true),
         };
-        let mut envelope = match envelope.verify(&key) {
-            Ok(verified) => return Ok(verified),
-            Err(envelope) => envelope,
-        };
+        match envelope.verify(&key) {
+            Ok(verified) => Ok(verified),
+            Err(envelope) => self.verify_again(*envelope, key, fresh),
+        }
+    }
+
+    /// The sender's key if the cache holds a live one: what the inbox tries
+    /// before anything that needs the store or the network.
+    pub fn cached(&self, handle: &Handle) -> Option<SigningKey> {
+        self.cached_key(handle, self.clock.now()).ok().flatten()
+    }
+
+    /// After `envelope` failed against the cached key `failed`: the rest of
+    /// [`Self::verify`] (a key rotated meanwhile, or one refetch).
+    pub fn verify_after_cached_failure(
+        &self,
+        envelope: Envelope,
+        failed: SigningKey,
+    ) -> Result<VerifiedEnvelope, KeyCheckError> {
+        self.verify_again(envelope, failed, false)
+    }
+
+    fn verify_again(
+        &self,
+        mut envelope: Envelope,
+        failed: SigningKey,
+        fresh: bool,
+    ) -> Result<VerifiedEnvelope, KeyCheckError> {
+        let sender = envelope.from().clone();
+        let now = self.clock.now();
         // One refetch per handle at a time. A concurrent request may have
         // refetched meanwhile (the REVOKEs of one flush arrive together):
         // after waiting for it, try what the cache holds now before
@@ -144,10 +170,10 @@ impl KeyDirectory {
         let turn = self.refetch_turn(&sender);
         let _turn = lock(&turn);
         if let Ok(Some(current)) = self.cached_key(&sender, now) {
-            if current != key {
+            if current != failed {
                 envelope = match envelope.verify(&current) {
                     Ok(verified) => return Ok(verified),
-                    Err(envelope) => envelope,
+                    Err(envelope) => *envelope,
                 };
             }
         }

@@ -187,6 +187,45 @@ fn inbox_recipient_allow_list_and_window() {
     assert_eq!(bob.node.receive(late.as_bytes()), Err(InboxError::TimestampOutOfWindow));
 }
 
+/// With the sender's key cached, the inbox verifies before it reads the
+/// store; the refusals still come in the order of section 8.
+#[test]
+fn refusals_keep_their_order_when_the_sender_key_is_cached() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    let before = inbox_len(&bob);
+    let forger = ClientKeys::generate().unwrap();
+    let forged_to = |to: &str| {
+        let to = Handle::parse(to, DomainPolicy::HTTPS_PUBLIC).unwrap();
+        forger
+            .envelope(&alice.handle, &to, MessageType::Message, Map::new(), w.now())
+            .wire_form()
+    };
+    assert_eq!(
+        bob.node.receive(forged_to("nobody@b.example").as_bytes()),
+        Err(InboxError::UnknownRecipient),
+        "step 2 before step 5"
+    );
+    assert_eq!(
+        bob.node.receive(forged_to("bob@b.example").as_bytes()),
+        Err(InboxError::InvalidSignature)
+    );
+    let to_nobody = edit(&w.envelope(&alice, &bob, MessageType::Message), |o| {
+        o.insert("to".into(), json!("nobody@b.example"));
+    });
+    assert_eq!(bob.node.receive(&to_nobody), Err(InboxError::UnknownRecipient));
+    let valid = w.envelope(&alice, &bob, MessageType::Message);
+    w.clock.advance_secs(301);
+    assert_eq!(
+        bob.node.receive(valid.as_bytes()),
+        Err(InboxError::TimestampOutOfWindow)
+    );
+    let valid = w.envelope(&alice, &bob, MessageType::Message);
+    assert_eq!(bob.node.receive(valid.as_bytes()), Ok(Received::Accepted));
+    assert_eq!(inbox_len(&bob), before + 1, "only the valid message is stored");
+}
+
 #[test]
 fn recipient_without_keys_takes_only_revokes() {
     let w = world();

@@ -3,6 +3,7 @@
 
 use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
 use crate::key_directory::KeyCheckError;
+use crate::keys::SigningKey;
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
 use crate::ports::{self, StoreError, Tx};
 use crate::services::Fedid;
@@ -68,6 +69,15 @@ impl InboxError {
     }
 }
 
+impl From<KeyCheckError> for InboxError {
+    fn from(e: KeyCheckError) -> Self {
+        match e {
+            KeyCheckError::Unavailable => Self::SenderKeysUnavailable,
+            KeyCheckError::InvalidSignature => Self::InvalidSignature,
+        }
+    }
+}
+
 /// A successful answer: `202 accepted` or `200 duplicate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
@@ -86,6 +96,17 @@ impl Fedid {
     pub fn receive(&self, body: &[u8]) -> Result<Received, InboxError> {
         // Step 1: size, I-JSON, protocol version, member rules, type.
         let envelope = Envelope::parse(body, self.settings.policy())?;
+        // The common case needs no read before the write: every check of
+        // steps 2 to 5 but the recipient's passes without the store (the
+        // sender's key is cached), and the write transaction checks the
+        // recipient before anything else, so refusals keep their order.
+        let (envelope, failed_key) = match self.cached_sender_key(&envelope) {
+            Some(key) => match envelope.verify(&key) {
+                Ok(verified) => return self.apply(&verified, None),
+                Err(envelope) => (*envelope, Some(key)),
+            },
+            None => (envelope, None),
+        };
         // Step 2: recipient, then allow-list.
         let recipient = self.local_recipient(&envelope)?;
         if !self.settings.domain_allowed(envelope.from().domain_str()) {
@@ -95,9 +116,30 @@ impl Fedid {
         self.check_window(&envelope)
             .map_err(|_| InboxError::TimestampOutOfWindow)?;
         // Steps 4 and 5: sender keys, signature.
-        let verified = self.verify_sender(envelope)?;
+        let verified = match failed_key {
+            Some(key) => self
+                .keys
+                .verify_after_cached_failure(envelope, key)
+                .map_err(InboxError::from)?,
+            None => self.verify_sender(envelope)?,
+        };
         // Steps 6 and 7 in one transaction with the re-check of step 2.
-        self.apply(&verified, &recipient)
+        self.apply(&verified, Some(&recipient))
+    }
+
+    /// The remote sender's cached key, if every check of steps 2 and 3
+    /// that needs neither the store nor the network passes.
+    fn cached_sender_key(&self, envelope: &Envelope) -> Option<SigningKey> {
+        let (to, from) = (envelope.to().domain_str(), envelope.from().domain_str());
+        let store_free_checks_pass = self.settings.is_local(to)
+            && !self.settings.is_local(from)
+            && self.settings.domain_allowed(from)
+            && self.check_window(envelope).is_ok();
+        if store_free_checks_pass {
+            self.keys.cached(envelope.from())
+        } else {
+            None
+        }
     }
 
     /// Whether the envelope's timestamp is within the clock skew of now.
@@ -126,10 +168,7 @@ impl Fedid {
     fn verify_sender(&self, envelope: Envelope) -> Result<VerifiedEnvelope, InboxError> {
         let from = envelope.from().clone();
         if !self.settings.is_local(from.domain_str()) {
-            return self.keys.verify(envelope).map_err(|e| match e {
-                KeyCheckError::Unavailable => InboxError::SenderKeysUnavailable,
-                KeyCheckError::InvalidSignature => InboxError::InvalidSignature,
-            });
+            return self.keys.verify(envelope).map_err(InboxError::from);
         }
         let alias = from.alias();
         let sender = ports::read(self.store.as_ref(), |tx| tx.identity_by_alias(&alias))?;
@@ -139,7 +178,9 @@ impl Fedid {
         envelope.verify(&key).map_err(|_| InboxError::InvalidSignature)
     }
 
-    fn apply(&self, envelope: &VerifiedEnvelope, seen: &IdentityRecord) -> Result<Received, InboxError> {
+    /// Steps 6 and 7. `seen` is the recipient as step 2 read it, if it was
+    /// read before this transaction.
+    fn apply(&self, envelope: &VerifiedEnvelope, seen: Option<&IdentityRecord>) -> Result<Received, InboxError> {
         let now = self.clock.now();
         let record = ReplayRecord {
             key: envelope.replay_key(),
@@ -154,28 +195,24 @@ impl Fedid {
         // Serialized outside the transaction: writers run one at a time.
         let wire = envelope.wire_form();
         ports::write(self.store.as_ref(), |tx| {
-            // Step 2 again, under the recipient's lock: never apply to an
-            // identity reset (or an alias moved) since the first check.
-            let current = tx.identity_by_alias(&alias)?;
-            let unchanged = current.as_ref().is_some_and(|c| {
-                c.user == seen.user
-                    && c.last_reset_at == seen.last_reset_at
-                    && (c.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
-            });
-            if !unchanged {
-                return Err(InboxError::UnknownRecipient);
-            }
+            // Step 2 (again), under the recipient's lock: never apply to an
+            // identity reset (or an alias moved) since a first check.
+            let recipient = tx
+                .identity_by_alias(&alias)?
+                .filter(|r| r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
+                .filter(|r| seen.is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at))
+                .ok_or(InboxError::UnknownRecipient)?;
             match tx.record_replay(&record, now)? {
                 ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
                 ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
                 ReplayOutcome::Recorded => {}
             }
-            if let Effect::Store = self.apply_rule(tx, envelope, seen, now)? {
+            if let Effect::Store = self.apply_rule(tx, envelope, &recipient, now)? {
                 let limited = envelope.message_type() != MessageType::RelationshipRevoke;
-                if limited && tx.count_messages(seen.user)? >= self.settings.inbox_messages_per_user {
+                if limited && tx.count_messages(recipient.user)? >= self.settings.inbox_messages_per_user {
                     return Err(InboxError::InboxFull);
                 }
-                tx.insert_message(seen.user, now, &wire)?;
+                tx.insert_message(recipient.user, now, &wire)?;
             }
             Ok(Received::Accepted)
         })
