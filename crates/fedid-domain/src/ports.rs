@@ -2,7 +2,6 @@
 //! synchronous and object-safe; adapters implement them and `main` wires
 //! them together.
 
-use crate::envelope::ReplayKey;
 use crate::handle::{Alias, Domain, Handle};
 use crate::keys::{EncryptionKey, SigningKey};
 use crate::model::*;
@@ -104,7 +103,6 @@ pub trait Tx {
     /// Records an accepted envelope unless its key, or its sender and
     /// non-empty nonce, is already recorded and not expired at `now`.
     fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError>;
-    fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError>;
     /// Deletes rows expired at `now`, at most `limit`; returns how many.
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError>;
 

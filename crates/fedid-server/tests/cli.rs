@@ -28,8 +28,8 @@ fn administrative_commands() {
     assert!(migrated.status.success());
     assert_eq!(
         String::from_utf8_lossy(&migrated.stdout).lines().count(),
-        2,
-        "both migrations applied"
+        3,
+        "every migration applied"
     );
     assert_eq!(
         fedid(dir.path(), &["migrate"], &[]).stdout.len(),

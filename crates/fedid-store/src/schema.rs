@@ -60,7 +60,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    replay_keys (replay_key) {
+    replay_keys (id) {
+        id -> BigInt,
         replay_key -> Binary,
         sender -> Text,
         nonce -> Text,

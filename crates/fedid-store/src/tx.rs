@@ -10,7 +10,7 @@ use diesel::sqlite::SqliteConnection;
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
     Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
-    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
+    RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
 use crate::command::AdjustInboxCount;
@@ -411,50 +411,58 @@ macro_rules! impl_tx {
                 if self.db(inserted)? > 0 {
                     return Ok(ReplayOutcome::Recorded);
                 }
-                // Expired rows no longer count: clear the ones in the way and try again.
-                let cleared = diesel::delete(
+                // The row in the way: the same sender and nonce, or, without
+                // a nonce, the same replay key. The literal predicates let
+                // the planner use the matching partial index.
+                let columns = (replay_keys::id, replay_keys::replay_key, replay_keys::expires_at);
+                let found = if nonce.is_empty() {
                     replay_keys::table
-                        .filter(replay_keys::expires_at.le(nanos(now)))
-                        .filter(
-                            replay_keys::replay_key.eq(key).or(replay_keys::sender
-                                .eq(sender)
-                                .and(replay_keys::nonce.eq(nonce))
-                                .and(replay_keys::nonce.ne(""))),
-                        ),
-                )
-                .execute(self.conn);
-                if self.db(cleared)? > 0 {
-                    let inserted = insert(self.conn);
-                    if self.db(inserted)? > 0 {
-                        return Ok(ReplayOutcome::Recorded);
+                        .filter(replay_keys::replay_key.eq(key))
+                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce = ''"))
+                        .select(columns)
+                        .get_result::<(i64, Vec<u8>, i64)>(self.conn)
+                } else {
+                    replay_keys::table
+                        .filter(replay_keys::sender.eq(sender))
+                        .filter(replay_keys::nonce.eq(nonce))
+                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce <> ''"))
+                        .select(columns)
+                        .get_result::<(i64, Vec<u8>, i64)>(self.conn)
+                }
+                .optional();
+                match self.db(found)? {
+                    // Expired rows no longer count: replace it.
+                    Some((id, _, expires_at)) if expires_at <= nanos(now) => {
+                        let deleted = diesel::delete(replay_keys::table.find(id)).execute(self.conn);
+                        self.db(deleted)?;
+                        let inserted = insert(self.conn);
+                        self.db(inserted)?;
+                        Ok(ReplayOutcome::Recorded)
+                    }
+                    Some((_, existing, _)) if existing == key => Ok(ReplayOutcome::Duplicate),
+                    Some(_) => Ok(ReplayOutcome::NonceReused),
+                    // Gone since the insert (pruned by another instance): try once more.
+                    None => {
+                        let inserted = insert(self.conn);
+                        if self.db(inserted)? > 0 {
+                            Ok(ReplayOutcome::Recorded)
+                        } else {
+                            Err(StoreError::Unavailable(
+                                "the replay record changed during the check".into(),
+                            ))
+                        }
                     }
                 }
-                // Lost to an existing row: the same bytes, or the same nonce.
-                if self.replay_known(&record.key, now)? {
-                    Ok(ReplayOutcome::Duplicate)
-                } else {
-                    Ok(ReplayOutcome::NonceReused)
-                }
-            }
-
-            fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError> {
-                let n = replay_keys::table
-                    .filter(replay_keys::replay_key.eq(key.as_bytes().as_slice()))
-                    .filter(replay_keys::expires_at.gt(nanos(now)))
-                    .count()
-                    .get_result::<i64>(self.conn);
-                self.db(n).map(|n| n > 0)
             }
 
             fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {
                 let batch = replay_keys::table
                     .filter(replay_keys::expires_at.le(nanos(now)))
-                    .select(replay_keys::replay_key)
+                    .select(replay_keys::id)
                     .limit(limit as i64)
-                    .load::<Vec<u8>>(self.conn);
+                    .load::<i64>(self.conn);
                 let batch = self.db(batch)?;
-                let n = diesel::delete(replay_keys::table.filter(replay_keys::replay_key.eq_any(&batch)))
-                    .execute(self.conn);
+                let n = diesel::delete(replay_keys::table.filter(replay_keys::id.eq_any(&batch))).execute(self.conn);
                 self.db(n).map(|n| n as u64)
             }
 

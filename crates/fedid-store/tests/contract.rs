@@ -15,7 +15,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
     let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 2);
+    assert_eq!(store.migrate().unwrap().len(), 3);
     assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
     (dir, store)
 }
@@ -24,7 +24,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
 /// Without it the test says it skipped, unless FEDID_REQUIRE_POSTGRES is set (CI).
 fn postgres(name: &str) -> Option<DieselStore> {
     let store = DieselStore::open(&postgres_url(name)?, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 2);
+    assert_eq!(store.migrate().unwrap().len(), 3);
     Some(store)
 }
 
@@ -70,7 +70,7 @@ fn postgres_instances_starting_together_migrate_once() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        2,
+        3,
         "each migration applied once: {applied:?}"
     );
 }
@@ -476,4 +476,68 @@ fn sqlite_group_commit_answers_match_what_is_stored_when_units_panic() {
         read(&store, |tx| tx.count_messages(user)).unwrap(),
         told_ok.len() as u64
     );
+}
+
+/// Replay records written before the migration that left envelopes with a
+/// nonce one index (2026-11-27-000003) still count after it, on both
+/// backends: their duplicates and nonce reuses are still refused.
+#[test]
+fn replay_records_outlive_the_replay_index_migration() {
+    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+    const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+    const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+    macro_rules! at_the_second_migration_with_replays {
+        ($conn:expr, $migrations:expr) => {{
+            let conn = $conn;
+            conn.run_next_migration($migrations).unwrap();
+            conn.run_next_migration($migrations).unwrap();
+            use fedid_store::schema::replay_keys;
+            for (key, nonce) in [(1u8, "AAAAAAAAAAAAAAAAAAAAAA"), (2, "")] {
+                diesel::insert_into(replay_keys::table)
+                    .values((
+                        replay_keys::replay_key.eq(vec![key; 32]),
+                        replay_keys::sender.eq("alice@a.example"),
+                        replay_keys::nonce.eq(nonce),
+                        replay_keys::expires_at.eq(10_000_000_000i64),
+                    ))
+                    .execute(conn)
+                    .unwrap();
+            }
+        }};
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fedid.db");
+    at_the_second_migration_with_replays!(
+        &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
+        SQLITE
+    );
+    let mut stores = vec![DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap()];
+    if let Some(url) = postgres_url("upgrade") {
+        at_the_second_migration_with_replays!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+        stores.push(DieselStore::open(&url, 2).unwrap());
+    }
+    for store in &stores {
+        use fedid_domain::ports::write;
+        use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
+        assert_eq!(store.migrate().unwrap().len(), 1);
+        let record = |key: u8, nonce: &str| ReplayRecord {
+            key: ReplayKey::from_bytes([key; 32]),
+            sender: Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
+            nonce: Nonce::parse(nonce).unwrap(),
+            expires_at: UnixTime::from_secs(10),
+        };
+        let now = UnixTime::from_secs(1);
+        for (key, nonce, outcome) in [
+            (1, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::Duplicate),
+            (3, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::NonceReused),
+            (2, "", ReplayOutcome::Duplicate),
+            (4, "", ReplayOutcome::Recorded),
+        ] {
+            assert_eq!(
+                write(store, |tx| tx.record_replay(&record(key, nonce), now)).unwrap(),
+                outcome,
+                "{store:?} key {key}"
+            );
+        }
+    }
 }

@@ -241,9 +241,14 @@ pub fn tx_semantics(store: &dyn Store) {
         write(store, |tx| tx.record_replay(&rec(4, "", 10), t(0))).unwrap(),
         ReplayOutcome::Recorded
     );
-    assert!(read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([1; 32]), t(9))).unwrap());
-    assert!(
-        !read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([1; 32]), t(10))).unwrap(),
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(3, "", 10), t(9))).unwrap(),
+        ReplayOutcome::Duplicate,
+        "live until it expires"
+    );
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(10))).unwrap(),
+        ReplayOutcome::Recorded,
         "expired"
     );
     assert_eq!(
@@ -257,7 +262,11 @@ pub fn tx_semantics(store: &dyn Store) {
     );
     assert!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap() >= 1);
     assert_eq!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap(), 0);
-    assert!(read(store, |tx| tx.replay_known(&ReplayKey::from_bytes([2; 32]), t(20))).unwrap());
+    assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(2, n1, 30), t(20))).unwrap(),
+        ReplayOutcome::Duplicate,
+        "pruning keeps live rows"
+    );
 
     // Audit, oldest first, per user.
     for action in ["first", "second"] {

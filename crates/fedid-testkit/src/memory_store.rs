@@ -339,10 +339,6 @@ impl Tx for State {
         Ok(ReplayOutcome::Recorded)
     }
 
-    fn replay_known(&mut self, key: &ReplayKey, now: UnixTime) -> Result<bool, StoreError> {
-        Ok(self.replays.get(key).is_some_and(|r| r.expires_at > now))
-    }
-
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {
         let expired: Vec<ReplayKey> = self
             .replays
