@@ -127,7 +127,23 @@ pub trait Store: Send + Sync {
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
     /// Whether the database answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether [`Store::write_detached`] queues the work for a thread of
+    /// the store's own and returns at once (so that a caller on an async
+    /// runtime may use it), rather than running it on the caller's thread.
+    fn queues_writes(&self) -> bool {
+        false
+    }
+
+    /// Runs `work` as [`Store::write`] does and hands the outcome to `done`.
+    /// By default on the caller's thread, before returning.
+    fn write_detached(&self, mut work: Box<Work<'static>>, done: WriteDone) {
+        done(self.write(&mut *work))
+    }
 }
+
+/// What receives a detached write's outcome.
+pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Runs `work` in a write transaction and hands back its value or error.
 pub fn write<T: Send, E: From<StoreError> + Send>(
@@ -151,21 +167,51 @@ fn run<T: Send, E: From<StoreError> + Send>(
     writing: bool,
 ) -> Result<T, E> {
     let mut outcome: Option<Result<T, E>> = None;
-    let mut unit = |tx: &mut dyn Tx| match work(tx) {
-        Ok(value) => {
-            outcome = Some(Ok(value));
-            Ok(())
-        }
-        Err(error) => {
-            outcome = Some(Err(error));
-            Err(StoreError::Aborted)
-        }
-    };
+    let mut unit = |tx: &mut dyn Tx| keep_outcome(work(tx), &mut outcome);
     let result = if writing {
         store.write(&mut unit)
     } else {
         store.read(&mut unit)
     };
+    settle(result, outcome)
+}
+
+/// [`write`] without waiting: `done` gets what `write` would return, on
+/// the thread that ran the work (see [`Store::write_detached`]).
+pub fn write_detached<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+    store: &dyn Store,
+    mut work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    done: impl FnOnce(Result<T, E>) + Send + 'static,
+) {
+    let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let kept = std::sync::Arc::clone(&outcome);
+    let unit = move |tx: &mut dyn Tx| {
+        let mut slot = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        keep_outcome(work(tx), &mut slot)
+    };
+    store.write_detached(
+        Box::new(unit),
+        Box::new(move |result| {
+            let outcome = outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            done(settle(result, outcome))
+        }),
+    );
+}
+
+/// Keeps the work's own value or error; an error rolls the unit back.
+fn keep_outcome<T, E>(result: Result<T, E>, slot: &mut Option<Result<T, E>>) -> Result<(), StoreError> {
+    let failed = result.is_err();
+    *slot = Some(result);
+    if failed {
+        Err(StoreError::Aborted)
+    } else {
+        Ok(())
+    }
+}
+
+/// What a unit's caller gets: the work's outcome if the store committed
+/// it (or rolled it back on the work's own error), else the store's error.
+fn settle<T, E: From<StoreError>>(result: Result<(), StoreError>, outcome: Option<Result<T, E>>) -> Result<T, E> {
     match (result, outcome) {
         (Ok(()), Some(Ok(value))) => Ok(value),
         (Err(StoreError::Aborted), Some(Err(error))) => Err(error),

@@ -22,11 +22,11 @@
 //! half the time. The writer thread now runs queued units back to back.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
-use fedid_domain::ports::{StoreError, Work};
+use fedid_domain::ports::{StoreError, Work, WriteDone};
 
 use crate::command::Command;
 use crate::tx::DbTx;
@@ -73,6 +73,9 @@ impl GroupCommit {
             .thread_name(|_| "fedid-sqlite-writer".into())
             // Room for MAX_BATCH nested jobs, each with its unit's frames.
             .stack_size(8 << 20)
+            // A detached job never panics (units are caught); were one to,
+            // its caller's `done` is dropped uncalled, which it sees.
+            .panic_handler(|_| {})
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
@@ -92,6 +95,18 @@ impl GroupCommit {
         work: &mut Work<'_>,
     ) -> Result<(), StoreError> {
         self.thread.install(|| self.run(pool, work))
+    }
+
+    /// Queues `work` and returns; `done` gets what [`Self::write`] would
+    /// return, on the writer thread, once the batch holding it has ended.
+    pub(crate) fn write_detached(
+        self: &Arc<Self>,
+        pool: &Pool<ConnectionManager<SqliteConnection>>,
+        mut work: Box<Work<'static>>,
+        done: WriteDone,
+    ) {
+        let (this, pool) = (Arc::clone(self), pool.clone());
+        self.thread.spawn(move || done(this.run(&pool, &mut *work)));
     }
 
     /// On the writer thread: runs one unit in the open batch (opening one

@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use fedid_domain::ports::{StoreError, Work};
+use fedid_domain::ports::{StoreError, Work, WriteDone};
 use fedid_domain::Store;
 
 use crate::command::Command;
@@ -239,6 +239,17 @@ impl Store for DieselStore {
                     }
                 }
             }
+        }
+    }
+
+    fn queues_writes(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+
+    fn write_detached(&self, mut work: Box<Work<'static>>, done: WriteDone) {
+        match self {
+            Self::Sqlite(pool) => pool.writer.write_detached(&pool.pool, work, done),
+            Self::Postgres(_) => done(self.write(&mut *work)),
         }
     }
 

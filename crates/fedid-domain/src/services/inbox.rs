@@ -2,11 +2,14 @@
 //! with the relationship rules of section 9 (recipient side).
 
 use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
+use crate::handle::Alias;
 use crate::key_directory::KeyCheckError;
 use crate::keys::SigningKey;
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
 use crate::ports::{self, StoreError, Tx};
 use crate::services::Fedid;
+use crate::time::UnixTime;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboxError {
@@ -85,6 +88,40 @@ pub enum Received {
     Duplicate,
 }
 
+/// An envelope past step 1 that still needs a thread that may block: for
+/// steps 2 to 5 (the store or the network), or for its write.
+pub struct PendingEnvelope(Box<Pending>);
+
+enum Pending {
+    /// Steps 2 to 5 to run; `failed_key` is a cached key that the
+    /// signature did not verify against.
+    Unchecked {
+        envelope: Envelope,
+        failed_key: Option<SigningKey>,
+    },
+    /// Steps 2 to 5 passed without the store: only the write is left.
+    Verified(VerifiedEnvelope),
+}
+
+/// What [`Fedid::receive_queued`] did with an envelope.
+pub enum Queued {
+    /// Its write is queued; the callback will get the answer.
+    Queued,
+    /// Finish it with [`Fedid::receive_pending`].
+    Pending(PendingEnvelope),
+}
+
+/// Everything the write of steps 6 and 7 needs, owned, so that it can be
+/// queued.
+struct Delivery {
+    envelope: VerifiedEnvelope,
+    seen: Option<IdentityRecord>,
+    record: ReplayRecord,
+    alias: Alias,
+    wire: String,
+    now: UnixTime,
+}
+
 /// What the recipient's rule decided (section 9, received side).
 enum Effect {
     Nothing,
@@ -94,18 +131,41 @@ enum Effect {
 impl Fedid {
     /// Receives one envelope from another server (or from this one).
     pub fn receive(&self, body: &[u8]) -> Result<Received, InboxError> {
-        // Step 1: size, I-JSON, protocol version, member rules, type.
-        let envelope = Envelope::parse(body, self.settings.policy())?;
-        // The common case needs no read before the write: every check of
-        // steps 2 to 5 but the recipient's passes without the store (the
-        // sender's key is cached), and the write transaction checks the
-        // recipient before anything else, so refusals keep their order.
-        let (envelope, failed_key) = match self.cached_sender_key(&envelope) {
-            Some(key) => match envelope.verify(&key) {
-                Ok(verified) => return self.apply(&verified, None),
-                Err(envelope) => (*envelope, Some(key)),
-            },
-            None => (envelope, None),
+        self.finish(self.first_look(body)?)
+    }
+
+    /// Receives one envelope without blocking the caller when it can: when
+    /// steps 1 to 5 need neither the store nor the network and the store
+    /// queues writes ([`crate::Store::queues_writes`]), the write is queued
+    /// and `done` gets the answer later, from the store's thread. Otherwise
+    /// the envelope comes back, to be finished by [`Fedid::receive_pending`]
+    /// on a thread that may block; `done` is then dropped uncalled.
+    pub fn receive_queued(
+        self: &Arc<Self>,
+        body: &[u8],
+        done: impl FnOnce(Result<Received, InboxError>) + Send + 'static,
+    ) -> Result<Queued, InboxError> {
+        match self.first_look(body)? {
+            Pending::Verified(envelope) if self.store.queues_writes() => {
+                let delivery = self.delivery(envelope, None);
+                let fedid = Arc::clone(self);
+                ports::write_detached(self.store.as_ref(), move |tx| fedid.store_delivery(tx, &delivery), done);
+                Ok(Queued::Queued)
+            }
+            pending => Ok(Queued::Pending(PendingEnvelope(Box::new(pending)))),
+        }
+    }
+
+    /// The rest of [`Fedid::receive`] for an envelope that
+    /// [`Fedid::receive_queued`] gave back.
+    pub fn receive_pending(&self, pending: PendingEnvelope) -> Result<Received, InboxError> {
+        self.finish(*pending.0)
+    }
+
+    fn finish(&self, pending: Pending) -> Result<Received, InboxError> {
+        let (envelope, failed_key) = match pending {
+            Pending::Verified(envelope) => return self.apply(envelope, None),
+            Pending::Unchecked { envelope, failed_key } => (envelope, failed_key),
         };
         // Step 2: recipient, then allow-list.
         let recipient = self.local_recipient(&envelope)?;
@@ -124,7 +184,29 @@ impl Fedid {
             None => self.verify_sender(envelope)?,
         };
         // Steps 6 and 7 in one transaction with the re-check of step 2.
-        self.apply(&verified, Some(&recipient))
+        self.apply(verified, Some(recipient))
+    }
+
+    /// Step 1, then steps 2 to 5 if they need no read: every check of
+    /// steps 2 to 5 but the recipient's passes without the store (the
+    /// sender's key is cached). The write transaction checks the recipient
+    /// before anything else, so refusals keep their order.
+    fn first_look(&self, body: &[u8]) -> Result<Pending, InboxError> {
+        // Step 1: size, I-JSON, protocol version, member rules, type.
+        let envelope = Envelope::parse(body, self.settings.policy())?;
+        Ok(match self.cached_sender_key(&envelope) {
+            Some(key) => match envelope.verify(&key) {
+                Ok(verified) => Pending::Verified(verified),
+                Err(envelope) => Pending::Unchecked {
+                    envelope: *envelope,
+                    failed_key: Some(key),
+                },
+            },
+            None => Pending::Unchecked {
+                envelope,
+                failed_key: None,
+            },
+        })
     }
 
     /// The remote sender's cached key, if every check of steps 2 and 3
@@ -180,8 +262,12 @@ impl Fedid {
 
     /// Steps 6 and 7. `seen` is the recipient as step 2 read it, if it was
     /// read before this transaction.
-    fn apply(&self, envelope: &VerifiedEnvelope, seen: Option<&IdentityRecord>) -> Result<Received, InboxError> {
-        let now = self.clock.now();
+    fn apply(&self, envelope: VerifiedEnvelope, seen: Option<IdentityRecord>) -> Result<Received, InboxError> {
+        let delivery = self.delivery(envelope, seen);
+        ports::write(self.store.as_ref(), |tx| self.store_delivery(tx, &delivery))
+    }
+
+    fn delivery(&self, envelope: VerifiedEnvelope, seen: Option<IdentityRecord>) -> Delivery {
         let record = ReplayRecord {
             key: envelope.replay_key(),
             sender: envelope.from().clone(),
@@ -191,31 +277,50 @@ impl Fedid {
                 .instant()
                 .plus_secs(self.settings.max_clock_skew_secs),
         };
-        let alias = envelope.to().alias();
-        // Serialized outside the transaction: writers run one at a time.
-        let wire = envelope.wire_form();
-        ports::write(self.store.as_ref(), |tx| {
-            // Step 2 (again), under the recipient's lock: never apply to an
-            // identity reset (or an alias moved) since a first check.
-            let recipient = tx
-                .identity_by_alias(&alias)?
-                .filter(|r| r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
-                .filter(|r| seen.is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at))
-                .ok_or(InboxError::UnknownRecipient)?;
-            match tx.record_replay(&record, now)? {
-                ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
-                ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
-                ReplayOutcome::Recorded => {}
+        Delivery {
+            alias: envelope.to().alias(),
+            // Serialized outside the transaction: writers run one at a time.
+            wire: envelope.wire_form(),
+            now: self.clock.now(),
+            envelope,
+            seen,
+            record,
+        }
+    }
+
+    /// The write transaction of steps 6 and 7.
+    fn store_delivery(&self, tx: &mut dyn Tx, delivery: &Delivery) -> Result<Received, InboxError> {
+        let Delivery {
+            envelope,
+            seen,
+            record,
+            alias,
+            wire,
+            now,
+        } = delivery;
+        // Step 2 (again), under the recipient's lock: never apply to an
+        // identity reset (or an alias moved) since a first check.
+        let recipient = tx
+            .identity_by_alias(alias)?
+            .filter(|r| r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
+            .filter(|r| {
+                seen.as_ref()
+                    .is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at)
+            })
+            .ok_or(InboxError::UnknownRecipient)?;
+        match tx.record_replay(record, *now)? {
+            ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
+            ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
+            ReplayOutcome::Recorded => {}
+        }
+        if let Effect::Store = self.apply_rule(tx, envelope, &recipient, *now)? {
+            let limited = envelope.message_type() != MessageType::RelationshipRevoke;
+            if limited && tx.count_messages(recipient.user)? >= self.settings.inbox_messages_per_user {
+                return Err(InboxError::InboxFull);
             }
-            if let Effect::Store = self.apply_rule(tx, envelope, &recipient, now)? {
-                let limited = envelope.message_type() != MessageType::RelationshipRevoke;
-                if limited && tx.count_messages(recipient.user)? >= self.settings.inbox_messages_per_user {
-                    return Err(InboxError::InboxFull);
-                }
-                tx.insert_message(recipient.user, now, &wire)?;
-            }
-            Ok(Received::Accepted)
-        })
+            tx.insert_message(recipient.user, *now, wire)?;
+        }
+        Ok(Received::Accepted)
     }
 
     /// Section 9, received side: the state change and whether to store.

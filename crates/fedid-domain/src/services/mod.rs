@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 pub use discovery::PublishedIdentity;
 pub use identity::{IdentityError, IdentityView, KeysInput};
-pub use inbox::{InboxError, Received};
+pub use inbox::{InboxError, PendingEnvelope, Queued, Received};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
 pub use reads::{ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};

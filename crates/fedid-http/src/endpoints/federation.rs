@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::envelope::MAX_ENVELOPE_BYTES;
-use fedid_domain::Received;
+use fedid_domain::{Queued, Received};
 
 use crate::dto::{PublishedKeys, Status};
 use crate::error::{ApiError, Problem};
@@ -51,8 +51,20 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
             "the body must be application/json",
         ));
     }
-    let fedid = state.fedid.clone();
-    blocking(move || Ok(fedid.receive(&body)?)).await
+    // Parsing and verifying with a cached key run here, on the worker:
+    // CPU only, and cheaper than a hand-off. The write then queues for the
+    // store's writer thread without holding a thread while it waits.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    match state.fedid.receive_queued(&body, move |result| {
+        // A dropped receiver: the client has gone; nothing to tell.
+        let _ = answer.send(result);
+    })? {
+        Queued::Queued => Ok(answered.await.map_err(|_| ApiError::internal())??),
+        Queued::Pending(pending) => {
+            let fedid = state.fedid.clone();
+            blocking(move || Ok(fedid.receive_pending(pending)?)).await
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/federation/users/{alias}", tag = "federation",
