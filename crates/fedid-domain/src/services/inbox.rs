@@ -2,7 +2,7 @@
 //! with the relationship rules of section 9 (recipient side).
 
 use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
-use crate::handle::Alias;
+use crate::handle::{Alias, Handle};
 use crate::key_directory::KeyCheckError;
 use crate::keys::SigningKey;
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
@@ -112,9 +112,10 @@ pub enum Queued {
 }
 
 /// Everything the write of steps 6 and 7 needs, owned, so that it can be
-/// queued.
+/// queued. Only this crosses to the store's thread (and is freed there):
+/// the parsed envelope, a tree of small allocations, stays behind.
 struct Delivery {
-    envelope: VerifiedEnvelope,
+    kind: MessageType,
     seen: Option<IdentityRecord>,
     record: ReplayRecord,
     alias: Alias,
@@ -147,7 +148,7 @@ impl Fedid {
     ) -> Result<Queued, InboxError> {
         match self.first_look(body)? {
             Pending::Verified(envelope) if self.store.queues_writes() => {
-                let delivery = self.delivery(envelope, None);
+                let delivery = self.delivery(&envelope, None);
                 let fedid = Arc::clone(self);
                 ports::write_detached(self.store.as_ref(), move |tx| fedid.store_delivery(tx, &delivery), done);
                 Ok(Queued::Queued)
@@ -263,11 +264,11 @@ impl Fedid {
     /// Steps 6 and 7. `seen` is the recipient as step 2 read it, if it was
     /// read before this transaction.
     fn apply(&self, envelope: VerifiedEnvelope, seen: Option<IdentityRecord>) -> Result<Received, InboxError> {
-        let delivery = self.delivery(envelope, seen);
+        let delivery = self.delivery(&envelope, seen);
         ports::write(self.store.as_ref(), |tx| self.store_delivery(tx, &delivery))
     }
 
-    fn delivery(&self, envelope: VerifiedEnvelope, seen: Option<IdentityRecord>) -> Delivery {
+    fn delivery(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>) -> Delivery {
         let record = ReplayRecord {
             key: envelope.replay_key(),
             sender: envelope.from().clone(),
@@ -278,11 +279,11 @@ impl Fedid {
                 .plus_secs(self.settings.max_clock_skew_secs),
         };
         Delivery {
+            kind: envelope.message_type(),
             alias: envelope.to().alias(),
             // Serialized outside the transaction: writers run one at a time.
             wire: envelope.wire_form(),
             now: self.clock.now(),
-            envelope,
             seen,
             record,
         }
@@ -291,7 +292,7 @@ impl Fedid {
     /// The write transaction of steps 6 and 7.
     fn store_delivery(&self, tx: &mut dyn Tx, delivery: &Delivery) -> Result<Received, InboxError> {
         let Delivery {
-            envelope,
+            kind,
             seen,
             record,
             alias,
@@ -302,7 +303,7 @@ impl Fedid {
         // identity reset (or an alias moved) since a first check.
         let recipient = tx
             .identity_by_alias(alias)?
-            .filter(|r| r.is_active() || envelope.message_type() == MessageType::RelationshipRevoke)
+            .filter(|r| r.is_active() || *kind == MessageType::RelationshipRevoke)
             .filter(|r| {
                 seen.as_ref()
                     .is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at)
@@ -313,8 +314,8 @@ impl Fedid {
             ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
             ReplayOutcome::Recorded => {}
         }
-        if let Effect::Store = self.apply_rule(tx, envelope, &recipient, *now)? {
-            let limited = envelope.message_type() != MessageType::RelationshipRevoke;
+        if let Effect::Store = self.apply_rule(tx, *kind, &record.sender, &recipient, *now)? {
+            let limited = *kind != MessageType::RelationshipRevoke;
             if limited && tx.count_messages(recipient.user)? >= self.settings.inbox_messages_per_user {
                 return Err(InboxError::InboxFull);
             }
@@ -327,13 +328,13 @@ impl Fedid {
     fn apply_rule(
         &self,
         tx: &mut dyn Tx,
-        envelope: &VerifiedEnvelope,
+        kind: MessageType,
+        peer: &Handle,
         recipient: &IdentityRecord,
-        now: crate::time::UnixTime,
+        now: UnixTime,
     ) -> Result<Effect, InboxError> {
         use RelationshipState::*;
         let user = recipient.user;
-        let peer = envelope.from();
         let state = tx.relationship(user, peer)?.map(|r| r.state);
         let set = |tx: &mut dyn Tx, state| {
             tx.put_relationship(
@@ -345,7 +346,7 @@ impl Fedid {
                 },
             )
         };
-        match (envelope.message_type(), state) {
+        match (kind, state) {
             (MessageType::RelationshipRequest, None) => {
                 if tx.count_relationships(user, Some(Incoming))? >= self.settings.incoming_requests_per_user {
                     return Err(InboxError::InboxFull);
