@@ -954,6 +954,23 @@ fn remaining_error_codes_over_http() {
     .sign(bob.keys.secret());
     let reply = inbox(reused.wire_form());
     assert_eq!((reply.status, reply.code()), (409, "nonce_reused".into()));
+
+    // Envelopes over 4 KiB take the blocking pool instead of the worker:
+    // the same answers.
+    let mut payload = Map::new();
+    payload.insert("ciphertext".into(), json!("A".repeat(6_000)));
+    let large = bob
+        .keys
+        .envelope(&bob.handle, &ah, MessageType::RelationshipRequest, payload.clone(), now)
+        .wire_form();
+    assert!(large.len() > 6_000);
+    assert_eq!(inbox(large.clone()).status, 202);
+    assert_eq!(inbox(large).json(), json!({"status": "duplicate"}));
+    let forged = ClientKeys::generate()
+        .unwrap()
+        .envelope(&bob.handle, &ah, MessageType::RelationshipRequest, payload, now)
+        .wire_form();
+    assert_eq!(inbox(forged).code(), "invalid_signature");
 }
 
 #[test]
