@@ -2,7 +2,8 @@
 //! time, and each commit appends every page it touched to the WAL. So every
 //! unit of work runs on a single writer thread (a one-thread rayon pool:
 //! `install` runs the caller's borrowed closure there and blocks the caller
-//! until it returns). Units queued together share one transaction: each runs
+//! until it returns; `spawn` queues an owned one for a detached write, whose
+//! callback gets the outcome). Units queued together share one transaction: each runs
 //! in its own SAVEPOINT (so its failure undoes only itself), and the unit
 //! that finds nobody queued behind it commits for all. A caller returns
 //! only after the commit that holds its unit, with that commit's outcome:

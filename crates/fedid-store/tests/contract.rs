@@ -541,3 +541,55 @@ fn replay_records_outlive_the_replay_index_migration() {
         }
     }
 }
+
+/// Detached writes (the inbox's path on SQLite) share batches with waiting
+/// ones; each callback gets the outcome, and what it is told is what was
+/// stored.
+#[test]
+fn sqlite_detached_writes_report_what_was_stored() {
+    use fedid_domain::ports::{read, write, write_detached, StoreError};
+    use fedid_domain::Store;
+    let (_dir, store) = sqlite();
+    assert!(store.queues_writes());
+    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+    let at = fedid_domain::UnixTime::from_secs(1);
+    let (told, answers) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (store, told) = (&store, told.clone());
+            scope.spawn(move || {
+                for i in 0..50 {
+                    let n = t * 50 + i;
+                    let unit = move |tx: &mut dyn fedid_domain::Tx| {
+                        tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
+                        if n % 4 == 0 {
+                            return Err(StoreError::Unavailable("refused".into()));
+                        }
+                        Ok(())
+                    };
+                    if t % 2 == 0 {
+                        let told = told.clone();
+                        write_detached(store, unit, move |outcome| told.send((n, outcome.is_ok())).unwrap());
+                    } else {
+                        told.send((n, write(store, unit).is_ok())).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    drop(told);
+    let answers: Vec<(usize, bool)> = answers.iter().take(200).collect();
+    assert_eq!(answers.len(), 200, "every callback ran");
+    let told_ok: std::collections::BTreeSet<usize> = answers.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
+    assert_eq!(told_ok.len(), 150);
+    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
+        .unwrap()
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.envelope).unwrap()["n"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .collect();
+    assert_eq!(stored, told_ok);
+}
