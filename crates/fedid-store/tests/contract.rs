@@ -360,41 +360,20 @@ fn sqlite_concurrent_writers_wait_instead_of_failing() {
         .is_empty());
 }
 
-/// Units of work from many threads share SQLite commits; a unit that fails
-/// leaves nothing behind and takes none of its batch-mates with it.
-#[test]
-fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
-    use fedid_domain::ports::{read, write, StoreError};
-    let (_dir, store) = sqlite();
-    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
-    let at = fedid_domain::UnixTime::from_secs(1);
-    let results: Vec<(usize, bool)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let store = &store;
-                scope.spawn(move || {
-                    (0..50)
-                        .map(|i| {
-                            let n = t * 50 + i;
-                            let outcome = write(store, |tx| {
-                                tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
-                                if n % 3 == 0 {
-                                    return Err(StoreError::Unavailable("refused".into()));
-                                }
-                                Ok(())
-                            });
-                            (n, outcome.is_ok())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let kept: std::collections::BTreeSet<usize> = results.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
-    assert_eq!(kept.len(), 400 - 134, "every unit but the refused ones");
-    assert!(kept.iter().all(|n| n % 3 != 0));
-    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
+/// Inserts the message `{"n": n}` for `user`.
+fn insert_numbered(
+    tx: &mut dyn fedid_domain::Tx,
+    user: fedid_domain::UserId,
+    n: usize,
+) -> Result<(), fedid_domain::StoreError> {
+    tx.insert_message(user, fedid_domain::UnixTime::from_secs(1), &format!("{{\"n\":{n}}}"))
+        .map(|_| ())
+}
+
+/// The `n` of every message stored for `user`, checked against its count.
+fn stored_numbers(store: &DieselStore, user: fedid_domain::UserId) -> std::collections::BTreeSet<usize> {
+    use fedid_domain::ports::read;
+    let stored: std::collections::BTreeSet<usize> = read(store, |tx| tx.messages_after(user, None, 1000))
         .unwrap()
         .iter()
         .map(|m| {
@@ -403,8 +382,48 @@ fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
                 .unwrap() as usize
         })
         .collect();
-    assert_eq!(stored, kept);
-    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), kept.len() as u64);
+    assert_eq!(read(store, |tx| tx.count_messages(user)).unwrap(), stored.len() as u64);
+    stored
+}
+
+/// Runs `write_one(n)` for n in 0..threads * each, from `threads` threads;
+/// returns the n whose write said `Ok`.
+fn told_ok_from_threads(
+    threads: usize,
+    each: usize,
+    write_one: impl Fn(usize) -> bool + Sync,
+) -> std::collections::BTreeSet<usize> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let write_one = &write_one;
+                scope.spawn(move || (t * each..(t + 1) * each).filter(|&n| write_one(n)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Units of work from many threads share SQLite commits; a unit that fails
+/// leaves nothing behind and takes none of its batch-mates with it.
+#[test]
+fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
+    use fedid_domain::ports::{write, StoreError};
+    let (_dir, store) = sqlite();
+    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+    let kept = told_ok_from_threads(8, 50, |n| {
+        write(&store, |tx| {
+            insert_numbered(tx, user, n)?;
+            if n % 3 == 0 {
+                return Err(StoreError::Unavailable("refused".into()));
+            }
+            Ok(())
+        })
+        .is_ok()
+    });
+    assert_eq!(kept.len(), 400 - 134, "every unit but the refused ones");
+    assert!(kept.iter().all(|n| n % 3 != 0));
+    assert_eq!(stored_numbers(&store, user), kept);
 }
 
 /// A unit of work that panics on the writer thread fails its caller, takes
@@ -430,52 +449,24 @@ fn sqlite_writer_survives_a_panicking_unit() {
 /// told `Ok`, and the writer goes on with the next batch.
 #[test]
 fn sqlite_group_commit_answers_match_what_is_stored_when_units_panic() {
-    use fedid_domain::ports::{read, write, StoreError};
+    use fedid_domain::ports::{write, StoreError};
     let (_dir, store) = sqlite();
     let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
-    let at = fedid_domain::UnixTime::from_secs(1);
-    let results: Vec<(usize, bool)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let store = &store;
-                scope.spawn(move || {
-                    (0..40)
-                        .map(|i| {
-                            let n = t * 40 + i;
-                            let outcome: Result<(), StoreError> = write(store, |tx| {
-                                tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
-                                assert!(n % 11 != 0, "a bug in unit {n}");
-                                Ok(())
-                            });
-                            (n, outcome.is_ok())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    let told_ok = told_ok_from_threads(8, 40, |n| {
+        let outcome: Result<(), StoreError> = write(&store, |tx| {
+            insert_numbered(tx, user, n)?;
+            assert!(n % 11 != 0, "a bug in unit {n}");
+            Ok(())
+        });
+        outcome.is_ok()
     });
-    let told_ok: std::collections::BTreeSet<usize> = results.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
     assert!(told_ok.iter().all(|n| n % 11 != 0));
     assert!(
         told_ok.len() >= 100,
         "batches without a panicking unit commit ({})",
         told_ok.len()
     );
-    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
-        .unwrap()
-        .iter()
-        .map(|m| {
-            serde_json::from_str::<serde_json::Value>(&m.envelope).unwrap()["n"]
-                .as_u64()
-                .unwrap() as usize
-        })
-        .collect();
-    assert_eq!(stored, told_ok);
-    assert_eq!(
-        read(&store, |tx| tx.count_messages(user)).unwrap(),
-        told_ok.len() as u64
-    );
+    assert_eq!(stored_numbers(&store, user), told_ok);
 }
 
 /// Replay records written before the migration that left envelopes with a
@@ -547,49 +538,40 @@ fn replay_records_outlive_the_replay_index_migration() {
 /// stored.
 #[test]
 fn sqlite_detached_writes_report_what_was_stored() {
-    use fedid_domain::ports::{read, write, write_detached, StoreError};
+    use fedid_domain::ports::{write, write_detached, StoreError};
     use fedid_domain::Store;
     let (_dir, store) = sqlite();
     assert!(store.queues_writes());
     let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
-    let at = fedid_domain::UnixTime::from_secs(1);
+    let unit = move |n: usize| {
+        move |tx: &mut dyn fedid_domain::Tx| {
+            insert_numbered(tx, user, n)?;
+            if n % 4 == 0 {
+                return Err(StoreError::Unavailable("refused".into()));
+            }
+            Ok(())
+        }
+    };
+    // Even threads write detached, odd ones wait; callbacks report here.
     let (told, answers) = std::sync::mpsc::channel();
-    std::thread::scope(|scope| {
-        for t in 0..4 {
-            let (store, told) = (&store, told.clone());
-            scope.spawn(move || {
-                for i in 0..50 {
-                    let n = t * 50 + i;
-                    let unit = move |tx: &mut dyn fedid_domain::Tx| {
-                        tx.insert_message(user, at, &format!("{{\"n\":{n}}}"))?;
-                        if n % 4 == 0 {
-                            return Err(StoreError::Unavailable("refused".into()));
-                        }
-                        Ok(())
-                    };
-                    if t % 2 == 0 {
-                        let told = told.clone();
-                        write_detached(store, unit, move |outcome| told.send((n, outcome.is_ok())).unwrap());
-                    } else {
-                        told.send((n, write(store, unit).is_ok())).unwrap();
-                    }
-                }
-            });
+    let waited = told_ok_from_threads(4, 50, |n| {
+        if (n / 50) % 2 == 0 {
+            let told = told.clone();
+            write_detached(&store, unit(n), move |outcome| told.send((n, outcome.is_ok())).unwrap());
+            false
+        } else {
+            write(&store, unit(n)).is_ok()
         }
     });
     drop(told);
-    let answers: Vec<(usize, bool)> = answers.iter().take(200).collect();
-    assert_eq!(answers.len(), 200, "every callback ran");
-    let told_ok: std::collections::BTreeSet<usize> = answers.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
-    assert_eq!(told_ok.len(), 150);
-    let stored: std::collections::BTreeSet<usize> = read(&store, |tx| tx.messages_after(user, None, 1000))
-        .unwrap()
+    let detached: Vec<(usize, bool)> = answers.iter().collect();
+    assert_eq!(detached.len(), 100, "every callback ran");
+    let told_ok: std::collections::BTreeSet<usize> = detached
         .iter()
-        .map(|m| {
-            serde_json::from_str::<serde_json::Value>(&m.envelope).unwrap()["n"]
-                .as_u64()
-                .unwrap() as usize
-        })
+        .filter(|(_, ok)| *ok)
+        .map(|(n, _)| *n)
+        .chain(waited)
         .collect();
-    assert_eq!(stored, told_ok);
+    assert_eq!(told_ok.len(), 150);
+    assert_eq!(stored_numbers(&store, user), told_ok);
 }
