@@ -34,7 +34,9 @@ impl Fedid {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<Relationship, Handle>, StoreError> {
-        ports::read(self.store.as_ref(), |tx| relationships(tx, user, after, limit))
+        ports::read(self.store.as_ref(), |tx| {
+            self.reads(tx, user).relationships(after, limit)
+        })
     }
 
     /// Ordered by peer handle, byte order.
@@ -44,7 +46,9 @@ impl Fedid {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
-        ports::read(self.store.as_ref(), |tx| pending_revocations(tx, user, after, limit))
+        ports::read(self.store.as_ref(), |tx| {
+            self.reads(tx, user).pending_revocations(after, limit)
+        })
     }
 
     /// Oldest first by id.
@@ -54,7 +58,7 @@ impl Fedid {
         after: Option<i64>,
         limit: PageLimit,
     ) -> Result<Page<InboxMessage, i64>, StoreError> {
-        ports::read(self.store.as_ref(), |tx| inbox(tx, user, after, limit))
+        ports::read(self.store.as_ref(), |tx| self.reads(tx, user).inbox(after, limit))
     }
 
     /// Authenticates `token` and runs `read` as its user in the same read
@@ -78,8 +82,12 @@ impl Fedid {
             let read = read
                 .take()
                 .ok_or_else(|| StoreError::Unavailable("the store ran a read twice".into()))?;
-            read(&mut UserReads { fedid: self, tx, user }).map(Some)
+            read(&mut self.reads(tx, user)).map(Some)
         })
+    }
+
+    fn reads<'a>(&'a self, tx: &'a mut dyn Tx, user: UserId) -> UserReads<'a> {
+        UserReads { fedid: self, tx, user }
     }
 
     /// Deletes one of the user's own messages.
@@ -124,7 +132,8 @@ impl UserReads<'_> {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<Relationship, Handle>, StoreError> {
-        relationships(self.tx, self.user, after, limit)
+        let rows = self.tx.relationships_after(self.user, after, limit.get() + 1)?;
+        Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
     }
 
     /// As [`Fedid::pending_revocations`].
@@ -133,41 +142,13 @@ impl UserReads<'_> {
         after: Option<&Handle>,
         limit: PageLimit,
     ) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
-        pending_revocations(self.tx, self.user, after, limit)
+        let rows = self.tx.queue_after(self.user, after, limit.get() + 1)?;
+        Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
     }
 
     /// As [`Fedid::inbox`].
     pub fn inbox(&mut self, after: Option<i64>, limit: PageLimit) -> Result<Page<InboxMessage, i64>, StoreError> {
-        inbox(self.tx, self.user, after, limit)
+        let rows = self.tx.messages_after(self.user, after, limit.get() + 1)?;
+        Ok(Page::from_overfetch(rows, limit.get(), |m| m.id))
     }
-}
-
-fn relationships(
-    tx: &mut dyn Tx,
-    user: UserId,
-    after: Option<&Handle>,
-    limit: PageLimit,
-) -> Result<Page<Relationship, Handle>, StoreError> {
-    let rows = tx.relationships_after(user, after, limit.get() + 1)?;
-    Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
-}
-
-fn pending_revocations(
-    tx: &mut dyn Tx,
-    user: UserId,
-    after: Option<&Handle>,
-    limit: PageLimit,
-) -> Result<Page<QueuedRevocation, Handle>, StoreError> {
-    let rows = tx.queue_after(user, after, limit.get() + 1)?;
-    Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
-}
-
-fn inbox(
-    tx: &mut dyn Tx,
-    user: UserId,
-    after: Option<i64>,
-    limit: PageLimit,
-) -> Result<Page<InboxMessage, i64>, StoreError> {
-    let rows = tx.messages_after(user, after, limit.get() + 1)?;
-    Ok(Page::from_overfetch(rows, limit.get(), |m| m.id))
 }
