@@ -55,6 +55,23 @@ macro_rules! pg_lock {
 macro_rules! impl_tx {
     ($conn:ty, $lock:ident) => {
         impl DbTx<'_, $conn> {
+            /// The replay insert once more, after the row in its way went. A
+            /// row that came back meanwhile is another instance's: retry the
+            /// transaction (PostgreSQL) rather than claim the key.
+            fn record_again(
+                &mut self,
+                insert: impl FnOnce(&mut $conn) -> QueryResult<usize>,
+            ) -> Result<ReplayOutcome, StoreError> {
+                let inserted = insert(self.conn);
+                if self.db(inserted)? > 0 {
+                    return Ok(ReplayOutcome::Recorded);
+                }
+                self.retry = true;
+                Err(StoreError::Unavailable(
+                    "the replay record changed during the check".into(),
+                ))
+            }
+
             fn adjust_inbox_count(&mut self, user: UserId, by: i64) -> Result<(), StoreError> {
                 let done = AdjustInboxCount { user: user.0, by }.execute(self.conn);
                 self.db(done).map(|_| ())
@@ -431,27 +448,19 @@ macro_rules! impl_tx {
                 }
                 .optional();
                 match self.db(found)? {
-                    // Expired rows no longer count: replace it.
-                    Some((id, _, expires_at)) if expires_at <= nanos(now) => {
+                    Some((_, existing, expires_at)) if expires_at > nanos(now) => Ok(if existing == key {
+                        ReplayOutcome::Duplicate
+                    } else {
+                        ReplayOutcome::NonceReused
+                    }),
+                    // Expired rows no longer count: replace the one in the way.
+                    Some((id, _, _)) => {
                         let deleted = diesel::delete(replay_keys::table.find(id)).execute(self.conn);
                         self.db(deleted)?;
-                        let inserted = insert(self.conn);
-                        self.db(inserted)?;
-                        Ok(ReplayOutcome::Recorded)
+                        self.record_again(insert)
                     }
-                    Some((_, existing, _)) if existing == key => Ok(ReplayOutcome::Duplicate),
-                    Some(_) => Ok(ReplayOutcome::NonceReused),
-                    // Gone since the insert (pruned by another instance): try once more.
-                    None => {
-                        let inserted = insert(self.conn);
-                        if self.db(inserted)? > 0 {
-                            Ok(ReplayOutcome::Recorded)
-                        } else {
-                            Err(StoreError::Unavailable(
-                                "the replay record changed during the check".into(),
-                            ))
-                        }
-                    }
+                    // Gone since the insert (pruned by another instance).
+                    None => self.record_again(insert),
                 }
             }
 

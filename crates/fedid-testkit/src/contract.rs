@@ -252,6 +252,11 @@ pub fn tx_semantics(store: &dyn Store) {
         "expired"
     );
     assert_eq!(
+        write(store, |tx| tx.record_replay(&rec(4, "", 10), t(10))).unwrap(),
+        ReplayOutcome::Recorded,
+        "expired, without a nonce"
+    );
+    assert_eq!(
         write(store, |tx| tx.record_replay(&rec(2, n1, 30), t(11))).unwrap(),
         ReplayOutcome::Recorded,
         "expired rows no longer count"
