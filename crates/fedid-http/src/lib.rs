@@ -10,17 +10,17 @@ pub mod endpoints;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod net;
 mod rate_limit;
 mod read_pool;
 pub mod request;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use fedid_domain::Fedid;
 
 use crate::endpoints::{federation, identity, messages, operations, revocations};
@@ -35,8 +35,8 @@ pub struct HttpSettings {
     /// User API body limit (flush: 16 times this).
     pub body_bytes: usize,
     pub metrics_token: Option<String>,
-    /// Networks whose `X-Forwarded-For` is believed: (address, prefix length).
-    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// Networks whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<net::Network>,
 }
 
 /// What every handler shares.
@@ -103,57 +103,15 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 
-/// The client's address: the peer, or the first untrusted hop of
-/// `X-Forwarded-For` when the peer is a trusted proxy.
-pub fn client_ip(req: &HttpRequest, trusted: &[(IpAddr, u8)]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    if !trusted.iter().any(|(net, len)| in_network(peer, *net, *len)) {
-        return Some(peer);
-    }
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let hops: Vec<IpAddr> = forwarded.split(',').filter_map(|h| h.trim().parse().ok()).collect();
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !trusted.iter().any(|(net, len)| in_network(*ip, *net, *len)))
-            .unwrap_or(peer),
-    )
-}
-
-/// Whether `ip` lies in `net/len`.
-pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len.min(32)))
-            };
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len.min(128)))
-            };
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
-}
-
 /// Logs each request once and counts it, by route pattern.
 pub async fn observe(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    // Labels and log fields take known values only: a client chooses the
+    // method and path, and each distinct label would be kept for ever.
+    let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let request_id = format!("{:016x}", rand_id());
     let span = tracing::info_span!("request", %method, %route, %request_id);
@@ -164,8 +122,23 @@ pub async fn observe(
     if let Some(metrics) = metrics {
         metrics.request(&route, &method, status, seconds);
     }
-    span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "request"));
+    // Microsecond precision: enough for people, and short in the log.
+    let latency_ms = (seconds * 1_000_000.0).round() / 1000.0;
+    span.in_scope(|| tracing::info!(status, latency_ms, "request"));
     Ok(response)
+}
+
+/// The methods the routes use keep their name; any other is `other`.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
 }
 
 fn rand_id() -> u64 {

@@ -1,5 +1,5 @@
 //! Per-source-address rate limiting of the inbox: a fixed one-second window
-//! per address, bounded in memory.
+//! per address (IPv6: per /64), bounded in memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,7 +27,9 @@ impl RateLimiter {
 
     /// `429 rate_limited` with `Retry-After: 1` past the limit.
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(ip) = ip else { return Ok(()) };
+        let Some(ip) = ip.map(crate::net::address_key) else {
+            return Ok(());
+        };
         let second = self.started.elapsed().as_secs();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() >= MAX_TRACKED {

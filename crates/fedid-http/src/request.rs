@@ -25,12 +25,14 @@ where
         .map_err(|_| ApiError::internal())?
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
+/// The credentials of `Authorization: Bearer ...`; the scheme is
+/// case-insensitive (RFC 9110 section 11.1).
+pub fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' ').to_owned())
 }
 
 /// The user of the request's bearer token; every failure looks the same.

@@ -2,7 +2,7 @@
 //! [`Application::build`] then [`Application::run`]; tests can bind port 0
 //! and read [`Application::port`].
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use actix_web::web;
 use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::services::Ports;
 use fedid_domain::{Fedid, KeyDirectory};
+use fedid_http::net::Network;
 use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, ReadPool};
 use fedid_store::DieselStore;
 use fedid_transport::{HttpTransport, TransportSettings};
@@ -27,18 +28,6 @@ pub struct Application {
     grace_secs: u64,
 }
 
-fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (ip, len) = match text.split_once('/') {
-        Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?),
-        None => {
-            let ip = text.parse::<IpAddr>().ok()?;
-            (ip, if ip.is_ipv4() { 32 } else { 128 })
-        }
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((ip, len))
-}
-
 impl Application {
     /// Binds, opens and (unless told not to) migrates the database, and
     /// wires the adapters. Every failure is one line naming its cause.
@@ -49,7 +38,7 @@ impl Application {
             .trusted_proxies
             .iter()
             .map(|p| {
-                parse_cidr(p).ok_or_else(|| {
+                Network::parse(p).ok_or_else(|| {
                     ConfigError::Invalid {
                         key: "server.trusted_proxies",
                         reason: format!("{p:?} is not a CIDR"),
@@ -160,18 +149,5 @@ impl Application {
         })?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_cidr;
-
-    #[test]
-    fn cidrs() {
-        assert_eq!(parse_cidr("10.0.0.0/8"), Some(("10.0.0.0".parse().unwrap(), 8)));
-        assert_eq!(parse_cidr("::1"), Some(("::1".parse().unwrap(), 128)));
-        assert_eq!(parse_cidr("10.0.0.0/33"), None);
-        assert_eq!(parse_cidr("nope"), None);
     }
 }

@@ -36,6 +36,7 @@ const RETRIES: usize = 5;
 /// Why the store could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The URL as [`redact_url`] gives it.
     #[error("database.url must start with sqlite:// or postgres:// (got {0:?})")]
     UnsupportedUrl(String),
     #[error("cannot connect to the database: {0}")]
@@ -100,6 +101,41 @@ impl std::fmt::Debug for DieselStore {
     }
 }
 
+/// `url` with the password of its user information replaced by `***`, for
+/// messages and logs: `postgres://fedid:secret@db/fedid` becomes
+/// `postgres://fedid:***@db/fedid`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `message` with any copy of `url`'s password hidden: drivers may echo
+/// what they were given.
+fn redact_message(message: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .map(|(_, rest)| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(password) => message.replace(password, "***"),
+        None => message.to_owned(),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -110,8 +146,11 @@ impl DieselStore {
         let size = pool_size.max(1);
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(OpenError::UnsupportedUrl(url.into()));
+                return Err(OpenError::UnsupportedUrl(redact_url(url)));
             }
+            // One connection first: the pool would retry a missing folder
+            // or an unreadable file until its timeout, then hide the cause.
+            SqliteConnection::establish(path).map_err(|e| OpenError::Connect(format!("{path}: {e}")))?;
             let pool = Pool::builder()
                 // One more: the writer thread keeps a connection of its own.
                 .max_size(size + 1)
@@ -121,20 +160,25 @@ impl DieselStore {
                 .test_on_check_out(false)
                 .connection_customizer(Box::new(SqliteSetup))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
-                .map_err(|e| OpenError::Connect(e.to_string()))?;
+                .map_err(|e| OpenError::Connect(format!("{path}: {e}")))?;
             Ok(Self::Sqlite(SqlitePool {
                 pool,
                 writer: Arc::new(group_commit::GroupCommit::new().map_err(OpenError::Connect)?),
             }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // One connection first, for the same reason: a closed port or a
+            // wrong role fails at once, with the server's own words.
+            PgConnection::establish(url).map_err(|e| {
+                OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url)))
+            })?;
             let pool = Pool::builder()
                 .max_size(size)
                 .connection_timeout(Duration::from_secs(10))
                 .build(ConnectionManager::<PgConnection>::new(url))
-                .map_err(|e| OpenError::Connect(e.to_string()))?;
+                .map_err(|e| OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url))))?;
             Ok(Self::Postgres(pool))
         } else {
-            Err(OpenError::UnsupportedUrl(url.into()))
+            Err(OpenError::UnsupportedUrl(redact_url(url)))
         }
     }
 
@@ -285,5 +329,46 @@ impl Store for DieselStore {
                 .batch_execute("SELECT 1")
                 .map_err(unavailable),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_the_password_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("postgres://fedid:s3cret@db.example:5432/fedid?sslmode=require"),
+            "postgres://fedid:***@db.example:5432/fedid?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://fedid@db/fedid"), "postgres://fedid@db/fedid");
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact_url("mysql://u:p@w@h/d"), "mysql://u:***@h/d");
+    }
+
+    #[test]
+    fn an_unsupported_url_is_named_without_its_password() {
+        let error = DieselStore::open("mysql://root:hunter2@127.0.0.1/fedid", 1).unwrap_err().to_string();
+        assert!(error.contains("mysql://root:***@127.0.0.1/fedid"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_refused_postgres_connection_fails_at_once_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://fedid:hunter2@127.0.0.1:{port}/fedid");
+        let error = DieselStore::open(&url, 1).unwrap_err().to_string();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_sqlite_folder_is_named_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("fedid.db");
+        let error = DieselStore::open(&format!("sqlite://{}", path.display()), 1).unwrap_err().to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
     }
 }

@@ -41,7 +41,7 @@ pub async fn inbox(
 
 async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Result<Received, ApiError> {
     if let Some(limiter) = &state.inbox_limiter {
-        limiter.check(crate::client_ip(req, &state.http.trusted_proxies))?;
+        limiter.check(crate::net::client_ip(req, &state.http.trusted_proxies))?;
     }
     let body = read_body(req, payload, MAX_ENVELOPE_BYTES).await?;
     if !is_json(req) {

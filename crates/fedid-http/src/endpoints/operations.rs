@@ -1,6 +1,5 @@
 //! `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::dto::Status;
@@ -28,10 +27,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         (status = 401, body = Problem)))]
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.http.metrics_token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let expected = format!("Bearer {token}");
+        let given = crate::request::bearer(&req);
         let matches = given.is_some_and(|g| {
-            g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
         });
         if !matches {
             return Err(ApiError::unauthenticated());
