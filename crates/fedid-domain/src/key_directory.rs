@@ -1,21 +1,36 @@
 //! Remote signing keys for the inbox (PROTOCOL.md section 6): a per-handle
 //! cache with one refetch on a failed signature (at most every 30 s), a
-//! 60-second memory of failed lookups, and bounded lookups in flight. The
-//! rules live here once; a [`KeyFetcher`] adapter only does the HTTP.
+//! 60-second memory of failed lookups (per handle, and per domain when the
+//! domain did not answer), and bounded lookups: in flight (total and per
+//! domain), started per domain per second, and requests waiting for another
+//! request's refetch (per handle, per domain and in all, each for at most
+//! the fetch timeout). Every bound answers `Unavailable` at once, so that no
+//! remote party can hold the inbox's threads. The rules live here once; a
+//! [`KeyFetcher`] adapter only does the HTTP.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::envelope::{Envelope, VerifiedEnvelope};
 use crate::handle::Handle;
 use crate::keys::SigningKey;
 use crate::ports::{Clock, KeyFetchFailure, KeyFetcher};
+use crate::settings::Settings;
 use crate::time::UnixTime;
 
 const REFETCH_INTERVAL_SECS: i64 = 30;
 const FAILURE_MEMORY_SECS: i64 = 60;
 /// Past this many remembered handles, stale entries are dropped first.
 const MAX_ENTRIES: usize = 100_000;
+/// Requests that may wait for one handle's refetch: the REVOKEs of one
+/// flush (`delivery.concurrency`, 16 by default) arrive together.
+const MAX_WAITERS_PER_HANDLE: usize = 16;
+/// Requests that may wait for refetches of one domain's handles.
+const MAX_WAITERS_PER_DOMAIN: usize = 32;
+/// Requests that may wait for refetches, in all: with the lookups in
+/// flight, what bounds the threads that peers can hold.
+pub const MAX_REFETCH_WAITERS: usize = 64;
 
 /// Why a remote envelope could not be verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +46,11 @@ pub enum FetchOutcome {
     Fetched,
     NotFound,
     Failed,
-    /// Over the in-flight bound: refused without a lookup.
+    /// Over a bound (in flight, per-domain rate, waiters): refused
+    /// without a lookup.
     Busy,
+    /// The domain failed a lookup in the last 60 s: refused without one.
+    DomainFailing,
 }
 
 impl FetchOutcome {
@@ -42,6 +60,7 @@ impl FetchOutcome {
             Self::NotFound => "not_found",
             Self::Failed => "failed",
             Self::Busy => "busy",
+            Self::DomainFailing => "domain_failing",
         }
     }
 }
@@ -59,9 +78,30 @@ struct Entry {
 }
 
 #[derive(Default)]
-struct InFlight {
-    total: usize,
-    per_domain: HashMap<String, usize>,
+struct Lookups {
+    in_flight: usize,
+    in_flight_per_domain: HashMap<String, usize>,
+    /// Per domain: the current one-second window (seconds since the
+    /// directory was made, real time: a bound on work, not a protocol
+    /// rule, so it does not follow the `Clock`) and the lookups started
+    /// in it.
+    started_per_domain: HashMap<String, (u64, u32)>,
+    /// Domains whose last lookup failed (no answer), and when.
+    failed_domains: HashMap<String, UnixTime>,
+}
+
+/// One handle's refetch: whether one is in progress, and who waits for it.
+#[derive(Default)]
+struct HandleTurn {
+    busy: bool,
+    waiters: usize,
+}
+
+#[derive(Default)]
+struct Refetches {
+    turns: HashMap<Handle, HandleTurn>,
+    waiters_per_domain: HashMap<String, usize>,
+    waiters: usize,
 }
 
 pub struct KeyDirectory {
@@ -70,9 +110,13 @@ pub struct KeyDirectory {
     ttl_secs: i64,
     max_in_flight: usize,
     max_per_domain: usize,
+    lookups_per_domain_per_sec: u32,
+    refetch_wait: Duration,
+    created: Instant,
     entries: Mutex<HashMap<Handle, Entry>>,
-    refetching: Mutex<HashMap<Handle, Arc<Mutex<()>>>>,
-    in_flight: Mutex<InFlight>,
+    refetches: Mutex<Refetches>,
+    refetch_done: Condvar,
+    lookups: Mutex<Lookups>,
     observer: Option<Arc<dyn KeyFetchObserver>>,
 }
 
@@ -88,34 +132,59 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut in_flight = lock(&self.directory.in_flight);
-        in_flight.total = in_flight.total.saturating_sub(1);
-        if let Some(n) = in_flight.per_domain.get_mut(&self.domain) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                in_flight.per_domain.remove(&self.domain);
-            }
+        let mut lookups = lock(&self.directory.lookups);
+        lookups.in_flight = lookups.in_flight.saturating_sub(1);
+        decrement(&mut lookups.in_flight_per_domain, &self.domain);
+    }
+}
+
+/// Lowers a count kept per key, forgetting the key at zero so that maps
+/// hold only what is in use.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }
 
+/// The right to refetch one handle's key; dropping it wakes the waiters.
+struct Turn<'a> {
+    directory: &'a KeyDirectory,
+    handle: Handle,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut refetches = lock(&self.directory.refetches);
+        if let Some(turn) = refetches.turns.get_mut(&self.handle) {
+            turn.busy = false;
+            if turn.waiters == 0 {
+                refetches.turns.remove(&self.handle);
+            }
+        }
+        drop(refetches);
+        self.directory.refetch_done.notify_all();
+    }
+}
+
 impl KeyDirectory {
-    pub fn new(
-        fetcher: Arc<dyn KeyFetcher>,
-        clock: Arc<dyn Clock>,
-        ttl_secs: i64,
-        max_in_flight: usize,
-        max_per_domain: usize,
-    ) -> Self {
+    /// A directory with the bounds of `settings` (PROTOCOL.md section 6).
+    pub fn new(fetcher: Arc<dyn KeyFetcher>, clock: Arc<dyn Clock>, settings: &Settings) -> Self {
         Self {
             fetcher,
             clock,
-            ttl_secs,
-            max_in_flight,
-            max_per_domain,
+            ttl_secs: settings.key_cache_ttl_secs,
+            max_in_flight: settings.max_key_fetches,
+            max_per_domain: settings.max_key_fetches_per_domain,
+            lookups_per_domain_per_sec: settings.key_lookups_per_domain_per_sec,
+            refetch_wait: Duration::from_millis(settings.key_refetch_wait_ms),
+            created: Instant::now(),
             entries: Mutex::new(HashMap::new()),
-            refetching: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(InFlight::default()),
+            refetches: Mutex::new(Refetches::default()),
+            refetch_done: Condvar::new(),
+            lookups: Mutex::new(Lookups::default()),
             observer: None,
         }
     }
@@ -166,9 +235,12 @@ impl KeyDirectory {
         // One refetch per handle at a time. A concurrent request may have
         // refetched meanwhile (the REVOKEs of one flush arrive together):
         // after waiting for it, try what the cache holds now before
-        // spending this handle's refetch.
-        let turn = self.refetch_turn(&sender);
-        let _turn = lock(&turn);
+        // spending this handle's refetch. The wait is bounded in count and
+        // time, so a sender whose key server hangs holds few threads.
+        let _turn = self.refetch_turn(&sender).ok_or_else(|| {
+            self.observe(FetchOutcome::Busy);
+            KeyCheckError::Unavailable
+        })?;
         if let Ok(Some(current)) = self.cached_key(&sender, now) {
             if current != failed {
                 envelope = match envelope.verify(&current) {
@@ -200,13 +272,59 @@ impl KeyDirectory {
         }
     }
 
-    fn refetch_turn(&self, handle: &Handle) -> Arc<Mutex<()>> {
-        let mut turns = lock(&self.refetching);
-        if turns.len() >= MAX_ENTRIES {
-            // Only idle turns (held by the map alone) may go.
-            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+    /// Takes `handle`'s refetch turn, waiting for a refetch in progress if
+    /// the waiter bounds allow, for at most the refetch wait.
+    fn refetch_turn(&self, handle: &Handle) -> Option<Turn<'_>> {
+        let deadline = Instant::now() + self.refetch_wait;
+        let domain = handle.domain_str().to_owned();
+        let mut refetches = lock(&self.refetches);
+        let turn = refetches.turns.entry(handle.clone()).or_default();
+        if !turn.busy {
+            turn.busy = true;
+            return Some(Turn {
+                directory: self,
+                handle: handle.clone(),
+            });
         }
-        Arc::clone(turns.entry(handle.clone()).or_default())
+        let over = turn.waiters >= MAX_WAITERS_PER_HANDLE
+            || refetches.waiters_per_domain.get(&domain).copied().unwrap_or(0) >= MAX_WAITERS_PER_DOMAIN
+            || refetches.waiters >= MAX_REFETCH_WAITERS;
+        if over {
+            return None;
+        }
+        let waiting = |r: &mut Refetches, delta: isize| {
+            if let Some(turn) = r.turns.get_mut(handle) {
+                turn.waiters = turn.waiters.saturating_add_signed(delta);
+            }
+            r.waiters = r.waiters.saturating_add_signed(delta);
+            if delta > 0 {
+                *r.waiters_per_domain.entry(domain.clone()).or_default() += 1;
+            } else {
+                decrement(&mut r.waiters_per_domain, &domain);
+            }
+        };
+        waiting(&mut refetches, 1);
+        loop {
+            let now = Instant::now();
+            let busy = refetches.turns.get(handle).is_some_and(|t| t.busy);
+            if !busy || now >= deadline {
+                waiting(&mut refetches, -1);
+                let turn = refetches.turns.entry(handle.clone()).or_default();
+                if turn.busy {
+                    // Timed out behind a refetch that still runs.
+                    return None;
+                }
+                turn.busy = true;
+                return Some(Turn {
+                    directory: self,
+                    handle: handle.clone(),
+                });
+            }
+            refetches = self
+                .refetch_done
+                .wait_timeout(refetches, deadline - now)
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
     }
 
     /// The 30-second rule: records the refetch when allowed.
@@ -223,10 +341,10 @@ impl KeyDirectory {
     }
 
     fn fetch(&self, handle: &Handle, refetch: bool, now: UnixTime) -> Result<SigningKey, KeyCheckError> {
-        let Some(_slot) = self.take_slot(handle.domain_str()) else {
-            self.observe(FetchOutcome::Busy);
-            return Err(KeyCheckError::Unavailable);
-        };
+        let _slot = self.take_slot(handle.domain_str(), now).map_err(|outcome| {
+            self.observe(outcome);
+            KeyCheckError::Unavailable
+        })?;
         let result = self.fetcher.fetch_keys(handle, refetch);
         let mut entries = lock(&self.entries);
         if entries.len() >= MAX_ENTRIES {
@@ -255,20 +373,56 @@ impl KeyDirectory {
                 self.observe(outcome);
                 entry.key = None;
                 entry.failed_at = Some(now);
+                drop(entries);
+                if outcome == FetchOutcome::Failed {
+                    // The domain did not answer (or answered nonsense): its
+                    // other handles would fail the same way.
+                    let mut lookups = lock(&self.lookups);
+                    if lookups.failed_domains.len() >= MAX_ENTRIES {
+                        lookups
+                            .failed_domains
+                            .retain(|_, at| now < at.plus_secs(FAILURE_MEMORY_SECS));
+                    }
+                    lookups.failed_domains.insert(handle.domain_str().to_owned(), now);
+                }
                 Err(KeyCheckError::Unavailable)
             }
         }
     }
 
-    fn take_slot(&self, domain: &str) -> Option<Slot<'_>> {
-        let mut in_flight = lock(&self.in_flight);
-        let per_domain = in_flight.per_domain.get(domain).copied().unwrap_or(0);
-        if in_flight.total >= self.max_in_flight || per_domain >= self.max_per_domain {
-            return None;
+    /// A lookup slot for `domain`, or why there is none: the domain failed
+    /// within 60 s, too many lookups are in flight (total or for the
+    /// domain), or the domain's lookups for this second are spent.
+    fn take_slot(&self, domain: &str, now: UnixTime) -> Result<Slot<'_>, FetchOutcome> {
+        let mut lookups = lock(&self.lookups);
+        if let Some(at) = lookups.failed_domains.get(domain).copied() {
+            if now < at.plus_secs(FAILURE_MEMORY_SECS) {
+                return Err(FetchOutcome::DomainFailing);
+            }
+            lookups.failed_domains.remove(domain);
         }
-        in_flight.total += 1;
-        *in_flight.per_domain.entry(domain.to_owned()).or_default() += 1;
-        Some(Slot {
+        let per_domain = lookups.in_flight_per_domain.get(domain).copied().unwrap_or(0);
+        if lookups.in_flight >= self.max_in_flight || per_domain >= self.max_per_domain {
+            return Err(FetchOutcome::Busy);
+        }
+        let second = self.created.elapsed().as_secs();
+        if lookups.started_per_domain.len() >= MAX_ENTRIES {
+            lookups.started_per_domain.retain(|_, (s, _)| *s == second);
+        }
+        let started = lookups
+            .started_per_domain
+            .entry(domain.to_owned())
+            .or_insert((second, 0));
+        if started.0 != second {
+            *started = (second, 0);
+        }
+        if started.1 >= self.lookups_per_domain_per_sec {
+            return Err(FetchOutcome::Busy);
+        }
+        started.1 += 1;
+        lookups.in_flight += 1;
+        *lookups.in_flight_per_domain.entry(domain.to_owned()).or_default() += 1;
+        Ok(Slot {
             directory: self,
             domain: domain.to_owned(),
         })

@@ -21,6 +21,18 @@ pub struct Settings {
     pub delivery_timeout_ms: u64,
     pub inbox_messages_per_user: u64,
     pub incoming_requests_per_user: u64,
+    /// Stored messages from one sender without an active relationship
+    /// (PROTOCOL.md section 8).
+    pub unsolicited_per_sender: u64,
+    /// Alias changes per user in any 24 hours.
+    pub alias_changes_per_day: u64,
+    /// Alias changes per user, ever (aliases are never reused).
+    pub alias_changes_total: u64,
+    /// New key lookups started per remote domain per second.
+    pub key_lookups_per_domain_per_sec: u32,
+    /// How long a request waits for another request's refetch of the same
+    /// sender's key before answering `sender_keys_unavailable`.
+    pub key_refetch_wait_ms: u64,
     pub token_ttl_days: u32,
 }
 
@@ -41,6 +53,11 @@ impl Settings {
             delivery_timeout_ms: 10_000,
             inbox_messages_per_user: 10_000,
             incoming_requests_per_user: 1_000,
+            unsolicited_per_sender: 16,
+            alias_changes_per_day: 5,
+            alias_changes_total: 20,
+            key_lookups_per_domain_per_sec: 8,
+            key_refetch_wait_ms: 10_000,
             token_ttl_days: 30,
         }
     }

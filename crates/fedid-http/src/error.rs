@@ -90,6 +90,11 @@ impl ApiError {
         }
     }
 
+    /// The body did not arrive in time; the connection is closed after it.
+    pub fn request_timeout() -> Self {
+        Self::new(408, "request_timeout", "the request body did not arrive in time")
+    }
+
     pub fn internal() -> Self {
         Self::new(500, "internal_error", "internal_error")
     }
@@ -140,6 +145,10 @@ impl ResponseError for ApiError {
             }
             "unknown_user" => {
                 response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+            }
+            "request_timeout" => {
+                // The rest of the body may still come: never read it as a request.
+                response.force_close();
             }
             _ => {}
         }

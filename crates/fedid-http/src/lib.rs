@@ -5,15 +5,16 @@
 
 #![forbid(unsafe_code)]
 
+mod connections;
 pub mod dto;
 pub mod endpoints;
 pub mod error;
 pub mod metrics;
-pub mod openapi;
 pub mod net;
+pub mod openapi;
 mod rate_limit;
-mod read_pool;
 pub mod request;
+mod work_pool;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,11 +24,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{web, HttpResponse};
 use fedid_domain::Fedid;
 
+use crate::connections::ConnectionLimits;
 use crate::endpoints::{federation, identity, messages, operations, revocations};
 use crate::error::ApiError;
 pub use crate::metrics::Metrics;
 pub use crate::rate_limit::RateLimiter;
-pub use crate::read_pool::ReadPool;
+pub use crate::work_pool::WorkPool;
 
 /// HTTP-only settings.
 #[derive(Debug, Clone)]
@@ -37,6 +39,26 @@ pub struct HttpSettings {
     pub metrics_token: Option<String>,
     /// Networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<net::Network>,
+    /// Deadline for reading a whole request body (then `408`, and close).
+    pub body_timeout: std::time::Duration,
+    /// Open connections for the whole server.
+    pub max_connections: usize,
+    /// Open connections from one address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+}
+
+impl HttpSettings {
+    /// OPERATIONS.md's defaults, with `max_connections` left to the caller.
+    pub fn new(body_bytes: usize, max_connections: usize) -> Self {
+        Self {
+            body_bytes,
+            metrics_token: None,
+            trusted_proxies: Vec::new(),
+            body_timeout: std::time::Duration::from_secs(10),
+            max_connections,
+            max_connections_per_ip: 256,
+        }
+    }
 }
 
 /// What every handler shares.
@@ -45,9 +67,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub http: HttpSettings,
     pub inbox_limiter: Option<RateLimiter>,
-    /// Where store-only reads run (`read_pool.rs`); everything else runs
-    /// on actix's blocking pool.
-    pub readers: ReadPool,
+    /// Where store-only reads run (`work_pool.rs`).
+    pub readers: WorkPool,
+    /// Where inbox envelopes that need a read or a key lookup run, apart
+    /// from users' requests. Everything else runs on actix's blocking pool.
+    pub federation: WorkPool,
 }
 
 macro_rules! routes {
@@ -159,12 +183,22 @@ pub fn server(
     workers: usize,
     grace_secs: u64,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let workers = workers.max(1);
+    // actix counts connections per worker.
+    let per_worker = state.http.max_connections.div_ceil(workers).max(1);
+    let limits = ConnectionLimits::new(
+        state.http.max_connections_per_ip,
+        state.http.trusted_proxies.clone(),
+        state.metrics.clone(),
+    );
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(actix_web::middleware::from_fn(observe))
             .configure(configure(state.clone()))
     })
-    .workers(workers.max(1))
+    .on_connect(move |connection, data| limits.on_connect(connection, data))
+    .workers(workers)
+    .max_connections(per_worker)
     .shutdown_timeout(grace_secs)
     .listen(listener)?
     .run();

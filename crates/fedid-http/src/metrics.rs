@@ -53,6 +53,7 @@ struct Series {
     deliveries: BTreeMap<&'static str, u64>,
     delivery_duration: Histogram,
     key_fetches: BTreeMap<&'static str, u64>,
+    connections_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +77,11 @@ impl Metrics {
                 .or_default() += 1;
             s.request_duration.entry(route.to_owned()).or_default().observe(seconds);
         });
+    }
+
+    /// A connection shut down for being over its address's limit.
+    pub fn connection_refused(&self) {
+        self.with(|s| s.connections_refused += 1);
     }
 
     /// One envelope answered by the inbox, by code (`accepted`, `duplicate` or the error code).
@@ -117,6 +123,8 @@ impl Metrics {
             for (outcome, n) in &s.key_fetches {
                 let _ = writeln!(out, "fedid_key_fetches_total{{outcome=\"{outcome}\"}} {n}");
             }
+            out.push_str("# TYPE fedid_connections_refused_total counter\n");
+            let _ = writeln!(out, "fedid_connections_refused_total {}", s.connections_refused);
         });
         if let Some(queued) = revocations_queued {
             out.push_str("# TYPE fedid_revocations_queued gauge\n");

@@ -87,7 +87,21 @@ pub async fn user_and_json<T: DeserializeOwned>(
 }
 
 /// Reads at most `limit` bytes of body; more is `413 payload_too_large`.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// The whole body must arrive within `server.body_timeout_secs`, else
+/// `408 request_timeout` and the connection closes: a client that
+/// declares a length and then stalls holds nothing for long.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let deadline = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |state| state.http.body_timeout);
+    actix_web::rt::time::timeout(deadline, read_body_within(req, payload, limit))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::request_timeout()))
+}
+
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn read_body_within(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -90,12 +90,12 @@ fn spawn_on(
         fedid: fedid.clone(),
         metrics,
         http: HttpSettings {
-            body_bytes: 65_536,
             metrics_token: metrics_token.map(str::to_owned),
-            trusted_proxies: vec![],
+            ..HttpSettings::new(65_536, 1_000)
         },
         inbox_limiter: (rate > 0).then(|| fedid_http::RateLimiter::new(rate)),
-        readers: fedid_http::ReadPool::new(2).unwrap(),
+        readers: fedid_http::WorkPool::new("reader", 2).unwrap(),
+        federation: fedid_http::WorkPool::new("federation", 8).unwrap(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -9,9 +9,8 @@ use std::time::Duration;
 use actix_web::web;
 use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::services::Ports;
-use fedid_domain::{Fedid, KeyDirectory};
-use fedid_http::net::Network;
-use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, ReadPool};
+use fedid_domain::{key_directory, Fedid, KeyDirectory};
+use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, WorkPool};
 use fedid_store::DieselStore;
 use fedid_transport::{HttpTransport, TransportSettings};
 
@@ -28,25 +27,39 @@ pub struct Application {
     grace_secs: u64,
 }
 
+/// File descriptors kept back from connections: database files and pool
+/// connections, outbound deliveries and key lookups, logs.
+const RESERVED_FDS: u64 = 256;
+/// The most connections served when the file-descriptor limit would allow
+/// more: each open connection also costs memory (buffers, a stalled body).
+const DEFAULT_MAX_CONNECTIONS: u64 = 50_000;
+
+/// Raises the soft file-descriptor limit to the hard one, then checks
+/// `server.max_connections` against it (or derives it when unset).
+fn connection_budget(configured: Option<usize>) -> Result<usize, String> {
+    let limit =
+        rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("cannot read the file-descriptor limit: {e}"))?;
+    let fits = limit.saturating_sub(RESERVED_FDS).max(1);
+    match configured {
+        None => Ok(fits.min(DEFAULT_MAX_CONNECTIONS) as usize),
+        Some(n) if n as u64 <= fits => Ok(n),
+        Some(n) => Err(ConfigError::Invalid {
+            key: "server.max_connections",
+            reason: format!(
+                "{n} does not fit the file-descriptor limit of {limit} (at most {fits}); raise the limit or lower the key"
+            ),
+        }
+        .to_string()),
+    }
+}
+
 impl Application {
     /// Binds, opens and (unless told not to) migrates the database, and
     /// wires the adapters. Every failure is one line naming its cause.
     pub fn build(config: &Config, migrate: bool) -> Result<Self, String> {
         let settings = config.settings().map_err(|e| e.to_string())?;
-        let trusted_proxies = config
-            .server
-            .trusted_proxies
-            .iter()
-            .map(|p| {
-                Network::parse(p).ok_or_else(|| {
-                    ConfigError::Invalid {
-                        key: "server.trusted_proxies",
-                        reason: format!("{p:?} is not a CIDR"),
-                    }
-                    .to_string()
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = config.trusted_proxies().map_err(|e| e.to_string())?;
+        let max_connections = connection_budget(config.server.max_connections)?;
         if config.federation.domain == "localhost:8080" {
             tracing::warn!("federation.domain is left at its default, localhost:8080");
         }
@@ -70,14 +83,7 @@ impl Application {
             fetch_timeout: Duration::from_millis(config.federation.fetch_timeout_ms),
         }));
         let clock = Arc::new(SystemClock);
-        let keys = KeyDirectory::new(
-            transport.clone(),
-            clock.clone(),
-            settings.key_cache_ttl_secs,
-            settings.max_key_fetches,
-            settings.max_key_fetches_per_domain,
-        )
-        .with_observer(metrics.clone());
+        let keys = KeyDirectory::new(transport.clone(), clock.clone(), &settings).with_observer(metrics.clone());
         let ports = Ports {
             store: Arc::new(store),
             clock,
@@ -98,16 +104,24 @@ impl Application {
         } else {
             config.database.pool_size as usize
         };
+        // Every key lookup in flight and every request that waits for a
+        // refetch holds a thread (both bounded by the key directory); the
+        // rest keep verifying.
+        let federation_threads = fedid.settings().max_key_fetches + key_directory::MAX_REFETCH_WAITERS + workers;
         let state = web::Data::new(AppState {
             fedid,
             metrics,
             http: HttpSettings {
-                body_bytes: config.limits.body_bytes,
                 metrics_token: config.server.metrics_token.clone().filter(|t| !t.is_empty()),
                 trusted_proxies,
+                body_timeout: Duration::from_secs(config.server.body_timeout_secs),
+                max_connections_per_ip: config.server.max_connections_per_ip,
+                ..HttpSettings::new(config.limits.body_bytes, max_connections)
             },
             inbox_limiter: (rate > 0).then(|| RateLimiter::new(rate)),
-            readers: ReadPool::new(readers).map_err(|e| format!("cannot start the read pool: {e}"))?,
+            readers: WorkPool::new("reader", readers).map_err(|e| format!("cannot start the read pool: {e}"))?,
+            federation: WorkPool::new("federation", federation_threads)
+                .map_err(|e| format!("cannot start the federation pool: {e}"))?,
         });
         Ok(Self {
             listener,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use fedid_domain::{Domain, DomainPolicy, Scheme, Settings};
+use fedid_http::net::Network;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +28,10 @@ pub struct ServerSection {
     pub shutdown_grace_secs: u64,
     pub trusted_proxies: Vec<String>,
     pub metrics_token: Option<String>,
+    pub body_timeout_secs: u64,
+    /// Unset: what the file-descriptor limit allows ([`crate::application`]).
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +77,9 @@ pub struct LimitsSection {
     pub inbox_messages_per_user: u64,
     pub incoming_requests_per_user: u64,
     pub inbox_requests_per_ip_per_s: u32,
+    pub unsolicited_per_sender: u64,
+    pub alias_changes_per_day: u64,
+    pub alias_changes_total: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +110,8 @@ const DEFAULTS: &str = r#"
 bind = "127.0.0.1:8080"
 shutdown_grace_secs = 30
 trusted_proxies = []
+body_timeout_secs = 10
+max_connections_per_ip = 256
 
 [database]
 url = "sqlite://fedid.db"
@@ -132,6 +142,9 @@ body_bytes = 65536
 inbox_messages_per_user = 10000
 incoming_requests_per_user = 1000
 inbox_requests_per_ip_per_s = 0
+unsolicited_per_sender = 16
+alias_changes_per_day = 5
+alias_changes_total = 20
 
 [log]
 format = "pretty"
@@ -167,7 +180,17 @@ impl Config {
         );
         let config: Self = builder.build()?.try_deserialize()?;
         config.settings()?;
+        config.trusted_proxies()?;
         Ok(config)
+    }
+
+    /// `server.trusted_proxies` as networks.
+    pub fn trusted_proxies(&self) -> Result<Vec<Network>, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|p| Network::parse(p).ok_or_else(|| invalid("server.trusted_proxies", format!("{p:?} is not a CIDR"))))
+            .collect()
     }
 
     /// The domain's settings, validated.
@@ -198,6 +221,18 @@ impl Config {
             return Err(invalid("federation.max_clock_skew_secs", "must not be negative"));
         }
         for (key, value) in [
+            ("server.body_timeout_secs", self.server.body_timeout_secs as usize),
+            ("server.max_connections", self.server.max_connections.unwrap_or(1)),
+            ("server.max_connections_per_ip", self.server.max_connections_per_ip),
+            (
+                "limits.unsolicited_per_sender",
+                self.limits.unsolicited_per_sender as usize,
+            ),
+            (
+                "limits.alias_changes_per_day",
+                self.limits.alias_changes_per_day as usize,
+            ),
+            ("limits.alias_changes_total", self.limits.alias_changes_total as usize),
             ("delivery.concurrency", self.delivery.concurrency),
             ("delivery.max_in_flight", self.delivery.max_in_flight),
             ("federation.max_key_fetches", f.max_key_fetches),
@@ -215,10 +250,15 @@ impl Config {
             max_clock_skew_secs: f.max_clock_skew_secs,
             key_cache_ttl_secs: f.key_cache_ttl_secs,
             max_key_fetches: f.max_key_fetches,
+            // Waiting for another request's refetch: never longer than a fetch.
+            key_refetch_wait_ms: f.fetch_timeout_ms,
             delivery_concurrency: self.delivery.concurrency,
             delivery_max_in_flight: self.delivery.max_in_flight,
             delivery_timeout_ms: self.delivery.timeout_ms,
             inbox_messages_per_user: self.limits.inbox_messages_per_user,
+            unsolicited_per_sender: self.limits.unsolicited_per_sender,
+            alias_changes_per_day: self.limits.alias_changes_per_day,
+            alias_changes_total: self.limits.alias_changes_total,
             incoming_requests_per_user: self.limits.incoming_requests_per_user,
             token_ttl_days: self.auth.token_ttl_days,
             ..Settings::for_domain(domain, scheme, f.allow_private_networks)

@@ -102,7 +102,7 @@ fn open_store(config: &Config) -> Result<DieselStore, String> {
 fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
     let settings = config.settings().map_err(|e| e.to_string())?;
     let clock = Arc::new(SystemClock);
-    let keys = KeyDirectory::new(Arc::new(Offline), clock.clone(), 0, 1, 1);
+    let keys = KeyDirectory::new(Arc::new(Offline), clock.clone(), &settings);
     let ports = Ports {
         store: Arc::new(store),
         clock,

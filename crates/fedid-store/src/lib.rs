@@ -175,7 +175,9 @@ impl DieselStore {
                 .max_size(size)
                 .connection_timeout(Duration::from_secs(10))
                 .build(ConnectionManager::<PgConnection>::new(url))
-                .map_err(|e| OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url))))?;
+                .map_err(|e| {
+                    OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url)))
+                })?;
             Ok(Self::Postgres(pool))
         } else {
             Err(OpenError::UnsupportedUrl(redact_url(url)))
@@ -350,14 +352,20 @@ mod tests {
 
     #[test]
     fn an_unsupported_url_is_named_without_its_password() {
-        let error = DieselStore::open("mysql://root:hunter2@127.0.0.1/fedid", 1).unwrap_err().to_string();
+        let error = DieselStore::open("mysql://root:hunter2@127.0.0.1/fedid", 1)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("mysql://root:***@127.0.0.1/fedid"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
     fn a_refused_postgres_connection_fails_at_once_without_the_password() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = format!("postgres://fedid:hunter2@127.0.0.1:{port}/fedid");
         let error = DieselStore::open(&url, 1).unwrap_err().to_string();
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
@@ -368,7 +376,9 @@ mod tests {
     fn a_missing_sqlite_folder_is_named_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("fedid.db");
-        let error = DieselStore::open(&format!("sqlite://{}", path.display()), 1).unwrap_err().to_string();
+        let error = DieselStore::open(&format!("sqlite://{}", path.display()), 1)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(&path.display().to_string()), "{error}");
     }
 }

@@ -88,13 +88,7 @@ impl Instance {
 
 /// A [`Fedid`] over any store, wired to the in-process network.
 pub fn build(settings: Settings, store: Arc<dyn Store>, network: &Arc<Network>, clock: Arc<dyn Clock>) -> Fedid {
-    let keys = KeyDirectory::new(
-        network.key_fetcher(),
-        Arc::clone(&clock),
-        settings.key_cache_ttl_secs,
-        settings.max_key_fetches,
-        settings.max_key_fetches_per_domain,
-    );
+    let keys = KeyDirectory::new(network.key_fetcher(), Arc::clone(&clock), &settings);
     let ports = Ports {
         store,
         clock,

@@ -8,7 +8,7 @@ use fedid_domain::{Queued, Received};
 
 use crate::dto::{PublishedKeys, Status};
 use crate::error::{ApiError, Problem};
-use crate::request::{blocking, is_json, read_body};
+use crate::request::{is_json, read_body};
 use crate::AppState;
 
 #[utoipa::path(post, path = "/federation/inbox", tag = "federation",
@@ -53,7 +53,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
     }
     let fedid = state.fedid.clone();
     if body.len() > INLINE_ENVELOPE_BYTES {
-        return blocking(move || Ok(fedid.receive(&body)?)).await;
+        return state.federation.run(move || Ok(fedid.receive(&body)?)).await;
     }
     // Parsing and verifying with a cached key run here, on the worker:
     // CPU only, and cheaper than a hand-off. The write then queues for the
@@ -64,7 +64,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
         let _ = answer.send(result);
     })? {
         Queued::Queued => Ok(answered.await.map_err(|_| ApiError::internal())??),
-        Queued::Pending(pending) => blocking(move || Ok(fedid.receive_pending(pending)?)).await,
+        Queued::Pending(pending) => state.federation.run(move || Ok(fedid.receive_pending(pending)?)).await,
     }
 }
 

@@ -1,0 +1,146 @@
+//! The key directory's bounds (PROTOCOL.md section 6, docs/security.md):
+//! no remote party can make it wait without bound or look up without bound.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use fedid_domain::key_directory::KeyCheckError;
+use fedid_domain::ports::{KeyFetchFailure, KeyFetcher, PublishedKeys, SystemClock};
+use fedid_domain::{Clock, DomainPolicy, EncryptionKey, Handle, KeyDirectory, MessageType, Settings, SigningKey};
+use fedid_testkit::ClientKeys;
+use serde_json::Map;
+
+/// A key server: answers with `keys`, fails, or hangs until released.
+#[derive(Default)]
+struct FakeKeyServer {
+    keys: Mutex<Option<(SigningKey, EncryptionKey)>>,
+    hang: Mutex<bool>,
+    released: Condvar,
+    fail: Mutex<bool>,
+    calls: AtomicUsize,
+}
+
+impl FakeKeyServer {
+    fn release(&self) {
+        *self.hang.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+}
+
+impl KeyFetcher for FakeKeyServer {
+    fn fetch_keys(&self, handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut hang = self.hang.lock().unwrap();
+        while *hang {
+            hang = self.released.wait(hang).unwrap();
+        }
+        drop(hang);
+        if *self.fail.lock().unwrap() {
+            return Err(KeyFetchFailure::Failed("connect refused".into()));
+        }
+        match *self.keys.lock().unwrap() {
+            Some((signing_key, encryption_key)) => Ok(PublishedKeys {
+                handle: handle.clone(),
+                signing_key,
+                encryption_key,
+                keys_updated_at: None,
+            }),
+            None => Err(KeyFetchFailure::NotFound),
+        }
+    }
+}
+
+fn handle(text: &str) -> Handle {
+    Handle::parse(text, DomainPolicy::HTTPS_PUBLIC).unwrap()
+}
+
+fn directory(server: &Arc<FakeKeyServer>, refetch_wait_ms: u64) -> Arc<KeyDirectory> {
+    let mut settings: Settings = fedid_testkit::settings("a.example").unwrap();
+    settings.key_refetch_wait_ms = refetch_wait_ms;
+    Arc::new(KeyDirectory::new(server.clone(), Arc::new(SystemClock), &settings))
+}
+
+fn envelope(keys: &ClientKeys, from: &Handle) -> fedid_domain::Envelope {
+    keys.envelope(
+        from,
+        &handle("alice@a.example"),
+        MessageType::Message,
+        Map::new(),
+        SystemClock.now(),
+    )
+}
+
+#[test]
+fn requests_waiting_for_a_hanging_refetch_are_bounded_in_number_and_time() {
+    let server = Arc::new(FakeKeyServer::default());
+    let sender = handle("mallory@m.example");
+    let real = ClientKeys::generate().unwrap();
+    let published = real.with_keys(|k| EncryptionKey::parse(k.encryption_key).unwrap());
+    *server.keys.lock().unwrap() = Some((real.signing_key(), published));
+    let keys = directory(&server, 300);
+    keys.verify(envelope(&real, &sender)).unwrap();
+    // The key server now hangs; envelopes signed with another key each
+    // want a refetch of the same handle.
+    *server.hang.lock().unwrap() = true;
+    let forged = ClientKeys::generate().unwrap();
+    let refetching = {
+        let (keys, envelope) = (keys.clone(), envelope(&forged, &sender));
+        std::thread::spawn(move || keys.verify(envelope))
+    };
+    while server.calls.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    let waiters: Vec<_> = (0..40)
+        .map(|_| {
+            let (keys, envelope) = (keys.clone(), envelope(&forged, &sender));
+            std::thread::spawn(move || (keys.verify(envelope), started.elapsed()))
+        })
+        .collect();
+    let answers: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    server.release();
+    assert!(answers.iter().all(|(r, _)| *r == Err(KeyCheckError::Unavailable)));
+    let waited = answers.iter().filter(|(_, t)| *t >= Duration::from_millis(250)).count();
+    assert_eq!(waited, 16, "at most 16 requests wait for one handle's refetch");
+    assert!(
+        answers.iter().all(|(_, t)| *t < Duration::from_secs(5)),
+        "no wait outlives its deadline"
+    );
+    assert_eq!(refetching.join().unwrap(), Err(KeyCheckError::InvalidSignature));
+}
+
+#[test]
+fn a_domain_that_failed_is_not_asked_again_for_other_handles() {
+    let server = Arc::new(FakeKeyServer::default());
+    *server.fail.lock().unwrap() = true;
+    let keys = directory(&server, 1_000);
+    let forged = ClientKeys::generate().unwrap();
+    for i in 0..50 {
+        let sender = handle(&format!("user{i}@m.example"));
+        assert_eq!(keys.verify(envelope(&forged, &sender)), Err(KeyCheckError::Unavailable));
+    }
+    assert_eq!(server.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn new_lookups_per_domain_are_bounded_per_second() {
+    let server = Arc::new(FakeKeyServer::default());
+    let keys = directory(&server, 1_000);
+    let forged = ClientKeys::generate().unwrap();
+    let started = Instant::now();
+    for i in 0..300 {
+        let sender = handle(&format!("user{i}@m.example"));
+        assert_eq!(keys.verify(envelope(&forged, &sender)), Err(KeyCheckError::Unavailable));
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let calls = server.calls.load(Ordering::SeqCst);
+    assert!(calls <= 8 * seconds, "{calls} lookups in {seconds} windows");
+    // Another domain has its own budget.
+    assert_eq!(
+        keys.verify(envelope(&forged, &handle("bob@b.example"))),
+        Err(KeyCheckError::Unavailable)
+    );
+    assert_eq!(server.calls.load(Ordering::SeqCst), calls + 1);
+}
