@@ -144,7 +144,7 @@ pub async fn observe(
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(metrics) = metrics {
-        metrics.request(&route, &method, status, seconds);
+        metrics.request(&route, method, status, seconds);
     }
     // Microsecond precision: enough for people, and short in the log.
     let latency_ms = (seconds * 1_000_000.0).round() / 1000.0;
