@@ -40,9 +40,15 @@ pub trait Tx {
     fn identity_by_alias(&mut self, alias: &Alias) -> Result<Option<IdentityRecord>, StoreError>;
     /// The user who holds or once held this alias (aliases are never reused).
     fn alias_holder(&mut self, alias: &Alias) -> Result<Option<UserId>, StoreError>;
-    /// Sets the alias and remembers it for good. `AliasTaken` when another
-    /// user holds or held it (a race lost on the unique index included).
-    fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError>;
+    /// Sets the alias, remembers it for good and records the change at
+    /// `at`. `AliasTaken` when another user holds or held it (a race lost
+    /// on the unique index included).
+    fn set_alias(&mut self, user: UserId, alias: &Alias, at: UnixTime) -> Result<(), StoreError>;
+    /// The user's alias changes: (ever, at or after `since`). Changes made
+    /// before they were recorded with a time count as ever only.
+    fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError>;
+    /// When the oldest of the user's alias changes at or after `since` was.
+    fn oldest_alias_change_since(&mut self, user: UserId, since: UnixTime) -> Result<Option<UnixTime>, StoreError>;
     fn set_keys(
         &mut self,
         user: UserId,
@@ -69,8 +75,17 @@ pub trait Tx {
     fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError>;
 
     // Inbox.
-    fn insert_message(&mut self, user: UserId, received_at: UnixTime, envelope: &str) -> Result<i64, StoreError>;
+    /// Stores a message whose envelope came `from` a sender (its handle).
+    fn insert_message(
+        &mut self,
+        user: UserId,
+        received_at: UnixTime,
+        from: &str,
+        envelope: &str,
+    ) -> Result<i64, StoreError>;
     fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
+    /// The user's stored messages from one sender (its handle).
+    fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
     fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// Ordered by id, strictly after `after`.
     fn messages_after(

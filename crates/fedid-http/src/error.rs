@@ -181,6 +181,13 @@ impl From<IdentityError> for ApiError {
             IdentityError::Store(s) => return s.clone().into(),
             IdentityError::InvalidAlias(_) | IdentityError::InvalidKey { .. } => 400,
             IdentityError::AliasTaken | IdentityError::RelationshipsExist | IdentityError::RevocationsPending => 409,
+            // No `Retry-After` once the total is spent: waiting cannot help.
+            IdentityError::RateLimited { retry_after_secs } => {
+                return Self {
+                    retry_after_secs: *retry_after_secs,
+                    ..Self::new(429, e.code(), e.to_string())
+                }
+            }
         };
         let member = match &e {
             IdentityError::InvalidKey { member, .. } => Some((*member).to_owned()),

@@ -28,7 +28,7 @@ fn administrative_commands() {
     assert!(migrated.status.success());
     assert_eq!(
         String::from_utf8_lossy(&migrated.stdout).lines().count(),
-        3,
+        4,
         "every migration applied"
     );
     assert_eq!(

@@ -44,6 +44,15 @@ diesel::table! {
         user_id -> BigInt,
         received_at -> BigInt,
         envelope -> Text,
+        sender -> Text,
+    }
+}
+
+diesel::table! {
+    alias_changes (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        at -> BigInt,
     }
 }
 
@@ -82,6 +91,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     alias_history,
+    alias_changes,
     sessions,
     relationships,
     inbox_messages,

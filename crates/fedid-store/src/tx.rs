@@ -155,7 +155,7 @@ macro_rules! impl_tx {
                 self.db(holder).map(|h| h.map(UserId))
             }
 
-            fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError> {
+            fn set_alias(&mut self, user: UserId, alias: &Alias, at: UnixTime) -> Result<(), StoreError> {
                 if self.alias_holder(alias)?.is_some_and(|holder| holder != user) {
                     return Err(StoreError::AliasTaken);
                 }
@@ -172,10 +172,40 @@ macro_rules! impl_tx {
                     .execute(self.conn);
                 match set {
                     Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                        Err(StoreError::AliasTaken)
+                        return Err(StoreError::AliasTaken)
                     }
-                    other => self.db(other).map(|_| ()),
-                }
+                    other => self.db(other)?,
+                };
+                let change = diesel::insert_into(alias_changes::table)
+                    .values((alias_changes::user_id.eq(user.0), alias_changes::at.eq(nanos(at))))
+                    .execute(self.conn);
+                self.db(change).map(|_| ())
+            }
+
+            fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError> {
+                let mine = || alias_changes::table.filter(alias_changes::user_id.eq(user.0));
+                let ever = mine().count().get_result::<i64>(self.conn);
+                let ever = self.db(ever)?;
+                let recent = mine()
+                    .filter(alias_changes::at.ge(nanos(since)))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                let recent = self.db(recent)?;
+                Ok((ever as u64, recent as u64))
+            }
+
+            fn oldest_alias_change_since(
+                &mut self,
+                user: UserId,
+                since: UnixTime,
+            ) -> Result<Option<UnixTime>, StoreError> {
+                let oldest = alias_changes::table
+                    .filter(alias_changes::user_id.eq(user.0))
+                    .filter(alias_changes::at.ge(nanos(since)))
+                    .select(diesel::dsl::min(alias_changes::at))
+                    .get_result::<Option<i64>>(self.conn);
+                self.db(oldest)
+                    .map(|at| at.map(|n| UnixTime::from_nanos(i128::from(n))))
             }
 
             fn set_keys(
@@ -278,18 +308,34 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
-            fn insert_message(&mut self, user: UserId, at: UnixTime, envelope: &str) -> Result<i64, StoreError> {
+            fn insert_message(
+                &mut self,
+                user: UserId,
+                at: UnixTime,
+                from: &str,
+                envelope: &str,
+            ) -> Result<i64, StoreError> {
                 let id = diesel::insert_into(inbox_messages::table)
                     .values((
                         inbox_messages::user_id.eq(user.0),
                         inbox_messages::received_at.eq(nanos(at)),
                         inbox_messages::envelope.eq(envelope),
+                        inbox_messages::sender.eq(from),
                     ))
                     .returning(inbox_messages::id)
                     .get_result::<i64>(self.conn);
                 let id = self.db(id)?;
                 self.adjust_inbox_count(user, 1)?;
                 Ok(id)
+            }
+
+            fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
+                let n = inbox_messages::table
+                    .filter(inbox_messages::user_id.eq(user.0))
+                    .filter(inbox_messages::sender.eq(from))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n as u64)
             }
 
             fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {

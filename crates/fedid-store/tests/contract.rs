@@ -15,7 +15,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
     let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 3);
+    assert_eq!(store.migrate().unwrap().len(), 4);
     assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
     (dir, store)
 }
@@ -24,7 +24,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
 /// Without it the test says it skipped, unless FEDID_REQUIRE_POSTGRES is set (CI).
 fn postgres(name: &str) -> Option<DieselStore> {
     let store = DieselStore::open(&postgres_url(name)?, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 3);
+    assert_eq!(store.migrate().unwrap().len(), 4);
     Some(store)
 }
 
@@ -70,7 +70,7 @@ fn postgres_instances_starting_together_migrate_once() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        3,
+        4,
         "each migration applied once: {applied:?}"
     );
 }
@@ -145,7 +145,7 @@ fn reset_is_all_or_nothing(store: DieselStore) {
                 since: clock_now(&clock),
             },
         )?;
-        tx.insert_message(user, clock_now(&clock), "{}")?;
+        tx.insert_message(user, clock_now(&clock), "x@b.example", "{}")?;
         Ok::<_, fedid_domain::StoreError>(())
     })
     .unwrap();
@@ -366,8 +366,13 @@ fn insert_numbered(
     user: fedid_domain::UserId,
     n: usize,
 ) -> Result<(), fedid_domain::StoreError> {
-    tx.insert_message(user, fedid_domain::UnixTime::from_secs(1), &format!("{{\"n\":{n}}}"))
-        .map(|_| ())
+    tx.insert_message(
+        user,
+        fedid_domain::UnixTime::from_secs(1),
+        "x@b.example",
+        &format!("{{\"n\":{n}}}"),
+    )
+    .map(|_| ())
 }
 
 /// The `n` of every message stored for `user`, checked against its count.
@@ -435,12 +440,15 @@ fn sqlite_writer_survives_a_panicking_unit() {
     let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
     let at = fedid_domain::UnixTime::from_secs(1);
     let outcome: Result<(), StoreError> = write(&store, |tx| {
-        tx.insert_message(user, at, "{\"n\":1}")?;
+        tx.insert_message(user, at, "x@b.example", "{\"n\":1}")?;
         panic!("a bug in a unit of work");
     });
     assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
     assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 0);
-    write(&store, |tx| tx.insert_message(user, at, "{\"n\":2}").map(|_| ())).unwrap();
+    write(&store, |tx| {
+        tx.insert_message(user, at, "x@b.example", "{\"n\":2}").map(|_| ())
+    })
+    .unwrap();
     assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 1);
 }
 
@@ -510,7 +518,7 @@ fn replay_records_outlive_the_replay_index_migration() {
     for store in &stores {
         use fedid_domain::ports::write;
         use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
-        assert_eq!(store.migrate().unwrap().len(), 1);
+        assert_eq!(store.migrate().unwrap().len(), 2);
         let record = |key: u8, nonce: &str| ReplayRecord {
             key: ReplayKey::from_bytes([key; 32]),
             sender: Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
@@ -530,6 +538,52 @@ fn replay_records_outlive_the_replay_index_migration() {
                 "{store:?} key {key}"
             );
         }
+    }
+}
+
+/// Messages and aliases stored before the migration that records senders
+/// and alias changes (2026-12-01-000004) count after it, on both backends:
+/// a stored message counts for its sender, a held alias towards the total.
+#[test]
+fn messages_and_aliases_outlive_the_sender_migration() {
+    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+    const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+    const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+    macro_rules! at_the_third_migration_with_a_message {
+        ($conn:expr, $migrations:expr) => {{
+            let conn = $conn;
+            for _ in 0..3 {
+                conn.run_next_migration($migrations).unwrap();
+            }
+            conn.batch_execute(
+                "INSERT INTO users (id, created_at, alias) VALUES (1, 0, 'bob'); \
+                 INSERT INTO alias_history (alias, user_id) VALUES ('bob', 1); \
+                 INSERT INTO inbox_messages (user_id, received_at, envelope) \
+                   VALUES (1, 0, '{\"from\":\"mallory@m.example\",\"to\":\"bob@a.example\"}');",
+            )
+            .unwrap();
+        }};
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fedid.db");
+    at_the_third_migration_with_a_message!(
+        &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
+        SQLITE
+    );
+    let mut stores = vec![DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap()];
+    if let Some(url) = postgres_url("upgrade_senders") {
+        at_the_third_migration_with_a_message!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+        stores.push(DieselStore::open(&url, 2).unwrap());
+    }
+    for store in &stores {
+        use fedid_domain::ports::read;
+        use fedid_domain::{UnixTime, UserId};
+        assert_eq!(store.migrate().unwrap().len(), 1);
+        let user = UserId(1);
+        let from = read(store, |tx| tx.count_messages_from(user, "mallory@m.example")).unwrap();
+        assert_eq!(from, 1, "{store:?}");
+        let changes = read(store, |tx| tx.count_alias_changes(user, UnixTime::from_secs(1))).unwrap();
+        assert_eq!(changes, (1, 0), "{store:?}");
     }
 }
 

@@ -33,21 +33,35 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_ne!(u1, u2);
     // Aliases: unique and never reused.
     let alice = Alias::parse("alice").unwrap();
-    write(store, |tx| tx.set_alias(u1, &alice)).unwrap();
-    assert_eq!(write(store, |tx| tx.set_alias(u2, &alice)), Err(StoreError::AliasTaken));
-    write(store, |tx| tx.set_alias(u1, &Alias::parse("alicia").unwrap())).unwrap();
+    write(store, |tx| tx.set_alias(u1, &alice, t(0))).unwrap();
+    assert_eq!(
+        write(store, |tx| tx.set_alias(u2, &alice, t(0))),
+        Err(StoreError::AliasTaken)
+    );
+    write(store, |tx| tx.set_alias(u1, &Alias::parse("alicia").unwrap(), t(10))).unwrap();
     assert_eq!(read(store, |tx| tx.alias_holder(&alice)).unwrap(), Some(u1));
-    assert_eq!(write(store, |tx| tx.set_alias(u2, &alice)), Err(StoreError::AliasTaken));
+    assert_eq!(
+        write(store, |tx| tx.set_alias(u2, &alice, t(10))),
+        Err(StoreError::AliasTaken)
+    );
     assert_eq!(
         read(store, |tx| tx.identity_by_alias(&alice)).unwrap(),
         None,
         "alice is no one's current alias"
     );
-    write(store, |tx| tx.set_alias(u1, &alice)).unwrap();
+    write(store, |tx| tx.set_alias(u1, &alice, t(20))).unwrap();
     assert_eq!(
         read(store, |tx| tx.identity_by_alias(&alice)).unwrap().unwrap().user,
         u1
     );
+    // Alias changes are counted, refused ones not; back to an old alias too.
+    assert_eq!(read(store, |tx| tx.count_alias_changes(u1, t(10))).unwrap(), (3, 2));
+    assert_eq!(read(store, |tx| tx.count_alias_changes(u2, t(0))).unwrap(), (0, 0));
+    assert_eq!(
+        read(store, |tx| tx.oldest_alias_change_since(u1, t(5))).unwrap(),
+        Some(t(10))
+    );
+    assert_eq!(read(store, |tx| tx.oldest_alias_change_since(u1, t(21))).unwrap(), None);
 
     // Keys and reset.
     let keys = ClientKeys::from_seed(&[3u8; 32]).unwrap();
@@ -162,10 +176,20 @@ pub fn tx_semantics(store: &dyn Store) {
     );
 
     // Inbox: ids increase, pages by id, per user.
-    let m1 = write(store, |tx| tx.insert_message(u1, t(1), "{\"a\":1}")).unwrap();
-    let m2 = write(store, |tx| tx.insert_message(u2, t(1), "{}")).unwrap();
-    let m3 = write(store, |tx| tx.insert_message(u1, t(2), "{\"b\":2}")).unwrap();
+    let m1 = write(store, |tx| tx.insert_message(u1, t(1), "x@b.example", "{\"a\":1}")).unwrap();
+    let m2 = write(store, |tx| tx.insert_message(u2, t(1), "x@b.example", "{}")).unwrap();
+    let m3 = write(store, |tx| tx.insert_message(u1, t(2), "y@b.example", "{\"b\":2}")).unwrap();
     assert!(m1 < m2 && m2 < m3);
+    // Per recipient and sender.
+    let from = |user, sender| read(store, |tx| tx.count_messages_from(user, sender)).unwrap();
+    assert_eq!(
+        (
+            from(u1, "x@b.example"),
+            from(u1, "y@b.example"),
+            from(u2, "y@b.example")
+        ),
+        (1, 1, 0)
+    );
     let msgs = read(store, |tx| tx.messages_after(u1, None, 10)).unwrap();
     assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m1, m3]);
     assert_eq!(msgs[1].envelope, "{\"b\":2}");
@@ -294,7 +318,7 @@ pub fn tx_semantics(store: &dyn Store) {
     // A unit of work that fails leaves nothing behind.
     let failed = write(store, |tx| {
         tx.enqueue(u2, &QueuedRevocation::new(h("zed@b.example"), t(0)))?;
-        tx.insert_message(u2, t(0), "{}")?;
+        tx.insert_message(u2, t(0), "x@b.example", "{}")?;
         Err::<(), _>(StoreError::Unavailable("injected".into()))
     });
     assert!(failed.is_err());

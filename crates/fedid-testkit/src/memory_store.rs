@@ -27,7 +27,9 @@ struct State {
     alias_history: HashMap<Alias, UserId>,
     relationships: BTreeMap<(UserId, String), Relationship>,
     next_message: i64,
-    messages: BTreeMap<i64, (UserId, InboxMessage)>,
+    /// By id: recipient, sender's handle, message.
+    messages: BTreeMap<i64, (UserId, String, InboxMessage)>,
+    alias_changes: Vec<(UserId, UnixTime)>,
     queue: BTreeMap<(UserId, String), QueuedRevocation>,
     replays: HashMap<ReplayKey, ReplayRecord>,
     nonces: HashMap<(String, String), ReplayKey>,
@@ -142,17 +144,35 @@ impl Tx for State {
         Ok(self.alias_history.get(alias).copied())
     }
 
-    fn set_alias(&mut self, user: UserId, alias: &Alias) -> Result<(), StoreError> {
+    fn set_alias(&mut self, user: UserId, alias: &Alias, at: UnixTime) -> Result<(), StoreError> {
         if self.alias_history.get(alias).is_some_and(|holder| *holder != user) {
             return Err(StoreError::AliasTaken);
         }
-        self.alias_history.insert(alias.clone(), user);
         let identity = self
             .identities
             .get_mut(&user)
             .ok_or(StoreError::Unavailable("no such user".into()))?;
         identity.alias = Some(alias.clone());
+        self.alias_history.insert(alias.clone(), user);
+        self.alias_changes.push((user, at));
         Ok(())
+    }
+
+    fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError> {
+        let mine = || self.alias_changes.iter().filter(|(u, _)| *u == user);
+        Ok((
+            mine().count() as u64,
+            mine().filter(|(_, at)| *at >= since).count() as u64,
+        ))
+    }
+
+    fn oldest_alias_change_since(&mut self, user: UserId, since: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        Ok(self
+            .alias_changes
+            .iter()
+            .filter(|(u, at)| *u == user && *at >= since)
+            .map(|(_, at)| *at)
+            .min())
     }
 
     fn set_keys(
@@ -224,13 +244,20 @@ impl Tx for State {
             .count() as u64)
     }
 
-    fn insert_message(&mut self, user: UserId, received_at: UnixTime, envelope: &str) -> Result<i64, StoreError> {
+    fn insert_message(
+        &mut self,
+        user: UserId,
+        received_at: UnixTime,
+        from: &str,
+        envelope: &str,
+    ) -> Result<i64, StoreError> {
         self.next_message += 1;
         let id = self.next_message;
         self.messages.insert(
             id,
             (
                 user,
+                from.to_owned(),
                 InboxMessage {
                     id,
                     received_at,
@@ -242,12 +269,20 @@ impl Tx for State {
     }
 
     fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
-        Ok(self.messages.values().filter(|(u, _)| *u == user).count() as u64)
+        Ok(self.messages.values().filter(|(u, _, _)| *u == user).count() as u64)
+    }
+
+    fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .messages
+            .values()
+            .filter(|(u, sender, _)| *u == user && sender == from)
+            .count() as u64)
     }
 
     fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
         let before = self.messages.len();
-        self.messages.retain(|_, (u, _)| *u != user);
+        self.messages.retain(|_, (u, _, _)| *u != user);
         Ok((before - self.messages.len()) as u64)
     }
 
@@ -261,14 +296,14 @@ impl Tx for State {
         Ok(self
             .messages
             .range(start..)
-            .filter(|(_, (u, _))| *u == user)
+            .filter(|(_, (u, _, _))| *u == user)
             .take(limit)
-            .map(|(_, (_, m))| m.clone())
+            .map(|(_, (_, _, m))| m.clone())
             .collect())
     }
 
     fn delete_message(&mut self, user: UserId, id: i64) -> Result<bool, StoreError> {
-        if self.messages.get(&id).is_some_and(|(u, _)| *u == user) {
+        if self.messages.get(&id).is_some_and(|(u, _, _)| *u == user) {
             self.messages.remove(&id);
             return Ok(true);
         }

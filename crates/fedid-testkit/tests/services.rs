@@ -428,6 +428,71 @@ fn received_relationship_rules_and_limits() {
 }
 
 #[test]
+fn one_sender_without_consent_stores_at_most_its_limit_even_when_requests_and_revokes_cancel_out() {
+    let w = world_with(|s| s.unsolicited_per_sender = 4);
+    let (mallory, bob) = (person(&w.a, "mallory"), person(&w.b, "bob"));
+    let receive = |from: &Person, kind| bob.node.receive(w.envelope(from, &bob, kind).as_bytes());
+    let mut refused = 0;
+    for _ in 0..10 {
+        if receive(&mallory, MessageType::RelationshipRequest) == Err(InboxError::InboxFull) {
+            refused += 1;
+        }
+        assert_eq!(
+            receive(&mallory, MessageType::RelationshipRevoke),
+            Ok(Received::Accepted)
+        );
+    }
+    assert_eq!(inbox_len(&bob), 4, "two messages a cycle until the limit");
+    assert_eq!(refused, 8);
+    let carol = person(&w.a, "carol");
+    assert_eq!(
+        receive(&carol, MessageType::RelationshipRequest),
+        Ok(Received::Accepted),
+        "other senders still get in"
+    );
+}
+
+#[test]
+fn a_peer_with_an_active_relationship_is_not_bounded_as_a_stranger() {
+    let w = world_with(|s| s.unsolicited_per_sender = 2);
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&bob, &alice);
+    for _ in 0..5 {
+        let wire = w.envelope(&alice, &bob, MessageType::Message);
+        assert_eq!(bob.node.receive(wire.as_bytes()), Ok(Received::Accepted));
+    }
+    assert_eq!(inbox_len(&bob), 6, "the ACCEPT and five messages");
+}
+
+#[test]
+fn alias_changes_are_bounded_per_day_with_the_wait_then_in_all() {
+    let w = world_with(|s| {
+        s.alias_changes_per_day = 2;
+        s.alias_changes_total = 3;
+    });
+    let node = &w.b.fedid;
+    let (user, _) = node.create_user().unwrap();
+    node.set_alias(user, "one").unwrap();
+    w.clock.advance_secs(3600);
+    node.set_alias(user, "two").unwrap();
+    assert_eq!(
+        node.set_alias(user, "three"),
+        Err(IdentityError::RateLimited {
+            retry_after_secs: Some(86_400 - 3600)
+        })
+    );
+    assert!(node.set_alias(user, "two").is_ok(), "the alias it has is no change");
+    w.clock.advance_secs(86_400 - 3600);
+    node.set_alias(user, "three").unwrap();
+    w.clock.advance_secs(10 * 86_400);
+    assert_eq!(
+        node.set_alias(user, "four"),
+        Err(IdentityError::RateLimited { retry_after_secs: None }),
+        "the total never renews"
+    );
+}
+
+#[test]
 fn identity_rules() {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));

@@ -9,6 +9,8 @@ use crate::ports::{self, StoreError, Tx};
 use crate::services::Fedid;
 use crate::time::UnixTime;
 
+const DAY_SECS: i64 = 86_400;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error("unknown user")]
@@ -21,6 +23,11 @@ pub enum IdentityError {
     RelationshipsExist,
     #[error("the alias cannot change while revocations are queued")]
     RevocationsPending,
+    /// Past `limits.alias_changes_per_day` (then `retry_after_secs` says
+    /// when the oldest change of the day leaves the window) or
+    /// `limits.alias_changes_total` (never again: no retry).
+    #[error("too many alias changes")]
+    RateLimited { retry_after_secs: Option<u64> },
     /// `member` names the first key at fault.
     #[error("{member}: {reason}")]
     InvalidKey { member: &'static str, reason: String },
@@ -45,6 +52,7 @@ impl IdentityError {
             Self::AliasTaken => "alias_taken",
             Self::RelationshipsExist => "relationships_exist",
             Self::RevocationsPending => "revocations_pending",
+            Self::RateLimited { .. } => "rate_limited",
             Self::InvalidKey { .. } => "invalid_key",
             Self::Store(_) => "internal_error",
         }
@@ -95,13 +103,21 @@ impl Fedid {
 
     /// Sets the alias (ASCII folded). Aliases are never reused, and the
     /// handle peers know is stable while relationships or revocations exist.
+    ///
+    /// Changes are bounded per day and in all (`limits.alias_changes_*`):
+    /// each alias ever set is kept from everyone else for good, so without a
+    /// bound one user could reserve any number of them.
     pub fn set_alias(&self, user: UserId, input: &str) -> Result<IdentityView, IdentityError> {
-        let alias = Alias::parse_user_input(input).map_err(|e| IdentityError::InvalidAlias(e.to_string()))?;
+        let alias = Alias::parse_user_input(input).map_err(|e| IdentityError::InvalidAlias(e.to_string()));
+        let now = self.clock.now();
         ports::write(self.store.as_ref(), |tx| {
             let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
-            if record.alias.as_ref() == Some(&alias) {
+            if alias.as_ref().is_ok_and(|alias| record.alias.as_ref() == Some(alias)) {
                 return self.view(tx, user);
             }
+            // API.md's order: 429 before 400.
+            self.check_alias_budget(tx, user, now)?;
+            let alias = alias.clone()?;
             if tx.alias_holder(&alias)?.is_some_and(|holder| holder != user) {
                 return Err(IdentityError::AliasTaken);
             }
@@ -111,9 +127,30 @@ impl Fedid {
             if tx.queue_len(user)? > 0 {
                 return Err(IdentityError::RevocationsPending);
             }
-            tx.set_alias(user, &alias)?;
+            tx.set_alias(user, &alias, now)?;
             self.view(tx, user)
         })
+    }
+
+    fn check_alias_budget(&self, tx: &mut dyn Tx, user: UserId, now: UnixTime) -> Result<(), IdentityError> {
+        // The last 24 hours, the change exactly 24 hours ago excluded: what
+        // `Retry-After` promises is free then.
+        let day_ago = UnixTime::from_nanos(now.plus_secs(-DAY_SECS).as_nanos() + 1);
+        let (ever, today) = tx.count_alias_changes(user, day_ago)?;
+        if ever >= self.settings.alias_changes_total {
+            return Err(IdentityError::RateLimited { retry_after_secs: None });
+        }
+        if today >= self.settings.alias_changes_per_day {
+            let oldest = tx.oldest_alias_change_since(user, day_ago)?.unwrap_or(now);
+            let free_at = oldest.plus_secs(DAY_SECS);
+            // Whole seconds, rounded up, at least one.
+            let wait_nanos = (free_at.as_nanos() - now.as_nanos()).max(1);
+            let retry_after_secs = u64::try_from((wait_nanos + 999_999_999) / 1_000_000_000).unwrap_or(DAY_SECS as u64);
+            return Err(IdentityError::RateLimited {
+                retry_after_secs: Some(retry_after_secs),
+            });
+        }
+        Ok(())
     }
 
     /// Registers or replaces both keys, with an audit record.

@@ -5,7 +5,7 @@ use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
 use crate::handle::{Alias, Handle};
 use crate::key_directory::KeyCheckError;
 use crate::keys::SigningKey;
-use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
+use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, UserId};
 use crate::ports::{self, StoreError, Tx};
 use crate::services::Fedid;
 use crate::time::UnixTime;
@@ -126,7 +126,11 @@ struct Delivery {
 /// What the recipient's rule decided (section 9, received side).
 enum Effect {
     Nothing,
-    Store,
+    /// Store the message; `consented` when the relationship is then
+    /// `active` (the recipient agreed to hear from the sender).
+    Store {
+        consented: bool,
+    },
 }
 
 impl Fedid {
@@ -314,14 +318,28 @@ impl Fedid {
             ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
             ReplayOutcome::Recorded => {}
         }
-        if let Effect::Store = self.apply_rule(tx, *kind, &record.sender, &recipient, *now)? {
-            let limited = *kind != MessageType::RelationshipRevoke;
-            if limited && tx.count_messages(recipient.user)? >= self.settings.inbox_messages_per_user {
-                return Err(InboxError::InboxFull);
+        if let Effect::Store { consented } = self.apply_rule(tx, *kind, &record.sender, &recipient, *now)? {
+            // A REVOKE is never refused for limits (section 8).
+            if *kind != MessageType::RelationshipRevoke {
+                self.check_limits(tx, recipient.user, &record.sender, consented)?;
             }
-            tx.insert_message(recipient.user, *now, wire)?;
+            tx.insert_message(recipient.user, *now, record.sender.as_str(), wire)?;
         }
         Ok(Received::Accepted)
+    }
+
+    /// The recipient's limits, for a message about to be stored: the whole
+    /// inbox, then, without the recipient's consent, what one sender may
+    /// leave there (`limits.unsolicited_per_sender`), so that no stranger
+    /// fills an inbox alone.
+    fn check_limits(&self, tx: &mut dyn Tx, user: UserId, sender: &Handle, consented: bool) -> Result<(), InboxError> {
+        if tx.count_messages(user)? >= self.settings.inbox_messages_per_user {
+            return Err(InboxError::InboxFull);
+        }
+        if !consented && tx.count_messages_from(user, sender.as_str())? >= self.settings.unsolicited_per_sender {
+            return Err(InboxError::InboxFull);
+        }
+        Ok(())
     }
 
     /// Section 9, received side: the state change and whether to store.
@@ -352,11 +370,11 @@ impl Fedid {
                     return Err(InboxError::InboxFull);
                 }
                 set(tx, Incoming)?;
-                Ok(Effect::Store)
+                Ok(Effect::Store { consented: false })
             }
             (MessageType::RelationshipRequest, Some(Outgoing)) | (MessageType::RelationshipAccept, Some(Outgoing)) => {
                 set(tx, Active)?;
-                Ok(Effect::Store)
+                Ok(Effect::Store { consented: true })
             }
             (MessageType::RelationshipRequest, Some(Incoming | Active)) => Ok(Effect::Nothing),
             (MessageType::RelationshipAccept, None | Some(Incoming)) => Err(InboxError::NoPendingRequest),
@@ -364,9 +382,9 @@ impl Fedid {
             (MessageType::RelationshipRevoke, None) => Ok(Effect::Nothing),
             (MessageType::RelationshipRevoke, Some(_)) => {
                 tx.delete_relationship(user, peer)?;
-                Ok(Effect::Store)
+                Ok(Effect::Store { consented: false })
             }
-            (MessageType::Message, Some(Active)) => Ok(Effect::Store),
+            (MessageType::Message, Some(Active)) => Ok(Effect::Store { consented: true }),
             (MessageType::Message, _) => Err(InboxError::NoRelationship),
         }
     }

@@ -1,0 +1,16 @@
+-- Who sent each stored message: the messages of one sender without an
+-- active relationship are bounded (limits.unsolicited_per_sender).
+ALTER TABLE inbox_messages ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+UPDATE inbox_messages SET sender = COALESCE(json_extract(envelope, '$.from'), '');
+CREATE INDEX inbox_messages_by_sender ON inbox_messages (user_id, sender);
+
+-- Every alias change, for limits.alias_changes_per_day and
+-- limits.alias_changes_total. Aliases set before this migration are known
+-- from alias_history without a time: they count towards the total only.
+CREATE TABLE alias_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    at BIGINT NOT NULL
+);
+CREATE INDEX alias_changes_by_user ON alias_changes (user_id, at);
+INSERT INTO alias_changes (user_id, at) SELECT user_id, 0 FROM alias_history;
