@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod guard;
+mod lookup_pool;
 
 use std::fmt;
 use std::io::Read;
@@ -13,6 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::lookup_pool::LookupPool;
 use fedid_domain::ports::{KeyFetchFailure, PublishedKeys};
 use fedid_domain::{
     DeliveryFailure, Domain, EncryptionKey, Handle, KeyFetcher, Scheme, SigningKey, Transport, UnixTime,
@@ -57,13 +59,21 @@ impl std::error::Error for BlockedAddress {}
 pub struct GuardedResolver {
     lookup: Arc<dyn Lookup>,
     allow_private_networks: bool,
+    pool: Arc<LookupPool>,
 }
 
 impl GuardedResolver {
+    /// A resolver with a lookup pool of its own.
     pub fn new(lookup: Arc<dyn Lookup>, allow_private_networks: bool) -> Self {
+        Self::with_pool(lookup, allow_private_networks, Arc::new(LookupPool::default()))
+    }
+
+    /// A resolver whose lookups run on `pool` (shared by several agents).
+    pub fn with_pool(lookup: Arc<dyn Lookup>, allow_private_networks: bool, pool: Arc<LookupPool>) -> Self {
         Self {
             lookup,
             allow_private_networks,
+            pool,
         }
     }
 }
@@ -84,9 +94,12 @@ impl Resolver for GuardedResolver {
             .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
         let lookup = Arc::clone(&self.lookup);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
+        let queued = self.pool.submit(move || {
             let _ = tx.send(lookup.lookup(&host, port));
         });
+        if !queued {
+            return Err(ureq::Error::HostNotFound);
+        }
         let wait = if timeout.after.is_not_happening() {
             Duration::from_secs(30)
         } else {
@@ -134,7 +147,13 @@ pub struct HttpTransport {
     fetch: ureq::Agent,
 }
 
-fn agent(lookup: Arc<dyn Lookup>, settings: &TransportSettings, connect: Duration, whole: Duration) -> ureq::Agent {
+fn agent(
+    lookup: Arc<dyn Lookup>,
+    pool: Arc<LookupPool>,
+    settings: &TransportSettings,
+    connect: Duration,
+    whole: Duration,
+) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -148,7 +167,7 @@ fn agent(lookup: Arc<dyn Lookup>, settings: &TransportSettings, connect: Duratio
     ureq::Agent::with_parts(
         config,
         DefaultConnector::default(),
-        GuardedResolver::new(lookup, settings.allow_private_networks),
+        GuardedResolver::with_pool(lookup, settings.allow_private_networks, pool),
     )
 }
 
@@ -158,14 +177,17 @@ impl HttpTransport {
     }
 
     pub fn with_lookup(settings: TransportSettings, lookup: Arc<dyn Lookup>) -> Self {
+        let pool = Arc::new(LookupPool::default());
         let delivery = agent(
             Arc::clone(&lookup),
+            Arc::clone(&pool),
             &settings,
             settings.delivery_connect_timeout,
             settings.delivery_timeout,
         );
         let fetch = agent(
             lookup,
+            pool,
             &settings,
             settings.fetch_connect_timeout,
             settings.fetch_timeout,
