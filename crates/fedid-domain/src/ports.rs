@@ -121,6 +121,11 @@ pub trait Tx {
     /// Deletes rows expired at `now`, at most `limit`; returns how many.
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError>;
 
+    // Operations.
+    /// Records a readiness probe at `at`: a small write that the database
+    /// must accept (a full disk refuses it) for the server to be ready.
+    fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError>;
+
     // Audit.
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Oldest first.
@@ -140,8 +145,6 @@ pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + Send + 'a
 pub trait Store: Send + Sync {
     fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
-    /// Whether the database answers (readiness).
-    fn ping(&self) -> Result<(), StoreError>;
 
     /// Whether [`Store::write_detached`] queues the work for a thread of
     /// the store's own and returns at once (so that a caller on an async

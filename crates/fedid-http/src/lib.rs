@@ -72,6 +72,8 @@ pub struct AppState {
     /// Where inbox envelopes that need a read or a key lookup run, apart
     /// from users' requests. Everything else runs on actix's blocking pool.
     pub federation: WorkPool,
+    /// `/readyz`'s last probe.
+    pub readiness: endpoints::operations::Readiness,
 }
 
 macro_rules! routes {

@@ -96,6 +96,7 @@ fn spawn_on(
         inbox_limiter: (rate > 0).then(|| fedid_http::RateLimiter::new(rate)),
         readers: fedid_http::WorkPool::new("reader", 2).unwrap(),
         federation: fedid_http::WorkPool::new("federation", 8).unwrap(),
+        readiness: Default::default(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -1041,10 +1042,26 @@ impl fedid_domain::Store for DownStore {
     fn read(&self, work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
         self.write(work)
     }
+}
 
-    fn ping(&self) -> Result<(), fedid_domain::StoreError> {
-        Err(fedid_domain::StoreError::Unavailable("down".into()))
+/// A database that answers reads but refuses writes, as a full disk does.
+struct FullDiskStore(fedid_testkit::MemoryStore);
+
+impl fedid_domain::Store for FullDiskStore {
+    fn write(&self, _work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
+        Err(fedid_domain::StoreError::Unavailable("database or disk is full".into()))
     }
+
+    fn read(&self, work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
+        self.0.read(work)
+    }
+}
+
+#[test]
+fn a_database_that_refuses_writes_is_a_503_on_readyz() {
+    let store = Arc::new(FullDiskStore(fedid_testkit::MemoryStore::default()));
+    let app = spawn_on(store, tempfile::tempdir().unwrap(), None, 0, |_| {});
+    assert_eq!(app.call("GET", "/readyz", None, None).status, 503);
 }
 
 #[test]

@@ -122,6 +122,7 @@ impl Application {
             readers: WorkPool::new("reader", readers).map_err(|e| format!("cannot start the read pool: {e}"))?,
             federation: WorkPool::new("federation", federation_threads)
                 .map_err(|e| format!("cannot start the federation pool: {e}"))?,
+            readiness: Default::default(),
         });
         Ok(Self {
             listener,

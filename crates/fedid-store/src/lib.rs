@@ -321,17 +321,6 @@ impl Store for DieselStore {
             }
         }
     }
-
-    fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(pool) => Self::sqlite(pool)?.batch_execute("SELECT 1").map_err(unavailable),
-            Self::Postgres(pool) => pool
-                .get()
-                .map_err(unavailable)?
-                .batch_execute("SELECT 1")
-                .map_err(unavailable),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    readiness (id) {
+        id -> BigInt,
+        checked_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     alias_history,
@@ -98,4 +105,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     revocations,
     replay_keys,
     audit_log,
+    readiness,
 );

@@ -521,6 +521,13 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
+            fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError> {
+                let done = diesel::update(readiness::table.filter(readiness::id.eq(1)))
+                    .set(readiness::checked_at.eq(nanos(at)))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
             fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
                 let done = diesel::insert_into(audit_log::table)
                     .values((

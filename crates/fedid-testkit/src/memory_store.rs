@@ -30,6 +30,7 @@ struct State {
     /// By id: recipient, sender's handle, message.
     messages: BTreeMap<i64, (UserId, String, InboxMessage)>,
     alias_changes: Vec<(UserId, UnixTime)>,
+    readiness_checked_at: Option<UnixTime>,
     queue: BTreeMap<(UserId, String), QueuedRevocation>,
     replays: HashMap<ReplayKey, ReplayRecord>,
     nonces: HashMap<(String, String), ReplayKey>,
@@ -60,10 +61,6 @@ impl Store for MemoryStore {
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         // Reads must not write; running on a copy enforces it.
         self.write_discarding(work)
-    }
-
-    fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 
@@ -266,6 +263,11 @@ impl Tx for State {
             ),
         );
         Ok(id)
+    }
+
+    fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError> {
+        self.readiness_checked_at = Some(at);
+        Ok(())
     }
 
     fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {

@@ -14,3 +14,11 @@ CREATE TABLE alias_changes (
 );
 CREATE INDEX alias_changes_by_user ON alias_changes (user_id, at);
 INSERT INTO alias_changes (user_id, at) SELECT user_id, 0 FROM alias_history;
+
+-- /readyz writes here: a database that refuses writes (a full disk) makes
+-- the server unready, not only one that does not answer.
+CREATE TABLE readiness (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    checked_at BIGINT NOT NULL
+);
+INSERT INTO readiness (id, checked_at) VALUES (1, 0);

@@ -118,6 +118,12 @@ impl Fedid {
         crate::ports::write(self.store.as_ref(), |tx| tx.prune_replays(now, batch))
     }
 
+    /// Whether the store answers and accepts a write (`/readyz`).
+    pub fn ready(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        crate::ports::write(self.store.as_ref(), |tx| tx.record_readiness(now))
+    }
+
     /// The number of queued revocations of every user (a gauge).
     pub fn total_queued_revocations(&self) -> Result<u64, StoreError> {
         crate::ports::read(self.store.as_ref(), |tx| tx.total_queue_len())

@@ -1,5 +1,8 @@
 //! `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::dto::Status;
@@ -15,10 +18,41 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = Status)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let fedid = state.fedid.clone();
-    match blocking(move || Ok(fedid.store().ping()?)).await {
-        Ok(()) => HttpResponse::Ok().json(Status { status: "ok" }),
-        Err(_) => HttpResponse::ServiceUnavailable().json(Status { status: "unavailable" }),
+    let ready = match state.readiness.recent() {
+        Some(ready) => ready,
+        None => {
+            let fedid = state.fedid.clone();
+            let ready = blocking(move || Ok(fedid.ready()?)).await.is_ok();
+            state.readiness.record(ready);
+            ready
+        }
+    };
+    if ready {
+        HttpResponse::Ok().json(Status { status: "ok" })
+    } else {
+        HttpResponse::ServiceUnavailable().json(Status { status: "unavailable" })
+    }
+}
+
+/// The last readiness probe, answered again for a second: `/readyz` is
+/// public and each probe is a write, so no client can make more than one
+/// write a second through it.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+const READINESS_REUSED_FOR: Duration = Duration::from_secs(1);
+
+impl Readiness {
+    fn recent(&self) -> Option<bool> {
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.filter(|(at, _)| at.elapsed() < READINESS_REUSED_FOR)
+            .map(|(_, ready)| ready)
+    }
+
+    fn record(&self, ready: bool) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ready));
     }
 }
 
