@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help api-fuzz bench fuzz soak test test-postgres lint fmt deps-check run ci
+.PHONY: help api-fuzz attack bench fuzz soak test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run            run the server on SQLite (./fedid.db, 127.0.0.1:8080)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint           rustfmt check and clippy with warnings denied"
 	@echo "make deps-check     prove the domain crate depends on no framework"
 	@echo "make bench          speed and memory figures (release, real servers, local PostgreSQL)"
+	@echo "make attack         docs/security.md's attacks against a release server, each against its bound"
 	@echo "make soak           64 clients for SOAK_SECONDS (60): no 5xx, no envelope lost or doubled"
 	@echo "make fuzz           coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target"
 	@echo "make api-fuzz       schemathesis against a running server's /openapi.json"
@@ -63,6 +64,10 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -s none corpus/$$target $$(test -d seeds/$$target && echo seeds/$$target) \
 	    -- -max_total_time=$${FUZZ_SECONDS:-60} -timeout=5 || exit 1; \
 	done
+
+attack:
+	$(CARGO) build --release -p fedid-server -p fedid-bench
+	./target/release/fedid-bench attack
 
 soak:
 	$(CARGO) build --release -p fedid-server -p fedid-bench

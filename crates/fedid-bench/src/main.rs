@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 mod load;
-mod process;
 mod soak;
 
 use std::collections::BTreeMap;
@@ -19,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedid_domain::ports::{write, SystemClock};
-use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Relationship, RelationshipState, UserId};
+use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Relationship, RelationshipState};
 use fedid_testkit::ClientKeys;
 use serde_json::{json, Map, Value};
 
-use crate::process::Server;
+use fedid_bench::client::{agent, call, outbox, request, set_keys, user, Failure, User};
+use fedid_bench::process::Server;
 
 /// Concurrent connections of the load generator (FEDID_BENCH_CONNECTIONS).
 fn connections() -> usize {
@@ -31,101 +31,6 @@ fn connections() -> usize {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(32)
-}
-
-pub(crate) type Failure = String;
-
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .max_idle_connections_per_host(4)
-        .build()
-        .into()
-}
-
-fn call(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Result<(u16, String), Failure> {
-    let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
-    let result = match (method, body) {
-        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
-        (m, body) => {
-            let request = match m {
-                "POST" => agent.post(url),
-                "PUT" => agent.put(url),
-                _ => agent.patch(url),
-            };
-            request
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/json")
-                .send(body.unwrap_or(""))
-        }
-    };
-    let mut response = result.map_err(|e| format!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    Ok((status, response.body_mut().read_to_string().unwrap_or_default()))
-}
-
-/// One request that must answer `wanted`; returns the body.
-fn request(server: &Server, method: &str, path: &str, token: &str, body: &str, wanted: u16) -> Result<String, Failure> {
-    let (status, answer) = call(&agent(), method, &server.url(path), Some(token), Some(body))?;
-    if status == wanted {
-        Ok(answer)
-    } else {
-        Err(format!("{method} {path}: HTTP {status} {answer}"))
-    }
-}
-
-/// A user with alias and keys on `server`.
-pub(crate) struct User {
-    id: UserId,
-    pub token: String,
-    pub handle: Handle,
-    pub keys: ClientKeys,
-}
-
-pub(crate) fn user(server: &Server, alias: &str) -> Result<User, Failure> {
-    let token = server.create_user()?;
-    let body = json!({ "alias": alias }).to_string();
-    request(server, "PATCH", "/users/me/alias", &token, &body, 200)?;
-    let keys = ClientKeys::generate().ok_or("no randomness")?;
-    let identity = set_keys(server, &token, &keys)?;
-    let id = identity["userId"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .map(UserId)
-        .ok_or("no userId")?;
-    let handle =
-        Handle::parse(&format!("{alias}@{}", server.domain()), DomainPolicy::ANY).map_err(|e| e.to_string())?;
-    Ok(User {
-        id,
-        token,
-        handle,
-        keys,
-    })
-}
-
-/// Registers keys; returns the identity object.
-fn set_keys(server: &Server, token: &str, keys: &ClientKeys) -> Result<Value, Failure> {
-    let (sk, ek) = keys.public_keys();
-    let body = json!({ "signingKey": sk, "encryptionKey": ek }).to_string();
-    let answer = request(server, "PUT", "/users/me/keys", token, &body, 200)?;
-    serde_json::from_str(&answer).map_err(|e| e.to_string())
-}
-
-pub(crate) fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Result<(), Failure> {
-    let r = from
-        .keys
-        .outbox_request(&from.handle, to, kind, Map::new(), SystemClock.now());
-    let body = json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce,
-                      "timestamp": r.timestamp, "signature": r.signature})
-    .to_string();
-    request(server, "POST", "/users/me/outbox", &from.token, &body, 200).map(|_| ())
 }
 
 /// Sends one request per entry of `bodies` to `url` (POST with the body, GET
@@ -530,6 +435,13 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
         figures.insert("hello_per_s", hello);
         figures.insert("identity_vs_hello_ratio", identity / hello);
         return Ok(figures);
+    }
+    if std::env::args().nth(1).as_deref() == Some("attack") {
+        // `make attack`: docs/security.md's attacks; a broken bound fails.
+        return match fedid_bench::attack::run_all(&bin)? {
+            true => Ok(figures),
+            false => Err("an attack broke its bound".into()),
+        };
     }
     if std::env::args().nth(1).as_deref() == Some("soak") {
         let seconds = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(60);

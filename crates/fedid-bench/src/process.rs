@@ -35,15 +35,47 @@ fn healthy(port: u16) -> bool {
     answer.starts_with("HTTP/1.1 200")
 }
 
+/// How to run a server beyond its configuration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Where its log goes (at `info`), instead of nowhere.
+    pub log: Option<&'a Path>,
+    /// Its file-descriptor limit (soft and hard), through `prlimit`.
+    pub max_open_files: Option<u64>,
+}
+
 impl Server {
     pub fn start(binary: &Path, db_url: &str, env: &[(&str, &str)]) -> Result<Self, String> {
+        Self::launch(binary, db_url, env, Launch::default())
+    }
+
+    pub fn launch(binary: &Path, db_url: &str, env: &[(&str, &str)], launch: Launch<'_>) -> Result<Self, String> {
         let port = free_port().map_err(|e| e.to_string())?;
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let stderr = match launch.log {
+            Some(path) => {
+                env.push(("FEDID__LOG__LEVEL".into(), "info".into()));
+                Stdio::from(std::fs::File::create(path).map_err(|e| e.to_string())?)
+            }
+            None => Stdio::null(),
+        };
         let mut command = Self::base_command(binary, port, db_url, &env);
+        if let Some(limit) = launch.max_open_files {
+            let program = command.get_program().to_owned();
+            let mut limited = Command::new("prlimit");
+            limited.arg(format!("--nofile={limit}:{limit}")).arg(program);
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => limited.env(key, value),
+                    None => limited.env_remove(key),
+                };
+            }
+            command = limited;
+        }
         let child = command
             .arg("serve")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| e.to_string())?;
         let server = Self {
@@ -104,18 +136,29 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A number from the process's /proc status (`VmRSS:`, `Threads:`...).
+    fn status_field(&self, name: &str) -> f64 {
+        // prlimit execs the server in place: the child's pid is the server's.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+
     /// (current RSS, peak RSS) in MiB, from /proc.
     pub fn rss_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(0.0, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (
+            self.status_field("VmRSS:") / 1024.0,
+            self.status_field("VmHWM:") / 1024.0,
+        )
+    }
+
+    /// The process's threads now.
+    pub fn threads(&self) -> usize {
+        self.status_field("Threads:") as usize
     }
 }
 

@@ -12,8 +12,9 @@ use fedid_domain::ports::SystemClock;
 use fedid_domain::{Clock, MessageType};
 use serde_json::{Map, Value};
 
-use crate::process::Server;
-use crate::{agent, call, load, outbox, user, Failure, User};
+use crate::load;
+use fedid_bench::client::{agent, call, outbox, user, Failure, User};
+use fedid_bench::process::Server;
 
 const CLIENTS: usize = 64;
 

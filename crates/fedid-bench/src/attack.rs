@@ -1,0 +1,696 @@
+//! The attacks of docs/security.md against a real `fedid-server`, each
+//! measuring what the attack could make the server keep or wait for, and
+//! judging it against its bound. `make attack` runs them all against a
+//! release build; `crates/fedid-server/tests/attacks.rs` runs each one
+//! against the debug build, as a regression test.
+//!
+//! Every attack talks to 127.0.0.1 only (a second client uses 127.0.0.2,
+//! also loopback), bounds its requests in number and time, and stops the
+//! servers it starts.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fedid_domain::ports::SystemClock;
+use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Scheme};
+use fedid_testkit::ClientKeys;
+use serde_json::{json, Map, Value};
+
+use crate::client::{agent, call, user, Failure, User};
+use crate::process::{Launch, Server};
+
+/// One measured figure and, when it is judged, whether it kept its bound.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub name: &'static str,
+    pub value: f64,
+    /// `None`: reported, not judged.
+    pub kept: Option<bool>,
+    pub bound: &'static str,
+}
+
+impl Finding {
+    fn at_most(name: &'static str, value: f64, max: f64, bound: &'static str) -> Self {
+        Self {
+            name,
+            value,
+            kept: Some(value <= max),
+            bound,
+        }
+    }
+
+    fn equal(name: &'static str, value: f64, wanted: f64, bound: &'static str) -> Self {
+        Self {
+            name,
+            value,
+            kept: Some(value == wanted),
+            bound,
+        }
+    }
+
+    fn info(name: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            value,
+            kept: None,
+            bound: "",
+        }
+    }
+}
+
+/// Where an attack runs: the server binary and a scratch folder.
+pub struct Target {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Target {
+    fn start(&self, name: &str, env: &[(&str, &str)], launch: Launch<'_>) -> Result<Server, Failure> {
+        let db = format!("sqlite://{}", self.dir.join(format!("{name}.db")).display());
+        Server::launch(&self.binary, &db, env, launch)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP on loopback, from a chosen source address.
+
+/// A connection from `source` (a loopback address) to the server.
+fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
+        Duration::from_secs(5),
+    )?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+/// Reads one response: its status and body.
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line: {line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+/// `GET path` on a new connection from `source`: status and time taken.
+fn timed_get(source: Ipv4Addr, port: u16, path: &str) -> Result<(u16, Duration), Failure> {
+    let started = Instant::now();
+    let mut stream = connect_from(source, port).map_err(|e| format!("connect from {source}: {e}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let (status, _) = read_response(&mut BufReader::new(stream)).map_err(|e| format!("GET {path}: {e}"))?;
+    Ok((status, started.elapsed()))
+}
+
+// ---------------------------------------------------------------------------
+// A peer's key server: answers discovery for the handles it holds, or
+// hangs, and counts the lookups it gets.
+
+pub struct KeyServer {
+    pub port: u16,
+    keys: Arc<Mutex<HashMap<String, (String, String)>>>,
+    hang: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    pub lookups: Arc<AtomicUsize>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl KeyServer {
+    pub fn start() -> Result<Self, Failure> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let server = Self {
+            port,
+            keys: Arc::default(),
+            hang: Arc::default(),
+            stop: Arc::default(),
+            lookups: Arc::default(),
+            held: Arc::default(),
+        };
+        let (keys, hang, stop, lookups, held) = (
+            server.keys.clone(),
+            server.hang.clone(),
+            server.stop.clone(),
+            server.lookups.clone(),
+            server.held.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let (keys, hang, lookups, held) = (keys.clone(), hang.clone(), lookups.clone(), held.clone());
+                std::thread::spawn(move || answer_lookup(stream, &keys, &hang, &lookups, &held));
+            }
+        });
+        Ok(server)
+    }
+
+    pub fn domain(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A handle of this peer whose keys it publishes.
+    pub fn publish(&self, alias: &str) -> Result<(Handle, ClientKeys), Failure> {
+        let keys = ClientKeys::generate().ok_or("no randomness")?;
+        let handle = Handle::parse(
+            &format!("{alias}@{}", self.domain()),
+            DomainPolicy::for_scheme(Scheme::Http, true),
+        )
+        .map_err(|e| e.to_string())?;
+        let (signing, encryption) = keys.public_keys();
+        self.keys
+            .lock()
+            .map_err(|e| e.to_string())?
+            .insert(alias.to_owned(), (signing, encryption));
+        Ok((handle, keys))
+    }
+
+    /// From now on, every lookup is read and never answered.
+    pub fn hang(&self) {
+        self.hang.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for KeyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+    }
+}
+
+fn answer_lookup(
+    stream: TcpStream,
+    keys: &Mutex<HashMap<String, (String, String)>>,
+    hang: &AtomicBool,
+    lookups: &AtomicUsize,
+    held: &Mutex<Vec<TcpStream>>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    lookups.fetch_add(1, Ordering::SeqCst);
+    if hang.load(Ordering::SeqCst) {
+        if let Ok(mut held) = held.lock() {
+            held.push(writer);
+        }
+        return;
+    }
+    let alias = path.rsplit('/').next().unwrap_or("");
+    let found = keys.lock().ok().and_then(|k| k.get(alias).cloned());
+    let port = writer.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (status, body) = match found {
+        Some((signing, encryption)) => (
+            "200 OK",
+            json!({"handle": format!("{alias}@127.0.0.1:{port}"), "signingKey": signing,
+                   "encryptionKey": encryption, "keysUpdatedAt": null})
+            .to_string(),
+        ),
+        None => (
+            "404 Not Found",
+            json!({"type": "about:blank", "title": "Not Found", "status": 404, "code": "unknown_user",
+                   "detail": "no such user"})
+            .to_string(),
+        ),
+    };
+    let content_type = if status.starts_with("200") {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    let _ = writer.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+/// An envelope from `from` to `to`, signed with `keys`, in wire form.
+fn envelope(keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType) -> String {
+    keys.envelope(from, to, kind, Map::new(), SystemClock.now()).wire_form()
+}
+
+fn post_inbox(agent: &ureq::Agent, server: &Server, wire: &str) -> Result<u16, Failure> {
+    call(agent, "POST", &server.url("/federation/inbox"), None, Some(wire)).map(|(status, _)| status)
+}
+
+// ---------------------------------------------------------------------------
+// The attacks.
+
+/// Hole 1: every request names a new HTTP method. Labels and log lines
+/// must take known values only: memory, `/metrics` and the log stay small.
+pub fn method_flood(target: &Target, requests: usize, method_bytes: usize) -> Result<Vec<Finding>, Failure> {
+    let log = target.dir.join("method_flood.log");
+    let server = target.start(
+        "method_flood",
+        &[],
+        Launch {
+            log: Some(&log),
+            ..Launch::default()
+        },
+    )?;
+    for _ in 0..200 {
+        timed_get(Ipv4Addr::LOCALHOST, server.port, "/healthz")?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (before, _) = server.rss_mb();
+    let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let sent = AtomicUsize::new(0);
+    let threads = 4;
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (sent, port) = (&sent, server.port);
+                scope.spawn(move || -> Result<(), Failure> {
+                    let stream = connect_from(Ipv4Addr::LOCALHOST, port).map_err(|e| e.to_string())?;
+                    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+                    let mut reader = BufReader::new(stream);
+                    for i in (t..requests).step_by(threads) {
+                        let mut method = format!("M{i:09}");
+                        method.push_str(&"X".repeat(method_bytes.saturating_sub(method.len())));
+                        writer
+                            .write_all(format!("{method} /healthz HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                            .map_err(|e| e.to_string())?;
+                        read_response(&mut reader).map_err(|e| format!("method flood: {e}"))?;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| "a flood thread panicked")??;
+        }
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (after, _) = server.rss_mb();
+    let (_, metrics) = call(&agent(), "GET", &server.url("/metrics"), None, None)?;
+    let log_after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let per_request = (log_after.saturating_sub(log_before)) as f64 / sent.load(Ordering::Relaxed).max(1) as f64;
+    Ok(vec![
+        Finding::at_most("method_flood_rss_growth_mb", round(after - before), 5.0, "at most 5 MB"),
+        Finding::at_most(
+            "method_flood_metrics_bytes",
+            metrics.len() as f64,
+            65_535.0,
+            "under 64 KB",
+        ),
+        Finding::at_most(
+            "method_flood_log_bytes_per_request",
+            round(per_request),
+            512.0,
+            "at most 512 bytes",
+        ),
+    ])
+}
+
+/// Hole 2: one address opens many connections that declare a body and
+/// stall. Another address is still answered at once; each stalled body
+/// gets `408` at the deadline and its connection closes.
+pub fn stalled_bodies(target: &Target, connections: usize) -> Result<Vec<Finding>, Failure> {
+    let per_ip = 32;
+    let server = target.start(
+        "stalled_bodies",
+        &[
+            ("FEDID__SERVER__MAX_CONNECTIONS_PER_IP", "32"),
+            ("FEDID__SERVER__BODY_TIMEOUT_SECS", "2"),
+        ],
+        // 512 descriptors: fewer than the attack's connections, so that
+        // without its caps the server runs out of them.
+        Launch {
+            max_open_files: Some(512),
+            ..Launch::default()
+        },
+    )?;
+    let stall = "POST /federation/inbox HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{";
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        let Ok(mut stream) = connect_from(Ipv4Addr::LOCALHOST, server.port) else {
+            continue;
+        };
+        if stream.write_all(stall.as_bytes()).is_ok() {
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, other) = timed_get(Ipv4Addr::new(127, 0, 0, 2), server.port, "/healthz")?;
+    // Which of the attacker's connections the server still keeps.
+    let mut open = Vec::new();
+    for stream in held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        match (&stream).read(&mut byte) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                open.push(stream)
+            }
+            _ => {}
+        }
+    }
+    let kept = open.len();
+    // At the deadline, each stalled body is answered 408 and closed.
+    let mut answered_408 = 0;
+    for stream in open {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        if let Ok((408, _)) = read_response(&mut reader) {
+            let mut rest = Vec::new();
+            if reader.read_to_end(&mut rest).is_ok() {
+                answered_408 += 1;
+            }
+        }
+    }
+    Ok(vec![
+        Finding::at_most(
+            "stalled_bodies_other_client_ms",
+            if status == 200 {
+                round(other.as_secs_f64() * 1000.0)
+            } else {
+                f64::INFINITY
+            },
+            1000.0,
+            "under 1 s, answered 200",
+        ),
+        Finding::at_most(
+            "stalled_bodies_connections_kept",
+            kept as f64,
+            per_ip as f64,
+            "at most server.max_connections_per_ip (32)",
+        ),
+        Finding::equal(
+            "stalled_bodies_answered_408_and_closed",
+            answered_408 as f64,
+            kept as f64,
+            "every kept one, at the deadline",
+        ),
+    ])
+}
+
+/// A local user with alias and keys, and a plain one for timing writes.
+fn local_users(server: &Server) -> Result<(User, String), Failure> {
+    let alice = user(server, "alice")?;
+    let bystander = server.create_user()?;
+    Ok((alice, bystander))
+}
+
+/// Hole 3: a sender's key server hangs, and many envelopes with bad
+/// signatures from that sender each want a refetch. A user's write is
+/// still answered at once.
+pub fn refetch_storm(target: &Target, envelopes: usize) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("refetch_storm", &[], Launch::default())?;
+    let peer = KeyServer::start()?;
+    let (mallory, keys) = peer.publish("mallory")?;
+    let (alice, bystander) = local_users(&server)?;
+    let agent = agent();
+    let first = post_inbox(
+        &agent,
+        &server,
+        &envelope(&keys, &mallory, &alice.handle, MessageType::RelationshipRequest),
+    )?;
+    if first != 202 {
+        return Err(format!("refetch storm: the first envelope got {first}"));
+    }
+    peer.hang();
+    let forged = ClientKeys::generate().ok_or("no randomness")?;
+    let wires: Vec<String> = (0..envelopes)
+        .map(|_| envelope(&forged, &mallory, &alice.handle, MessageType::Message))
+        .collect();
+    let threads = 100.min(envelopes.max(1));
+    let peak_threads = AtomicUsize::new(0);
+    let patch_ms = std::thread::scope(|scope| -> Result<f64, Failure> {
+        let senders: Vec<_> = wires
+            .chunks(envelopes.div_ceil(threads).max(1))
+            .map(|chunk| {
+                let server = &server;
+                scope.spawn(move || {
+                    let agent = crate::client::agent();
+                    for wire in chunk {
+                        let _ = post_inbox(&agent, server, wire);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        peak_threads.fetch_max(server.threads(), Ordering::Relaxed);
+        let started = Instant::now();
+        let (status, _) = call(
+            &agent,
+            "PATCH",
+            &server.url("/users/me/alias"),
+            Some(&bystander),
+            Some(r#"{"alias":"bystander"}"#),
+        )?;
+        let patch_ms = started.elapsed().as_secs_f64() * 1000.0;
+        peak_threads.fetch_max(server.threads(), Ordering::Relaxed);
+        for sender in senders {
+            sender.join().map_err(|_| "a storm thread panicked")?;
+        }
+        if status != 200 {
+            return Err(format!("refetch storm: PATCH /users/me/alias answered {status}"));
+        }
+        Ok(patch_ms)
+    })?;
+    Ok(vec![
+        Finding::at_most("refetch_storm_alias_patch_ms", round(patch_ms), 1000.0, "under 1 s"),
+        Finding::info(
+            "refetch_storm_server_threads",
+            peak_threads.load(Ordering::Relaxed) as f64,
+        ),
+    ])
+}
+
+/// Hole 4: one stranger alternates REQUEST and REVOKE to fill an inbox.
+/// What it stores is bounded; another sender still gets in.
+pub fn one_sender_inbox(target: &Target, cycles: usize) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("one_sender_inbox", &[], Launch::default())?;
+    let peer = KeyServer::start()?;
+    let (mallory, keys) = peer.publish("mallory")?;
+    let (trent, trent_keys) = peer.publish("trent")?;
+    let (alice, _) = local_users(&server)?;
+    let agent = agent();
+    for _ in 0..cycles {
+        for kind in [MessageType::RelationshipRequest, MessageType::RelationshipRevoke] {
+            post_inbox(&agent, &server, &envelope(&keys, &mallory, &alice.handle, kind))?;
+        }
+    }
+    let (_, inbox) = call(
+        &agent,
+        "GET",
+        &server.url("/users/me/inbox?limit=1000"),
+        Some(&alice.token),
+        None,
+    )?;
+    let stored = serde_json::from_str::<Value>(&inbox)
+        .ok()
+        .and_then(|v| v["items"].as_array().map(Vec::len))
+        .ok_or_else(|| format!("not an inbox page: {inbox}"))?;
+    let other = post_inbox(
+        &agent,
+        &server,
+        &envelope(&trent_keys, &trent, &alice.handle, MessageType::RelationshipRequest),
+    )?;
+    Ok(vec![
+        Finding::at_most(
+            "one_sender_inbox_rows",
+            stored as f64,
+            16.0,
+            "at most limits.unsolicited_per_sender (16)",
+        ),
+        Finding::equal(
+            "one_sender_other_sender_status",
+            f64::from(other),
+            202.0,
+            "202: others still get in",
+        ),
+    ])
+}
+
+/// Hole 5: one user claims alias after alias. Changes are bounded.
+pub fn alias_squatting(target: &Target, attempts: usize) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("alias_squatting", &[], Launch::default())?;
+    let token = server.create_user()?;
+    let agent = agent();
+    let mut taken = 0;
+    let mut last = 0;
+    for i in 0..attempts {
+        let body = json!({ "alias": format!("squat{i:05}") }).to_string();
+        let (status, _) = call(
+            &agent,
+            "PATCH",
+            &server.url("/users/me/alias"),
+            Some(&token),
+            Some(&body),
+        )?;
+        if status == 200 {
+            taken += 1;
+        }
+        last = status;
+    }
+    Ok(vec![
+        Finding::at_most(
+            "alias_squatting_aliases_taken",
+            taken as f64,
+            5.0,
+            "at most limits.alias_changes_per_day (5)",
+        ),
+        Finding::equal(
+            "alias_squatting_last_status",
+            f64::from(last),
+            429.0,
+            "429 rate_limited",
+        ),
+    ])
+}
+
+/// Hole 6: envelopes from ever new aliases of one domain, each wanting a
+/// key lookup there. Lookups per domain are bounded per second.
+pub fn key_lookup_amplifier(target: &Target, envelopes: usize) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("key_lookup_amplifier", &[], Launch::default())?;
+    let peer = KeyServer::start()?;
+    let (alice, _) = local_users(&server)?;
+    let keys = ClientKeys::generate().ok_or("no randomness")?;
+    let policy = DomainPolicy::for_scheme(Scheme::Http, true);
+    let agent = agent();
+    let started = Instant::now();
+    for i in 0..envelopes {
+        let from = Handle::parse(&format!("rotating{i}@{}", peer.domain()), policy).map_err(|e| e.to_string())?;
+        post_inbox(
+            &agent,
+            &server,
+            &envelope(&keys, &from, &alice.handle, MessageType::RelationshipRequest),
+        )?;
+    }
+    let windows = started.elapsed().as_secs_f64().ceil().max(1.0);
+    let lookups = peer.lookups.load(Ordering::SeqCst) as f64;
+    Ok(vec![Finding::at_most(
+        "key_lookups_per_domain_per_second",
+        round(lookups / windows),
+        8.0,
+        "at most 8 new lookups a second per domain",
+    )])
+}
+
+/// Hole 7: a database URL with a password in it is refused. No message
+/// shows the password.
+pub fn database_password(target: &Target) -> Result<Vec<Finding>, Failure> {
+    let secret = "hunter2-do-not-print";
+    let mut shown = 0;
+    for url in [
+        format!("postgres://fedid:{secret}@127.0.0.1:1/fedid"),
+        format!("mysql://fedid:{secret}@127.0.0.1/fedid"),
+    ] {
+        let output = std::process::Command::new(&target.binary)
+            .arg("migrate")
+            .env("FEDID__DATABASE__URL", &url)
+            .env("FEDID__FEDERATION__DOMAIN", "a.example")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            return Err(format!("migrate accepted {url}"));
+        }
+        let printed = [output.stdout, output.stderr].concat();
+        if String::from_utf8_lossy(&printed).contains(secret) {
+            shown += 1;
+        }
+    }
+    Ok(vec![Finding::equal(
+        "database_password_shown",
+        f64::from(shown),
+        0.0,
+        "never",
+    )])
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// Runs every attack at the sizes of docs/security.md; prints `name:
+/// value` lines as they come, then `N passed, M failed` (judged findings).
+/// Returns whether all passed.
+pub fn run_all(binary: &Path) -> Result<bool, Failure> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let target = Target {
+        binary: binary.to_owned(),
+        dir: dir.path().to_owned(),
+    };
+    type Attack<'a> = Box<dyn Fn(&Target) -> Result<Vec<Finding>, Failure> + 'a>;
+    let attacks: Vec<(&str, Attack)> = vec![
+        ("method_flood", Box::new(|t| method_flood(t, 10_000, 100_000))),
+        ("stalled_bodies", Box::new(|t| stalled_bodies(t, 600))),
+        ("refetch_storm", Box::new(|t| refetch_storm(t, 1_000))),
+        ("one_sender_inbox", Box::new(|t| one_sender_inbox(t, 100))),
+        ("alias_squatting", Box::new(|t| alias_squatting(t, 1_000))),
+        ("key_lookup_amplifier", Box::new(|t| key_lookup_amplifier(t, 300))),
+        ("database_password", Box::new(database_password)),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, attack) in attacks {
+        match attack(&target) {
+            Ok(findings) => {
+                for finding in findings {
+                    println!("{}: {}", finding.name, finding.value);
+                    match finding.kept {
+                        Some(true) => passed += 1,
+                        Some(false) => {
+                            failed += 1;
+                            eprintln!("{} broke its bound: {}", finding.name, finding.bound);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{name} could not run: {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
