@@ -431,6 +431,38 @@ pub fn stalled_bodies(target: &Target, connections: usize) -> Result<Vec<Finding
     ])
 }
 
+/// Slowloris: connections that send a request head a little at a time and
+/// never finish it. The server closes each when the head is late (actix's
+/// request-head timeout, 5 s).
+pub fn slow_headers(target: &Target, connections: usize) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("slow_headers", &[], Launch::default())?;
+    let started = Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        let mut stream = connect_from(Ipv4Addr::LOCALHOST, server.port).map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .map_err(|e| e.to_string())?;
+        streams.push(stream);
+    }
+    let mut closed_after = Duration::ZERO;
+    for stream in streams {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        let mut rest = Vec::new();
+        // Ends when the server closes (an answer first, or none).
+        let _ = (&stream).read_to_end(&mut rest);
+        closed_after = closed_after.max(started.elapsed());
+    }
+    Ok(vec![Finding::at_most(
+        "slow_headers_closed_after_s",
+        round(closed_after.as_secs_f64()),
+        10.0,
+        "within 10 s (head timeout 5 s)",
+    )])
+}
+
 /// A local user with alias and keys, and a plain one for timing writes.
 fn local_users(server: &Server) -> Result<(User, String), Failure> {
     let alice = user(server, "alice")?;
@@ -663,6 +695,7 @@ pub fn run_all(binary: &Path) -> Result<bool, Failure> {
     let attacks: Vec<(&str, Attack)> = vec![
         ("method_flood", Box::new(|t| method_flood(t, 10_000, 100_000))),
         ("stalled_bodies", Box::new(|t| stalled_bodies(t, 600))),
+        ("slow_headers", Box::new(|t| slow_headers(t, 100))),
         ("refetch_storm", Box::new(|t| refetch_storm(t, 1_000))),
         ("one_sender_inbox", Box::new(|t| one_sender_inbox(t, 100))),
         ("alias_squatting", Box::new(|t| alias_squatting(t, 1_000))),

@@ -337,6 +337,21 @@ fn every_kind_of_bad_token_gets_the_same_401() {
 }
 
 #[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app();
+    let (_, token) = app.fedid.create_user().unwrap();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let reply = app
+            .agent
+            .get(&format!("{}/users/me/identity", app.base))
+            .header("Authorization", &format!("{scheme} {}", token.expose()))
+            .call()
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), 200, "{scheme}");
+    }
+}
+
+#[test]
 fn identity_alias_and_keys() {
     let app = spawn_app();
     let (_, token) = app.fedid.create_user().unwrap();

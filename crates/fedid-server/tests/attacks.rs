@@ -41,6 +41,12 @@ fn one_address_stalling_bodies_cannot_shut_out_another() {
 }
 
 #[test]
+fn slow_request_heads_are_cut_off() {
+    let (_dir, target) = target();
+    assert_kept(attack::slow_headers(&target, 20).unwrap());
+}
+
+#[test]
 fn a_hanging_key_server_cannot_hold_the_threads_that_serve_users() {
     let (_dir, target) = target();
     assert_kept(attack::refetch_storm(&target, 1_000).unwrap());
