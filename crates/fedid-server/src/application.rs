@@ -68,8 +68,8 @@ impl Application {
         let store = DieselStore::open(&config.database.url, config.database.pool_size).map_err(|e| e.to_string())?;
         let on_sqlite = matches!(store, DieselStore::Sqlite(_));
         if migrate {
-            for version in store.migrate().map_err(|e| e.to_string())? {
-                tracing::info!(%version, "migration applied");
+            for migration in store.migrate().map_err(|e| e.to_string())? {
+                tracing::info!(%migration, "migration applied");
             }
         }
         let metrics = Arc::new(Metrics::default());

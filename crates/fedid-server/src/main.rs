@@ -120,8 +120,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve { no_migrate } => fedid_server::application::Application::build(&config, !no_migrate)?.run(),
         Command::Migrate => {
             let store = open_store(&config)?;
-            for version in store.migrate().map_err(|e| e.to_string())? {
-                println!("applied {version}");
+            for migration in store.migrate().map_err(|e| e.to_string())? {
+                println!("applied {migration}");
             }
             Ok(())
         }

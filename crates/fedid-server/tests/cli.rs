@@ -93,3 +93,63 @@ fn failures_are_one_line_errors_with_a_non_zero_exit() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn migrate_prints_the_name_of_each_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = fedid(dir.path(), &["migrate"], &[]);
+    let first = String::from_utf8_lossy(&migrated.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned);
+    assert_eq!(first.as_deref(), Some("applied 2026-11-27-000001_init"));
+}
+
+/// The two-server story runs `serve` and `user create` on one new file at
+/// once: every process that migrates must wait for the others, and each
+/// migration must be applied once, however they interleave.
+#[test]
+fn processes_starting_together_on_a_new_sqlite_file_migrate_it_once() {
+    let binary = env!("CARGO_BIN_EXE_fedid-server");
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..6)
+            .map(|i| {
+                let args: &[&str] = if i % 2 == 0 { &["migrate"] } else { &["user", "create"] };
+                let mut command = Command::new(binary);
+                command.args(args).current_dir(dir.path()).env_remove("RUST_LOG");
+                for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FEDID__")) {
+                    command.env_remove(key);
+                }
+                command
+                    .env("FEDID__DATABASE__URL", "sqlite://race.db")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut applied = Vec::new();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}, process {i}: {stderr}");
+            if i % 2 == 0 {
+                applied.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+            }
+        }
+        let unique: std::collections::BTreeSet<_> = applied.iter().collect();
+        assert_eq!(
+            unique.len(),
+            applied.len(),
+            "round {round}: a migration applied twice: {applied:?}"
+        );
+        let again = Command::new(binary)
+            .arg("migrate")
+            .current_dir(dir.path())
+            .env("FEDID__DATABASE__URL", "sqlite://race.db")
+            .output()
+            .unwrap();
+        assert!(again.stdout.is_empty(), "round {round}: nothing left to apply");
+    }
+}

@@ -59,8 +59,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
         // savepoint journal in 1 KiB allocations (dozens per unit); the
         // default keeps it in one 64 KiB block, spilled to a file only when
         // larger. Both measured in docs/performance.md.
+        // busy_timeout first: switching a new file to WAL takes a lock that
+        // another process opening it at the same moment may hold.
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 8000;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
@@ -99,6 +101,27 @@ impl std::fmt::Debug for DieselStore {
             Self::Postgres(_) => "DieselStore::Postgres",
         })
     }
+}
+
+/// The folder names of the migrations of `source` with these versions.
+fn migration_names<DB: diesel::backend::Backend>(
+    source: &EmbeddedMigrations,
+    versions: &[diesel::migration::MigrationVersion<'_>],
+) -> Vec<String>
+where
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    let known = diesel::migration::MigrationSource::<DB>::migrations(source).unwrap_or_default();
+    versions
+        .iter()
+        .map(|version| {
+            known
+                .iter()
+                .map(|m| m.name())
+                .find(|name| name.version() == *version)
+                .map_or_else(|| version.to_string(), |name| name.to_string())
+        })
+        .collect()
 }
 
 /// `url` with the password of its user information replaced by `***`, for
@@ -184,14 +207,25 @@ impl DieselStore {
         }
     }
 
-    /// Applies pending migrations; returns the versions applied.
+    /// Applies pending migrations; returns the names of those applied
+    /// (`2026-11-27-000001_init`).
     pub fn migrate(&self) -> Result<Vec<String>, OpenError> {
         let fail = |e: &dyn std::fmt::Display| OpenError::Migrate(e.to_string());
         match self {
             Self::Sqlite(pool) => {
                 let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
-                let applied = conn.run_pending_migrations(SQLITE_MIGRATIONS).map_err(|e| fail(&e))?;
-                Ok(applied.iter().map(|v| v.to_string()).collect())
+                // SQLite has no advisory lock: the whole run holds the write
+                // lock (BEGIN IMMEDIATE; each migration becomes a savepoint),
+                // and what is applied is read inside it, so processes
+                // migrating one file at once apply each migration once.
+                let applied = conn
+                    .immediate_transaction(|conn| {
+                        conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                            .map(|versions| migration_names::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &versions))
+                            .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
+                    })
+                    .map_err(|e| fail(&e))?;
+                Ok(applied)
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -199,7 +233,7 @@ impl DieselStore {
                     .map_err(|e| fail(&e))?;
                 let applied = conn
                     .run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map(|v| v.iter().map(|v| v.to_string()).collect())
+                    .map(|versions| migration_names::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &versions))
                     .map_err(|e| fail(&e));
                 let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
                 let applied = applied?;
