@@ -118,15 +118,29 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec
     Ok((status, body))
 }
 
-/// `GET path` on a new connection from `source`: status and time taken.
-fn timed_get(source: Ipv4Addr, port: u16, path: &str) -> Result<(u16, Duration), Failure> {
+/// `GET path` on a new connection from `source`: status, body and time taken.
+fn timed_get(source: Ipv4Addr, port: u16, path: &str) -> Result<(u16, Vec<u8>, Duration), Failure> {
     let started = Instant::now();
     let mut stream = connect_from(source, port).map_err(|e| format!("connect from {source}: {e}"))?;
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
-    let (status, _) = read_response(&mut BufReader::new(stream)).map_err(|e| format!("GET {path}: {e}"))?;
-    Ok((status, started.elapsed()))
+    let (status, body) = read_response(&mut BufReader::new(stream)).map_err(|e| format!("GET {path}: {e}"))?;
+    Ok((status, body, started.elapsed()))
+}
+
+/// `POST /federation/inbox` with `wire` on a new connection from `source`.
+fn post_inbox_from(source: Ipv4Addr, port: u16, wire: &str) -> Result<u16, Failure> {
+    let mut stream = connect_from(source, port).map_err(|e| format!("connect from {source}: {e}"))?;
+    let head = format!(
+        "POST /federation/inbox HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        wire.len()
+    );
+    stream
+        .write_all([head.as_bytes(), wire.as_bytes()].concat().as_slice())
+        .map_err(|e| e.to_string())?;
+    let (status, _) = read_response(&mut BufReader::new(stream)).map_err(|e| format!("inbox: {e}"))?;
+    Ok(status)
 }
 
 // ---------------------------------------------------------------------------
@@ -326,7 +340,7 @@ pub fn method_flood(target: &Target, requests: usize, method_bytes: usize) -> Re
     })?;
     std::thread::sleep(Duration::from_millis(300));
     let (after, _) = server.rss_mb();
-    let (_, metrics) = call(&agent(), "GET", &server.url("/metrics"), None, None)?;
+    let (_, metrics, _) = timed_get(Ipv4Addr::LOCALHOST, server.port, "/metrics")?;
     let log_after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let per_request = (log_after.saturating_sub(log_before)) as f64 / sent.load(Ordering::Relaxed).max(1) as f64;
     Ok(vec![
@@ -375,7 +389,7 @@ pub fn stalled_bodies(target: &Target, connections: usize) -> Result<Vec<Finding
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (status, other) = timed_get(Ipv4Addr::new(127, 0, 0, 2), server.port, "/healthz")?;
+    let (status, _, other) = timed_get(Ipv4Addr::new(127, 0, 0, 2), server.port, "/healthz")?;
     // Which of the attacker's connections the server still keeps.
     let mut open = Vec::new();
     for stream in held {
@@ -492,22 +506,24 @@ pub fn refetch_storm(target: &Target, envelopes: usize) -> Result<Vec<Finding>, 
     let wires: Vec<String> = (0..envelopes)
         .map(|_| envelope(&forged, &mallory, &alice.handle, MessageType::Message))
         .collect();
-    let threads = 100.min(envelopes.max(1));
+    // Every envelope on its own connection at once, from four loopback
+    // addresses (each under the per-address connection cap): more than
+    // the threads of actix's blocking pool.
     let peak_threads = AtomicUsize::new(0);
     let patch_ms = std::thread::scope(|scope| -> Result<f64, Failure> {
+        let port = server.port;
         let senders: Vec<_> = wires
-            .chunks(envelopes.div_ceil(threads).max(1))
-            .map(|chunk| {
-                let server = &server;
-                scope.spawn(move || {
-                    let agent = crate::client::agent();
-                    for wire in chunk {
-                        let _ = post_inbox(&agent, server, wire);
-                    }
-                })
+            .iter()
+            .enumerate()
+            .filter_map(|(i, wire)| {
+                let source = Ipv4Addr::new(127, 0, 0, 1 + (i % 4) as u8);
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn_scoped(scope, move || post_inbox_from(source, port, wire))
+                    .ok()
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1000));
         peak_threads.fetch_max(server.threads(), Ordering::Relaxed);
         let started = Instant::now();
         let (status, _) = call(
@@ -520,7 +536,7 @@ pub fn refetch_storm(target: &Target, envelopes: usize) -> Result<Vec<Finding>, 
         let patch_ms = started.elapsed().as_secs_f64() * 1000.0;
         peak_threads.fetch_max(server.threads(), Ordering::Relaxed);
         for sender in senders {
-            sender.join().map_err(|_| "a storm thread panicked")?;
+            let _ = sender.join();
         }
         if status != 200 {
             return Err(format!("refetch storm: PATCH /users/me/alias answered {status}"));

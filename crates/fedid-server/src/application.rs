@@ -60,6 +60,13 @@ impl Application {
         let settings = config.settings().map_err(|e| e.to_string())?;
         let trusted_proxies = config.trusted_proxies().map_err(|e| e.to_string())?;
         let max_connections = connection_budget(config.server.max_connections)?;
+        if config.server.max_connections_per_ip * 2 > max_connections {
+            tracing::warn!(
+                max_connections,
+                max_connections_per_ip = config.server.max_connections_per_ip,
+                "one address may hold half of all connections or more: raise the file-descriptor limit or lower server.max_connections_per_ip"
+            );
+        }
         if config.federation.domain == "localhost:8080" {
             tracing::warn!("federation.domain is left at its default, localhost:8080");
         }
