@@ -19,8 +19,10 @@ pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Resul
 #[utoipa::path(patch, path = "/users/me/alias", tag = "identity", security(("bearer" = [])), request_body = AliasRequest,
     responses((status = 200, body = Identity),
         (status = 400, description = "`invalid_request`, `invalid_alias`", body = Problem),
-        (status = 401, body = Problem), (status = 413, body = Problem),
-        (status = 409, description = "`alias_taken`, `relationships_exist`, `revocations_pending`", body = Problem)))]
+        (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem),
+        (status = 409, description = "`alias_taken`, `relationships_exist`, `revocations_pending`", body = Problem),
+        (status = 429, description = "`rate_limited`: past `limits.alias_changes_per_day` (with `Retry-After`) or `limits.alias_changes_total`", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds until the day's window frees a change")))))]
 pub async fn set_alias(
     req: HttpRequest,
     payload: web::Payload,
@@ -35,7 +37,7 @@ pub async fn set_alias(
 #[utoipa::path(put, path = "/users/me/keys", tag = "identity", security(("bearer" = [])), request_body = KeysRequest,
     responses((status = 200, body = Identity),
         (status = 400, description = "`invalid_request`, `invalid_key` (with `member`)", body = Problem),
-        (status = 401, body = Problem), (status = 413, body = Problem)))]
+        (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem)))]
 pub async fn set_keys(
     req: HttpRequest,
     payload: web::Payload,
@@ -58,7 +60,7 @@ pub async fn set_keys(
     request_body = crate::dto::ResetRequest,
     responses((status = 200, body = ResetResponse),
         (status = 400, description = "`invalid_request`, `confirmation_required`", body = Problem),
-        (status = 401, body = Problem), (status = 413, body = Problem)))]
+        (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem)))]
 pub async fn reset(
     req: HttpRequest,
     payload: web::Payload,

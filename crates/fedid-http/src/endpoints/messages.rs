@@ -30,7 +30,7 @@ pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Resu
         (status = 400, description = "`invalid_request`, `invalid_envelope`, `unsupported_message_type`, `timestamp_out_of_window`, `invalid_signature`", body = Problem),
         (status = 401, body = Problem), (status = 404, description = "`unknown_recipient`", body = Problem),
         (status = 409, description = "`identity_not_set_up`, `revocations_pending`, `no_pending_request`, `no_relationship`", body = Problem),
-        (status = 413, body = Problem),
+        (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem),
         (status = 502, description = "`delivery_failed`, with `remoteStatus` and `remoteCode` when the peer answered", body = Problem)))]
 pub async fn outbox(
     req: HttpRequest,

@@ -29,7 +29,7 @@ pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     responses((status = 200, body = FlushResponse),
         (status = 400, description = "`invalid_request` (with `member`)", body = Problem),
         (status = 401, body = Problem), (status = 409, description = "`identity_not_set_up`", body = Problem),
-        (status = 413, body = Problem)))]
+        (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem)))]
 pub async fn flush(
     req: HttpRequest,
     payload: web::Payload,
