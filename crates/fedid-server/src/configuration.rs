@@ -288,6 +288,44 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_against_strangers_default_as_operations_md_says() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            (
+                c.server.body_timeout_secs,
+                c.server.max_connections,
+                c.server.max_connections_per_ip
+            ),
+            (10, None, 256)
+        );
+        let s = c.settings().unwrap();
+        assert_eq!(
+            (s.unsolicited_per_sender, s.alias_changes_per_day, s.alias_changes_total),
+            (16, 5, 20)
+        );
+        assert_eq!(
+            s.key_refetch_wait_ms, 10_000,
+            "no longer than federation.fetch_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn the_limits_against_strangers_refuse_zero_by_name() {
+        let err = |pairs: &[(&str, &str)]| Config::load_from(None, env(pairs)).unwrap_err().to_string();
+        for key in [
+            "server.body_timeout_secs",
+            "server.max_connections",
+            "server.max_connections_per_ip",
+            "limits.unsolicited_per_sender",
+            "limits.alias_changes_per_day",
+            "limits.alias_changes_total",
+        ] {
+            let var = format!("FEDID__{}", key.to_ascii_uppercase().replace('.', "__"));
+            assert!(err(&[(&var, "0")]).contains(key), "{key}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fedid.toml");
