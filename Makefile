@@ -1,6 +1,6 @@
 # fedid: every target a newcomer or CI needs. `make help` lists them.
 CARGO ?= cargo
-# Crates the domain must never depend on (DEVELOPERS.md, STYLE.md rule 2).
+# Crates the domain must never depend on (docs/architecture.md, Architecture Invariant).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
 .PHONY: help api-fuzz attack bench fuzz soak test test-postgres lint fmt deps-check run ci

@@ -61,6 +61,12 @@ pub struct Metrics {
     series: Mutex<Series>,
 }
 
+/// The `# HELP` and `# TYPE` lines of a series.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -92,7 +98,12 @@ impl Metrics {
     pub fn render(&self, revocations_queued: Option<u64>) -> String {
         let mut out = String::new();
         self.with(|s| {
-            out.push_str("# TYPE fedid_http_requests_total counter\n");
+            header(
+                &mut out,
+                "fedid_http_requests_total",
+                "counter",
+                "HTTP requests answered, by route template, method and status.",
+            );
             for ((route, method, status), n) in &s.requests {
                 let _ = writeln!(
                     out,
@@ -100,7 +111,12 @@ impl Metrics {
                     escape(route)
                 );
             }
-            out.push_str("# TYPE fedid_http_request_duration_seconds histogram\n");
+            header(
+                &mut out,
+                "fedid_http_request_duration_seconds",
+                "histogram",
+                "Time to answer HTTP requests, by route template.",
+            );
             for (route, h) in &s.request_duration {
                 h.render(
                     &mut out,
@@ -108,26 +124,56 @@ impl Metrics {
                     &format!("route=\"{}\"", escape(route)),
                 );
             }
-            out.push_str("# TYPE fedid_inbox_envelopes_total counter\n");
+            header(
+                &mut out,
+                "fedid_inbox_envelopes_total",
+                "counter",
+                "Envelopes answered by the inbox, by outcome code.",
+            );
             for (code, n) in &s.inbox {
                 let _ = writeln!(out, "fedid_inbox_envelopes_total{{code=\"{}\"}} {n}", escape(code));
             }
-            out.push_str("# TYPE fedid_deliveries_total counter\n");
+            header(
+                &mut out,
+                "fedid_deliveries_total",
+                "counter",
+                "Outbound envelope deliveries, by outcome.",
+            );
             for (outcome, n) in &s.deliveries {
                 let _ = writeln!(out, "fedid_deliveries_total{{outcome=\"{outcome}\"}} {n}");
             }
-            out.push_str("# TYPE fedid_delivery_duration_seconds histogram\n");
+            header(
+                &mut out,
+                "fedid_delivery_duration_seconds",
+                "histogram",
+                "Time taken by outbound deliveries.",
+            );
             s.delivery_duration
                 .render(&mut out, "fedid_delivery_duration_seconds", "");
-            out.push_str("# TYPE fedid_key_fetches_total counter\n");
+            header(
+                &mut out,
+                "fedid_key_fetches_total",
+                "counter",
+                "Remote key lookups, by outcome.",
+            );
             for (outcome, n) in &s.key_fetches {
                 let _ = writeln!(out, "fedid_key_fetches_total{{outcome=\"{outcome}\"}} {n}");
             }
-            out.push_str("# TYPE fedid_connections_refused_total counter\n");
+            header(
+                &mut out,
+                "fedid_connections_refused_total",
+                "counter",
+                "Connections shut down for being over their address's limit.",
+            );
             let _ = writeln!(out, "fedid_connections_refused_total {}", s.connections_refused);
         });
         if let Some(queued) = revocations_queued {
-            out.push_str("# TYPE fedid_revocations_queued gauge\n");
+            header(
+                &mut out,
+                "fedid_revocations_queued",
+                "gauge",
+                "Revocations queued for delivery, all users.",
+            );
             let _ = writeln!(out, "fedid_revocations_queued {queued}");
         }
         out
@@ -148,5 +194,26 @@ impl DeliveryObserver for Metrics {
 impl KeyFetchObserver for Metrics {
     fn key_fetch(&self, outcome: FetchOutcome) {
         self.with(|s| *s.key_fetches.entry(outcome.as_str()).or_default() += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_has_help_and_type_lines() {
+        let metrics = Metrics::default();
+        metrics.request("/healthz", "GET", 200, 0.001);
+        let text = metrics.render(Some(0));
+        let typed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(typed.len() >= 8);
+        for name in typed {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
     }
 }

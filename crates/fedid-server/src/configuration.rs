@@ -105,6 +105,40 @@ fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
     }
 }
 
+/// `HOST:PORT` (an IPv6 host in brackets), port 0 to 65535.
+fn check_bind(bind: &str) -> Result<(), String> {
+    if bind.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let shape = "must be HOST:PORT, such as 127.0.0.1:8080 or [::]:8080";
+    let (host, port) = bind.rsplit_once(':').ok_or_else(|| format!("{bind:?} {shape}"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !host_ok || port.parse::<u16>().is_err() {
+        return Err(format!("{bind:?} {shape}"));
+    }
+    Ok(())
+}
+
+/// A level (`trace` to `error`, or `off`), or `RUST_LOG`-style directives
+/// (`info,fedid_http=debug`).
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    let directives = level.contains('=') || level.contains(',');
+    if directives && tracing_subscriber::EnvFilter::try_new(level).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "{level:?} is not a level (trace, debug, info, warn, error, off) nor directives such as info,fedid_http=debug"
+    ))
+}
+
 const DEFAULTS: &str = r#"
 [server]
 bind = "127.0.0.1:8080"
@@ -181,7 +215,18 @@ impl Config {
         let config: Self = builder.build()?.try_deserialize()?;
         config.settings()?;
         config.trusted_proxies()?;
+        config.check_server_and_log()?;
         Ok(config)
+    }
+
+    /// The keys that only `serve` and the logs read, checked by every
+    /// command all the same, so that a mistake shows before it matters.
+    fn check_server_and_log(&self) -> Result<(), ConfigError> {
+        check_bind(&self.server.bind).map_err(|reason| invalid("server.bind", reason))?;
+        if self.server.workers == Some(0) {
+            return Err(invalid("server.workers", "must be at least 1"));
+        }
+        check_log_level(&self.log.level).map_err(|reason| invalid("log.level", reason))
     }
 
     /// `server.trusted_proxies` as networks.
@@ -217,8 +262,11 @@ impl Config {
         if !(1..=3650).contains(&self.auth.token_ttl_days) {
             return Err(invalid("auth.token_ttl_days", "must be 1 to 3650"));
         }
-        if f.max_clock_skew_secs < 0 || f.key_cache_ttl_secs < 0 {
+        if f.max_clock_skew_secs < 0 {
             return Err(invalid("federation.max_clock_skew_secs", "must not be negative"));
+        }
+        if f.key_cache_ttl_secs < 0 {
+            return Err(invalid("federation.key_cache_ttl_secs", "must not be negative"));
         }
         for (key, value) in [
             ("server.body_timeout_secs", self.server.body_timeout_secs as usize),
@@ -361,6 +409,25 @@ mod tests {
         assert!(err(&[("FEDID__DELIVERY__CONCURRENCY", "0")]).contains("delivery.concurrency"));
         assert!(err(&[("FEDID__LOG__FORMAT", "xml")]).contains("log.format"));
         assert!(err(&[("FEDID__FEDERATION__DOMAIN", "127.0.0.1:8080")]).contains("federation.domain"));
+        assert!(err(&[("FEDID__FEDERATION__KEY_CACHE_TTL_SECS", "-1")]).contains("federation.key_cache_ttl_secs"));
+    }
+
+    #[test]
+    fn serving_and_log_keys_are_checked_by_every_command() {
+        let err = |pairs: &[(&str, &str)]| Config::load_from(None, env(pairs)).unwrap_err().to_string();
+        assert!(err(&[("FEDID__LOG__LEVEL", "loud")]).contains("log.level"));
+        assert!(err(&[("FEDID__SERVER__BIND", "nonsense")]).contains("server.bind"));
+        assert!(err(&[("FEDID__SERVER__BIND", "127.0.0.1:99999")]).contains("server.bind"));
+        assert!(err(&[("FEDID__SERVER__WORKERS", "0")]).contains("server.workers"));
+        assert!(err(&[("FEDID__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nope")]).contains("server.trusted_proxies"));
+        for (key, value) in [
+            ("FEDID__LOG__LEVEL", "WARN"),
+            ("FEDID__LOG__LEVEL", "info,fedid_http=debug"),
+            ("FEDID__SERVER__BIND", "[::]:8080"),
+            ("FEDID__SERVER__BIND", "localhost:8080"),
+        ] {
+            assert!(Config::load_from(None, env(&[(key, value)])).is_ok(), "{key}={value}");
+        }
     }
 
     #[test]

@@ -16,7 +16,15 @@ use fedid_store::DieselStore;
 use fedid_server::configuration::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "fedid-server", version, about = "fedid: a federated identity server")]
+#[command(
+    name = "fedid-server",
+    version,
+    about = "fedid: a federated identity server",
+    after_help = "Configuration: built-in defaults, then --config FILE (TOML), then environment variables \
+                  FEDID__SECTION__KEY (for example FEDID__DATABASE__URL=postgres://... or \
+                  FEDID__SERVER__BIND=0.0.0.0:8080). Every key, its default and its meaning: OPERATIONS.md \
+                  and fedid.example.toml."
+)]
 struct Cli {
     /// A TOML configuration file (later sources: FEDID__SECTION__KEY variables).
     #[arg(long, global = true, value_name = "FILE")]
@@ -56,6 +64,7 @@ enum UserCommand {
 enum TokenCommand {
     /// Issue a new session token for a user.
     Issue {
+        /// The user's id, as `user create` printed it.
         #[arg(long)]
         user: i64,
         /// Lifetime in days, 1 to 3650 (default: auth.token_ttl_days).
@@ -64,6 +73,7 @@ enum TokenCommand {
     },
     /// Revoke all of a user's tokens.
     Revoke {
+        /// The user's id, as `user create` printed it.
         #[arg(long)]
         user: i64,
     },
@@ -73,6 +83,7 @@ enum TokenCommand {
 enum AuditCommand {
     /// A user's audit records, oldest first, one JSON object a line.
     List {
+        /// The user's id, as `user create` printed it.
         #[arg(long)]
         user: i64,
     },
@@ -97,6 +108,18 @@ impl KeyFetcher for Offline {
 
 fn open_store(config: &Config) -> Result<DieselStore, String> {
     DieselStore::open(&config.database.url, config.database.pool_size).map_err(|e| e.to_string())
+}
+
+/// The store of an administrative command that does not migrate: one whose
+/// schema is behind says so, rather than `no such table`.
+fn open_migrated_store(config: &Config) -> Result<DieselStore, String> {
+    let store = open_store(config)?;
+    match store.pending_migrations().map_err(|e| e.to_string())? {
+        0 => Ok(store),
+        n => Err(format!(
+            "the database has {n} migration(s) to apply: run `fedid-server migrate` first"
+        )),
+    }
 }
 
 fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
@@ -137,7 +160,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token(TokenCommand::Issue { user, ttl_days }) => {
-            let fedid = offline_fedid(&config, open_store(&config)?)?;
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
             let token = fedid
                 .issue_token(UserId(user), ttl_days)
                 .map_err(|e| format!("token issue: {e}"))?;
@@ -145,7 +168,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token(TokenCommand::Revoke { user }) => {
-            let fedid = offline_fedid(&config, open_store(&config)?)?;
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
             let revoked = fedid
                 .revoke_tokens(UserId(user))
                 .map_err(|e| format!("token revoke: {e}"))?;
@@ -153,7 +176,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Audit(AuditCommand::List { user }) => {
-            let fedid = offline_fedid(&config, open_store(&config)?)?;
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
             for record in fedid
                 .audit_records(UserId(user))
                 .map_err(|e| format!("audit list: {e}"))?

@@ -153,3 +153,22 @@ fn processes_starting_together_on_a_new_sqlite_file_migrate_it_once() {
         assert!(again.stdout.is_empty(), "round {round}: nothing left to apply");
     }
 }
+
+#[test]
+fn a_command_on_a_database_without_tables_says_to_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedid(dir.path(), &["token", "issue", "--user", "1"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("run `fedid-server migrate`"), "{stderr}");
+}
+
+#[test]
+fn help_names_the_environment_variables_and_the_operations_contract() {
+    let out = fedid(std::path::Path::new("."), &["--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("FEDID__SECTION__KEY") && help.contains("OPERATIONS.md"),
+        "{help}"
+    );
+}

@@ -207,6 +207,25 @@ impl DieselStore {
         }
     }
 
+    /// How many migrations are not applied yet.
+    pub fn pending_migrations(&self) -> Result<usize, OpenError> {
+        let fail = |e: &dyn std::fmt::Display| OpenError::Migrate(e.to_string());
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
+                conn.pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|p| p.len())
+                    .map_err(|e| fail(&e))
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.get().map_err(|e| OpenError::Connect(e.to_string()))?;
+                conn.pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|p| p.len())
+                    .map_err(|e| fail(&e))
+            }
+        }
+    }
+
     /// Applies pending migrations; returns the names of those applied
     /// (`2026-11-27-000001_init`).
     pub fn migrate(&self) -> Result<Vec<String>, OpenError> {
