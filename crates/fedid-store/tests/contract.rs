@@ -11,6 +11,10 @@ use fedid_domain::PageLimit;
 use fedid_store::DieselStore;
 use fedid_testkit::contract;
 
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
 fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
@@ -21,23 +25,19 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
 }
 
 /// A fresh schema per call on the PostgreSQL of FEDID_TEST_POSTGRES_URL.
-/// Without it the test says it skipped, unless FEDID_REQUIRE_POSTGRES is set (CI).
-fn postgres(name: &str) -> Option<DieselStore> {
-    let store = DieselStore::open(&postgres_url(name)?, 4).unwrap();
+/// PostgreSQL tests are `#[ignore]`d, so that a run without a database
+/// counts them as ignored; `make test` runs them (`--include-ignored`) when
+/// FEDID_TEST_POSTGRES_URL is set, and CI always sets it.
+fn postgres(name: &str) -> DieselStore {
+    let store = DieselStore::open(&postgres_url(name), 4).unwrap();
     assert_eq!(store.migrate().unwrap().len(), 4);
-    Some(store)
+    store
 }
 
 /// The URL of a fresh, empty schema (see [`postgres`]).
-fn postgres_url(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("FEDID_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("FEDID_REQUIRE_POSTGRES").is_err(),
-            "FEDID_REQUIRE_POSTGRES is set but FEDID_TEST_POSTGRES_URL is not"
-        );
-        eprintln!("SKIPPED PostgreSQL backend for {name}: FEDID_TEST_POSTGRES_URL is not set");
-        return None;
-    };
+fn postgres_url(name: &str) -> String {
+    let base = std::env::var("FEDID_TEST_POSTGRES_URL")
+        .expect("a PostgreSQL test needs FEDID_TEST_POSTGRES_URL (make test-postgres)");
     let pid = std::process::id();
     let schema = format!("fedid_test_{name}_{pid}");
     let mut admin = diesel::PgConnection::establish(&base).expect("PostgreSQL at FEDID_TEST_POSTGRES_URL");
@@ -56,12 +56,13 @@ fn postgres_url(name: &str) -> Option<String> {
         ))
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+    format!("{base}{separator}options=-csearch_path%3D{schema}")
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
 fn postgres_instances_starting_together_migrate_once() {
-    let Some(url) = postgres_url("race") else { return };
+    let url = postgres_url("race");
     let applied: Vec<usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..3)
             .map(|_| scope.spawn(|| DieselStore::open(&url, 2).unwrap().migrate().unwrap().len()))
@@ -88,17 +89,15 @@ fn sqlite_runs_the_service_story() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
 fn postgres_keeps_the_tx_contract() {
-    if let Some(store) = postgres("tx") {
-        contract::tx_semantics(&store);
-    }
+    contract::tx_semantics(&postgres("tx"));
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
 fn postgres_runs_the_service_story() {
-    if let Some(store) = postgres("story") {
-        contract::service_story(Arc::new(store));
-    }
+    contract::service_story(Arc::new(postgres("story")));
 }
 
 /// Makes every insert into the revocation queue fail, as a full disk or a
@@ -182,10 +181,9 @@ fn sqlite_reset_is_all_or_nothing() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
 fn postgres_reset_is_all_or_nothing() {
-    if let Some(store) = postgres("fault") {
-        reset_is_all_or_nothing(store);
-    }
+    reset_is_all_or_nothing(postgres("fault"));
 }
 
 #[test]
@@ -266,16 +264,22 @@ macro_rules! probe_schema {
     }};
 }
 
-#[test]
-fn schema_module_matches_the_migrations() {
-    let (_dir, store) = sqlite();
-    let stores: Vec<DieselStore> = std::iter::once(store).chain(postgres("schema")).collect();
-    for store in &stores {
-        match store {
-            DieselStore::Sqlite(pool) => probe_schema!(&mut *pool.get().unwrap()),
-            DieselStore::Postgres(pool) => probe_schema!(&mut *pool.get().unwrap()),
-        }
+fn schema_module_matches_the_migrations_of(store: &DieselStore) {
+    match store {
+        DieselStore::Sqlite(pool) => probe_schema!(&mut *pool.get().unwrap()),
+        DieselStore::Postgres(pool) => probe_schema!(&mut *pool.get().unwrap()),
     }
+}
+
+#[test]
+fn sqlite_schema_module_matches_the_migrations() {
+    schema_module_matches_the_migrations_of(&sqlite().1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_schema_module_matches_the_migrations() {
+    schema_module_matches_the_migrations_of(&postgres("schema"));
 }
 
 /// Several threads receive envelopes, reset and flush different users of
@@ -477,114 +481,122 @@ fn sqlite_group_commit_answers_match_what_is_stored_when_units_panic() {
     assert_eq!(stored_numbers(&store, user), told_ok);
 }
 
+macro_rules! at_the_second_migration_with_replays {
+    ($conn:expr, $migrations:expr) => {{
+        let conn = $conn;
+        conn.run_next_migration($migrations).unwrap();
+        conn.run_next_migration($migrations).unwrap();
+        use fedid_store::schema::replay_keys;
+        for (key, nonce) in [(1u8, "AAAAAAAAAAAAAAAAAAAAAA"), (2, "")] {
+            diesel::insert_into(replay_keys::table)
+                .values((
+                    replay_keys::replay_key.eq(vec![key; 32]),
+                    replay_keys::sender.eq("alice@a.example"),
+                    replay_keys::nonce.eq(nonce),
+                    replay_keys::expires_at.eq(10_000_000_000i64),
+                ))
+                .execute(conn)
+                .unwrap();
+        }
+    }};
+}
+
 /// Replay records written before the migration that left envelopes with a
 /// nonce one index (2026-11-27-000003) still count after it, on both
 /// backends: their duplicates and nonce reuses are still refused.
-#[test]
-fn replay_records_outlive_the_replay_index_migration() {
-    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-    const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-    const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-    macro_rules! at_the_second_migration_with_replays {
-        ($conn:expr, $migrations:expr) => {{
-            let conn = $conn;
-            conn.run_next_migration($migrations).unwrap();
-            conn.run_next_migration($migrations).unwrap();
-            use fedid_store::schema::replay_keys;
-            for (key, nonce) in [(1u8, "AAAAAAAAAAAAAAAAAAAAAA"), (2, "")] {
-                diesel::insert_into(replay_keys::table)
-                    .values((
-                        replay_keys::replay_key.eq(vec![key; 32]),
-                        replay_keys::sender.eq("alice@a.example"),
-                        replay_keys::nonce.eq(nonce),
-                        replay_keys::expires_at.eq(10_000_000_000i64),
-                    ))
-                    .execute(conn)
-                    .unwrap();
-            }
-        }};
+fn replay_records_outlive_the_replay_index_migration_on(store: &DieselStore) {
+    use fedid_domain::ports::write;
+    use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
+    assert_eq!(store.migrate().unwrap().len(), 2);
+    let record = |key: u8, nonce: &str| ReplayRecord {
+        key: ReplayKey::from_bytes([key; 32]),
+        sender: Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
+        nonce: Nonce::parse(nonce).unwrap(),
+        expires_at: UnixTime::from_secs(10),
+    };
+    let now = UnixTime::from_secs(1);
+    for (key, nonce, outcome) in [
+        (1, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::Duplicate),
+        (3, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::NonceReused),
+        (2, "", ReplayOutcome::Duplicate),
+        (4, "", ReplayOutcome::Recorded),
+    ] {
+        assert_eq!(
+            write(store, |tx| tx.record_replay(&record(key, nonce), now)).unwrap(),
+            outcome,
+            "{store:?} key {key}"
+        );
     }
+}
+
+#[test]
+fn sqlite_replay_records_outlive_the_replay_index_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fedid.db");
     at_the_second_migration_with_replays!(
         &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
         SQLITE
     );
-    let mut stores = vec![DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap()];
-    if let Some(url) = postgres_url("upgrade") {
-        at_the_second_migration_with_replays!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
-        stores.push(DieselStore::open(&url, 2).unwrap());
-    }
-    for store in &stores {
-        use fedid_domain::ports::write;
-        use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
-        assert_eq!(store.migrate().unwrap().len(), 2);
-        let record = |key: u8, nonce: &str| ReplayRecord {
-            key: ReplayKey::from_bytes([key; 32]),
-            sender: Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
-            nonce: Nonce::parse(nonce).unwrap(),
-            expires_at: UnixTime::from_secs(10),
-        };
-        let now = UnixTime::from_secs(1);
-        for (key, nonce, outcome) in [
-            (1, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::Duplicate),
-            (3, "AAAAAAAAAAAAAAAAAAAAAA", ReplayOutcome::NonceReused),
-            (2, "", ReplayOutcome::Duplicate),
-            (4, "", ReplayOutcome::Recorded),
-        ] {
-            assert_eq!(
-                write(store, |tx| tx.record_replay(&record(key, nonce), now)).unwrap(),
-                outcome,
-                "{store:?} key {key}"
-            );
+    let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
+    replay_records_outlive_the_replay_index_migration_on(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_replay_records_outlive_the_replay_index_migration() {
+    let url = postgres_url("upgrade");
+    at_the_second_migration_with_replays!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+    replay_records_outlive_the_replay_index_migration_on(&DieselStore::open(&url, 2).unwrap());
+}
+
+macro_rules! at_the_third_migration_with_a_message {
+    ($conn:expr, $migrations:expr) => {{
+        let conn = $conn;
+        for _ in 0..3 {
+            conn.run_next_migration($migrations).unwrap();
         }
-    }
+        conn.batch_execute(
+            "INSERT INTO users (id, created_at, alias) VALUES (1, 0, 'bob'); \
+             INSERT INTO alias_history (alias, user_id) VALUES ('bob', 1); \
+             INSERT INTO inbox_messages (user_id, received_at, envelope) \
+               VALUES (1, 0, '{\"from\":\"mallory@m.example\",\"to\":\"bob@a.example\"}');",
+        )
+        .unwrap();
+    }};
 }
 
 /// Messages and aliases stored before the migration that records senders
 /// and alias changes (2026-12-01-000004) count after it, on both backends:
 /// a stored message counts for its sender, a held alias towards the total.
+fn messages_and_aliases_outlive_the_sender_migration_on(store: &DieselStore) {
+    use fedid_domain::ports::read;
+    use fedid_domain::{UnixTime, UserId};
+    assert_eq!(store.migrate().unwrap().len(), 1);
+    let user = UserId(1);
+    let from = read(store, |tx| tx.count_messages_from(user, "mallory@m.example")).unwrap();
+    assert_eq!(from, 1, "{store:?}");
+    let changes = read(store, |tx| tx.count_alias_changes(user, UnixTime::from_secs(1))).unwrap();
+    assert_eq!(changes, (1, 0), "{store:?}");
+}
+
 #[test]
-fn messages_and_aliases_outlive_the_sender_migration() {
-    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-    const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-    const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-    macro_rules! at_the_third_migration_with_a_message {
-        ($conn:expr, $migrations:expr) => {{
-            let conn = $conn;
-            for _ in 0..3 {
-                conn.run_next_migration($migrations).unwrap();
-            }
-            conn.batch_execute(
-                "INSERT INTO users (id, created_at, alias) VALUES (1, 0, 'bob'); \
-                 INSERT INTO alias_history (alias, user_id) VALUES ('bob', 1); \
-                 INSERT INTO inbox_messages (user_id, received_at, envelope) \
-                   VALUES (1, 0, '{\"from\":\"mallory@m.example\",\"to\":\"bob@a.example\"}');",
-            )
-            .unwrap();
-        }};
-    }
+fn sqlite_messages_and_aliases_outlive_the_sender_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fedid.db");
     at_the_third_migration_with_a_message!(
         &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
         SQLITE
     );
-    let mut stores = vec![DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap()];
-    if let Some(url) = postgres_url("upgrade_senders") {
-        at_the_third_migration_with_a_message!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
-        stores.push(DieselStore::open(&url, 2).unwrap());
-    }
-    for store in &stores {
-        use fedid_domain::ports::read;
-        use fedid_domain::{UnixTime, UserId};
-        assert_eq!(store.migrate().unwrap().len(), 1);
-        let user = UserId(1);
-        let from = read(store, |tx| tx.count_messages_from(user, "mallory@m.example")).unwrap();
-        assert_eq!(from, 1, "{store:?}");
-        let changes = read(store, |tx| tx.count_alias_changes(user, UnixTime::from_secs(1))).unwrap();
-        assert_eq!(changes, (1, 0), "{store:?}");
-    }
+    let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
+    messages_and_aliases_outlive_the_sender_migration_on(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_messages_and_aliases_outlive_the_sender_migration() {
+    let url = postgres_url("upgrade_senders");
+    at_the_third_migration_with_a_message!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+    messages_and_aliases_outlive_the_sender_migration_on(&DieselStore::open(&url, 2).unwrap());
 }
 
 /// Detached writes (the inbox's path on SQLite) share batches with waiting
