@@ -24,7 +24,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     let std = text.contains(['+', '/']);
     let unpadded = text.trim_end_matches('=');
     let padding = text.len() - unpadded.len();
-    if padding > 0 && (text.len() % 4 != 0 || padding > 2) {
+    if padding > 0 && (!text.len().is_multiple_of(4) || padding > 2) {
         return None;
     }
     match (url, std) {

@@ -612,7 +612,7 @@ fn sqlite_detached_writes_report_what_was_stored() {
     let unit = move |n: usize| {
         move |tx: &mut dyn fedid_domain::Tx| {
             insert_numbered(tx, user, n)?;
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 return Err(StoreError::Unavailable("refused".into()));
             }
             Ok(())
