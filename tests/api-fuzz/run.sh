@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 EXAMPLES="${EXAMPLES:-25}"
 VENV=target/api-fuzz-venv
-if [ ! -x "$VENV/bin/schemathesis" ]; then
+if [ ! -x "$VENV/bin/schemathesis" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q schemathesis==4.32.5
+  "$VENV/bin/pip" install -q schemathesis==4.32.5 openapi-spec-validator==0.7.2
 fi
 cargo build -q -p fedid-server
 WORK=$(mktemp -d)
@@ -25,6 +25,10 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
   sleep 0.1
 done
+# The document itself first, against the OpenAPI 3.1 specification
+# (unique operationIds, valid schemas and references).
+curl -sf "http://127.0.0.1:$PORT/openapi.json" > "$WORK/openapi.json"
+"$VENV/bin/openapi-spec-validator" "$WORK/openapi.json"
 # From the work folder: schemathesis keeps a cache in its current directory.
 ROOT=$PWD
 (cd "$WORK" && "$ROOT/$VENV/bin/schemathesis" --config-file "$ROOT/tests/api-fuzz/schemathesis.toml" run \

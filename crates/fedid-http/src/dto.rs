@@ -20,13 +20,16 @@ pub struct Identity {
     #[schema(example = "42")]
     pub user_id: String,
     pub alias: Option<String>,
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
     pub handle: Option<String>,
     pub signing_key: Option<String>,
     pub encryption_key: Option<String>,
     /// `active` when alias and both keys are set, else `setup_required`.
     #[schema(example = "active")]
     pub state: &'static str,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub keys_updated_at: Option<String>,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub last_reset_at: Option<String>,
     pub pending_revocations: u64,
 }
@@ -102,9 +105,12 @@ impl From<ResetReport> for ResetResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRevocation {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
     pub peer_handle: String,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub queued_at: String,
     pub attempts: u32,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
 }
@@ -138,9 +144,11 @@ impl From<Page<QueuedRevocation, Handle>> for PendingPage {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RelationshipItem {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
     pub peer_handle: String,
     /// `outgoing`, `incoming` or `active`.
     pub state: &'static str,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub since: String,
 }
 
@@ -181,6 +189,9 @@ pub struct FlushItemRequest {
     pub signature: String,
     #[serde(default)]
     pub nonce: Option<String>,
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    )]
     pub timestamp: String,
     #[serde(default = "default_version")]
     #[schema(minimum = 1)]
@@ -196,6 +207,7 @@ pub struct FlushRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlushResultItem {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
     pub peer_handle: String,
     /// `not_queued`, `in_progress`, `invalid_item`, `invalid_signature`, `delivered` or `failed`.
     pub outcome: &'static str,
@@ -241,6 +253,9 @@ pub struct OutboxRequestBody {
     pub message_version: u64,
     #[serde(default)]
     pub nonce: Option<String>,
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    )]
     pub timestamp: String,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -258,9 +273,10 @@ pub struct OutboxResponse {
 #[serde(rename_all = "camelCase")]
 pub struct InboxItem {
     pub id: String,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub received_at: String,
     /// The envelope exactly as signed, in wire form.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EnvelopeDocument)]
     pub envelope: Box<RawValue>,
 }
 
@@ -299,9 +315,11 @@ pub struct Status {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedKeys {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
     pub handle: String,
     pub signing_key: String,
     pub encryption_key: String,
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub keys_updated_at: Option<String>,
 }
 
@@ -314,4 +332,53 @@ impl From<PublishedIdentity> for PublishedKeys {
             keys_updated_at: p.keys_updated_at.map(|t| t.to_rfc3339()),
         }
     }
+}
+
+/// A signed envelope (PROTOCOL.md section 3) as `POST /federation/inbox`
+/// takes it and the inbox returns it. Only the OpenAPI document uses this
+/// type: the domain reads envelopes with its own strict parser, and rules
+/// that a schema cannot state (I-JSON, the signature, `from` and `to`
+/// differing, a real calendar date) are refused as `invalid_envelope`.
+#[derive(ToSchema)]
+#[schema(as = Envelope)]
+#[allow(dead_code)]
+pub struct EnvelopeDocument {
+    /// Default 1; an integer other than 1 is `unsupported_protocol_version`.
+    #[schema(nullable = false)]
+    protocol_version: Option<i64>,
+    /// One of `message_type` and `type` is required; equal when both are
+    /// present. Version 1 knows `RELATIONSHIP_REQUEST`,
+    /// `RELATIONSHIP_ACCEPT`, `RELATIONSHIP_REVOKE` and `MESSAGE`.
+    #[schema(nullable = false, pattern = "^[A-Z_]{1,64}$")]
+    message_type: Option<String>,
+    /// The older name of `message_type`.
+    #[schema(nullable = false, pattern = "^[A-Z_]{1,64}$")]
+    r#type: Option<String>,
+    /// Default 1.
+    #[schema(nullable = false, minimum = 1)]
+    message_version: Option<u64>,
+    /// Default `""` (none); else 16 to 128 characters.
+    #[schema(nullable = false, pattern = "^([A-Za-z0-9_-]{16,128})?$")]
+    nonce: Option<String>,
+    /// The sender's canonical handle (PROTOCOL.md section 1).
+    #[schema(
+        pattern = r"^[a-z0-9]([a-z0-9._-]{1,30})[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$"
+    )]
+    from: String,
+    /// The recipient's canonical handle, on this server's domain.
+    #[schema(
+        pattern = r"^[a-z0-9]([a-z0-9._-]{1,30})[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$"
+    )]
+    to: String,
+    /// RFC 3339 with an upper-case `T`, and `Z` or an offset.
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    )]
+    timestamp: String,
+    /// Default `{}`; nesting depth at most 32.
+    #[schema(value_type = Object, required = false)]
+    payload: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Ed25519 over the signed bytes (PROTOCOL.md section 4), base64url.
+    #[schema(pattern = "^[A-Za-z0-9_=-]+$")]
+    signature: String,
 }

@@ -60,7 +60,7 @@ impl Modify for ProblemJson {
         messages::relationships, messages::outbox, messages::inbox, messages::acknowledge,
         operations::healthz, operations::readyz, operations::metrics, operations::openapi,
     ),
-    components(schemas(crate::error::Problem)),
+    components(schemas(crate::error::Problem, crate::dto::EnvelopeDocument)),
     modifiers(&BearerAuth, &ProblemJson)
 )]
 struct ApiDoc;

@@ -309,6 +309,48 @@ fn the_openapi_document_lists_every_route() {
 }
 
 #[test]
+fn every_operation_has_its_own_operation_id() {
+    let doc = fedid_http::openapi::document();
+    let doc = serde_json::to_value(&doc).unwrap();
+    let mut ids = Vec::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for operation in ops.as_object().unwrap().values() {
+            ids.push(operation["operationId"].as_str().unwrap().to_owned());
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
+
+#[test]
+fn the_inbox_envelope_is_described_member_by_member() {
+    let doc = serde_json::to_value(fedid_http::openapi::document()).unwrap();
+    let body = &doc["paths"]["/federation/inbox"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/Envelope");
+    let envelope = &doc["components"]["schemas"]["Envelope"];
+    assert_eq!(envelope["required"], json!(["from", "to", "timestamp", "signature"]));
+    for member in [
+        "protocol_version",
+        "message_type",
+        "type",
+        "message_version",
+        "nonce",
+        "payload",
+    ] {
+        assert!(envelope["properties"][member].is_object(), "{member}");
+        assert_ne!(
+            envelope["properties"][member]["type"],
+            json!(["string", "null"]),
+            "{member}: null is invalid"
+        );
+    }
+    assert!(envelope["properties"]["from"]["pattern"]
+        .as_str()
+        .unwrap()
+        .contains('@'));
+}
+
+#[test]
 fn every_kind_of_bad_token_gets_the_same_401() {
     let app = spawn_app();
     let (user, good) = app.fedid.create_user().unwrap();

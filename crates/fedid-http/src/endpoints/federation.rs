@@ -6,13 +6,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::envelope::MAX_ENVELOPE_BYTES;
 use fedid_domain::{Queued, Received};
 
-use crate::dto::{PublishedKeys, Status};
+use crate::dto::{EnvelopeDocument as Envelope, PublishedKeys, Status};
 use crate::error::{ApiError, Problem};
 use crate::request::{is_json, read_body};
 use crate::AppState;
 
-#[utoipa::path(post, path = "/federation/inbox", tag = "federation",
-    request_body(content = Object, description = "a signed envelope (PROTOCOL.md section 3)"),
+#[utoipa::path(post, path = "/federation/inbox", operation_id = "receiveEnvelope", tag = "federation",
+    request_body(content = Envelope, description = "a signed envelope (PROTOCOL.md section 3)"),
     responses((status = 202, description = "accepted", body = Status), (status = 200, description = "duplicate", body = Status),
         (status = 400, description = "`invalid_envelope`, `unsupported_protocol_version`, `unsupported_message_type`, `timestamp_out_of_window`", body = Problem),
         (status = 401, description = "`invalid_signature`", body = Problem),
@@ -74,7 +74,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
 /// envelopes go to the blocking pool so that none holds a worker long.
 const INLINE_ENVELOPE_BYTES: usize = 4096;
 
-#[utoipa::path(get, path = "/federation/users/{alias}", tag = "federation",
+#[utoipa::path(get, path = "/federation/users/{alias}", operation_id = "discoverKeys", tag = "federation",
     params(("alias" = String, Path, description = "a local alias")),
     responses((status = 200, body = PublishedKeys, headers(("Cache-Control" = String))),
         (status = 404, description = "`unknown_user`", body = Problem)))]

@@ -9,14 +9,14 @@ use crate::error::{ApiError, Problem};
 use crate::request::{as_reader, authenticate, blocking, is_json, read_body, user_and_json};
 use crate::AppState;
 
-#[utoipa::path(get, path = "/users/me/identity", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/me/identity", operation_id = "getIdentity", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Identity), (status = 401, body = Problem)))]
 pub async fn get_identity(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = as_reader(&req, &state, |reads| Ok(reads.identity()?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 
-#[utoipa::path(patch, path = "/users/me/alias", tag = "identity", security(("bearer" = [])), request_body = AliasRequest,
+#[utoipa::path(patch, path = "/users/me/alias", operation_id = "setAlias", tag = "identity", security(("bearer" = [])), request_body = AliasRequest,
     responses((status = 200, body = Identity),
         (status = 400, description = "`invalid_request`, `invalid_alias`", body = Problem),
         (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem),
@@ -34,7 +34,7 @@ pub async fn set_alias(
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 
-#[utoipa::path(put, path = "/users/me/keys", tag = "identity", security(("bearer" = [])), request_body = KeysRequest,
+#[utoipa::path(put, path = "/users/me/keys", operation_id = "setKeys", tag = "identity", security(("bearer" = [])), request_body = KeysRequest,
     responses((status = 200, body = Identity),
         (status = 400, description = "`invalid_request`, `invalid_key` (with `member`)", body = Problem),
         (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem)))]
@@ -56,7 +56,7 @@ pub async fn set_keys(
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 
-#[utoipa::path(post, path = "/users/me/identity/reset", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(post, path = "/users/me/identity/reset", operation_id = "resetIdentity", tag = "identity", security(("bearer" = [])),
     request_body = crate::dto::ResetRequest,
     responses((status = 200, body = ResetResponse),
         (status = 400, description = "`invalid_request`, `confirmation_required`", body = Problem),

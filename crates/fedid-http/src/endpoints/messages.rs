@@ -9,7 +9,7 @@ use crate::error::{ApiError, Problem};
 use crate::request::{as_reader, as_user, blocking, handle_page_query, page_query, user_and_json, user_handle};
 use crate::AppState;
 
-#[utoipa::path(get, path = "/users/me/relationships", tag = "relationships", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/me/relationships", operation_id = "listRelationships", tag = "relationships", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = RelationshipPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
@@ -24,7 +24,7 @@ pub async fn relationships(req: HttpRequest, state: web::Data<AppState>) -> Resu
     Ok(HttpResponse::Ok().json(RelationshipPage::from(page)))
 }
 
-#[utoipa::path(post, path = "/users/me/outbox", tag = "relationships", security(("bearer" = [])),
+#[utoipa::path(post, path = "/users/me/outbox", operation_id = "sendEnvelope", tag = "relationships", security(("bearer" = [])),
     request_body = OutboxRequestBody,
     responses((status = 200, body = OutboxResponse),
         (status = 400, description = "`invalid_request`, `invalid_envelope`, `unsupported_message_type`, `timestamp_out_of_window`, `invalid_signature`", body = Problem),
@@ -57,7 +57,7 @@ pub async fn outbox(
     Ok(HttpResponse::Ok().json(OutboxResponse { outcome }))
 }
 
-#[utoipa::path(get, path = "/users/me/inbox", tag = "inbox", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/me/inbox", operation_id = "listInbox", tag = "inbox", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "a message id, decimal")),
     responses((status = 200, body = InboxPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
@@ -77,7 +77,7 @@ pub async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(InboxPage::from(page)))
 }
 
-#[utoipa::path(delete, path = "/users/me/inbox/{id}", tag = "inbox", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/users/me/inbox/{id}", operation_id = "acknowledgeMessage", tag = "inbox", security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9]{1,18}$", description = "a message id, decimal")),
     responses((status = 204, description = "acknowledged"), (status = 401, body = Problem),
         (status = 404, description = "`not_found`", body = Problem)))]

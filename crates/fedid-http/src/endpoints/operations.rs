@@ -10,12 +10,12 @@ use crate::error::{ApiError, Problem};
 use crate::request::blocking;
 use crate::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "checkHealth", tag = "operations", responses((status = 200, body = Status)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "checkReadiness", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = Status)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ready = match state.readiness.recent() {
@@ -56,7 +56,7 @@ impl Readiness {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = Problem)))]
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -76,7 +76,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         .body(state.metrics.render(queued)))
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "operations",
     responses((status = 200, description = "this document", content_type = "application/json")))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())

@@ -9,7 +9,7 @@ use crate::error::{ApiError, Problem};
 use crate::request::{as_reader, as_user, blocking, handle_page_query, user_and_json, user_handle};
 use crate::AppState;
 
-#[utoipa::path(get, path = "/users/me/revocations/pending", tag = "revocations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/me/revocations/pending", operation_id = "listPendingRevocations", tag = "revocations", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
            ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "a peer handle; the page starts after it")),
     responses((status = 200, body = PendingPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
@@ -24,7 +24,7 @@ pub async fn pending(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     Ok(HttpResponse::Ok().json(PendingPage::from(page)))
 }
 
-#[utoipa::path(post, path = "/users/me/revocations/flush", tag = "revocations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/users/me/revocations/flush", operation_id = "flushRevocations", tag = "revocations", security(("bearer" = [])),
     request_body = FlushRequest,
     responses((status = 200, body = FlushResponse),
         (status = 400, description = "`invalid_request` (with `member`)", body = Problem),
@@ -54,7 +54,7 @@ pub async fn flush(
     Ok(HttpResponse::Ok().json(FlushResponse::from(report)))
 }
 
-#[utoipa::path(delete, path = "/users/me/revocations/pending/{peerHandle}", tag = "revocations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/users/me/revocations/pending/{peerHandle}", operation_id = "dropPendingRevocation", tag = "revocations", security(("bearer" = [])),
     params(("peerHandle" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,30}[A-Za-z0-9]@[A-Za-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$", description = "the peer's handle, percent-encoded")),
     responses((status = 204, description = "dropped"), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, description = "`not_queued`", body = Problem)))]
