@@ -8,7 +8,7 @@ use fedid_domain::{Domain, DomainPolicy, Scheme, Settings};
 use fedid_http::net::Network;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerSection,
@@ -20,7 +20,7 @@ pub struct Config {
     pub log: LogSection,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub bind: String,
@@ -34,20 +34,20 @@ pub struct ServerSection {
     pub max_connections_per_ip: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     pub url: String,
     pub pool_size: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     pub token_ttl_days: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationSection {
     pub domain: String,
@@ -61,7 +61,7 @@ pub struct FederationSection {
     pub max_key_fetches: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySection {
     pub concurrency: usize,
@@ -70,7 +70,7 @@ pub struct DeliverySection {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub body_bytes: usize,
@@ -82,7 +82,7 @@ pub struct LimitsSection {
     pub alias_changes_total: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     pub format: String,
@@ -370,6 +370,40 @@ mod tests {
         ] {
             let var = format!("FEDID__{}", key.to_ascii_uppercase().replace('.', "__"));
             assert!(err(&[(&var, "0")]).contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_parses_and_holds_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fedid.example.toml");
+        let from_example = Config::load_from(Some(&example), env(&[])).unwrap();
+        assert_eq!(from_example, Config::load_from(None, env(&[])).unwrap());
+    }
+
+    /// `section.key` for every `key = ...` line, commented out or not.
+    fn keys_of(toml: &str) -> std::collections::BTreeSet<String> {
+        let mut section = String::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for line in toml.lines().map(|l| l.trim_start_matches('#').trim()) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_example_file_names_every_key() {
+        let example =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fedid.example.toml")).unwrap();
+        let named = keys_of(&example);
+        let without_default = ["server.workers", "server.metrics_token", "server.max_connections"];
+        for key in keys_of(DEFAULTS).iter().map(String::as_str).chain(without_default) {
+            assert!(named.contains(key), "{key} is missing from fedid.example.toml");
         }
     }
 
