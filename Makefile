@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Crates the domain must never depend on (docs/architecture.md, Architecture Invariant).
 FORBIDDEN_IN_DOMAIN := actix actix-web diesel ureq tokio config tracing-subscriber hyper r2d2
 
-.PHONY: help api-fuzz attack msrv-check bench fuzz soak test test-postgres lint fmt deps-check run ci
+.PHONY: help api-fuzz attack msrv-check walkthrough bench fuzz soak test test-postgres lint fmt deps-check run ci
 
 help:
 	@echo "make run            run the server on SQLite (./fedid.db, 127.0.0.1:8080)"
@@ -11,6 +11,7 @@ help:
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
 	@echo "make lint           rustfmt check and clippy with warnings denied"
 	@echo "make deps-check     prove the domain crate depends on no framework"
+	@echo "make walkthrough    the README's curl walkthrough and two-server story, pasted three times each"
 	@echo "make msrv-check     prove no locked dependency needs a newer Rust than rust-version"
 	@echo "make bench          speed and memory figures (release, real servers, local PostgreSQL)"
 	@echo "make attack         docs/security.md's attacks against a release server, each against its bound"
@@ -48,6 +49,9 @@ deps-check:
 	done; \
 	if [ $$bad -ne 0 ]; then exit 1; fi; \
 	echo "deps-check: fedid-domain's normal dependency tree ($$(echo "$$tree" | wc -l) crates) holds none of: $(FORBIDDEN_IN_DOMAIN)"
+
+walkthrough:
+	python3 tests/readme/walkthroughs.py
 
 msrv-check:
 	python3 tests/msrv/check.py

@@ -34,14 +34,14 @@ enum Command {
     Keygen,
     /// The body of PUT /users/me/keys for existing secrets.
     Keys {
-        #[arg(long, env = "FEDID_SEED", hide_env_values = true)]
+        #[arg(long, env = "FEDID_SEED", hide_env_values = true, allow_hyphen_values = true)]
         seed: String,
-        #[arg(long, env = "FEDID_ENCRYPTION_SECRET", hide_env_values = true)]
+        #[arg(long, env = "FEDID_ENCRYPTION_SECRET", hide_env_values = true, allow_hyphen_values = true)]
         encryption_secret: String,
     },
     /// Sign one envelope.
     Sign {
-        #[arg(long, env = "FEDID_SEED", hide_env_values = true)]
+        #[arg(long, env = "FEDID_SEED", hide_env_values = true, allow_hyphen_values = true)]
         seed: String,
         #[arg(long)]
         from: String,
@@ -64,7 +64,7 @@ enum Command {
     },
     /// The body of POST /users/me/revocations/flush: one signed REVOKE per peer.
     Flush {
-        #[arg(long, env = "FEDID_SEED", hide_env_values = true)]
+        #[arg(long, env = "FEDID_SEED", hide_env_values = true, allow_hyphen_values = true)]
         seed: String,
         #[arg(long)]
         from: String,

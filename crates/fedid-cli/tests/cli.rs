@@ -89,3 +89,13 @@ fn keygen_sign_and_flush_produce_verifiable_signatures() {
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// One seed in 64 starts with `-` (base64url): it must still read as the
+/// value of `--seed`, as the README pastes it, not as an option.
+#[test]
+fn secrets_that_start_with_a_hyphen_are_values() {
+    let seed = "-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let secret = "-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA";
+    let keys = fedid(&["keys", "--seed", seed, "--encryption-secret", secret]);
+    assert!(SigningKey::parse(keys["signingKey"].as_str().unwrap()).is_ok());
+}
