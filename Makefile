@@ -9,7 +9,7 @@ help:
 	@echo "make run            run the server on SQLite (./fedid.db, 127.0.0.1:8080)"
 	@echo "make test           every test; PostgreSQL ones run when FEDID_TEST_POSTGRES_URL is set, else show as ignored"
 	@echo "make test-postgres  every test, PostgreSQL at 127.0.0.1:5432 included"
-	@echo "make lint           rustfmt check and clippy with warnings denied"
+	@echo "make lint           rustfmt check, clippy and cargo doc with warnings denied"
 	@echo "make deps-check     prove the domain crate depends on no framework"
 	@echo "make walkthrough    the README's curl walkthrough and two-server story, pasted three times each"
 	@echo "make msrv-check     prove no locked dependency needs a newer Rust than rust-version"
@@ -30,6 +30,7 @@ ci:
 # as ignored; with FEDID_TEST_POSTGRES_URL they run (--include-ignored).
 test:
 	$(CARGO) test --workspace --all-targets $(if $(FEDID_TEST_POSTGRES_URL),-- --include-ignored,)
+	$(CARGO) test --workspace --doc
 
 # The store contract against the local PostgreSQL as well (CI does this).
 test-postgres:
@@ -38,6 +39,7 @@ test-postgres:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 fmt:
 	$(CARGO) fmt --all

@@ -36,7 +36,12 @@ enum Command {
     Keys {
         #[arg(long, env = "FEDID_SEED", hide_env_values = true, allow_hyphen_values = true)]
         seed: String,
-        #[arg(long, env = "FEDID_ENCRYPTION_SECRET", hide_env_values = true, allow_hyphen_values = true)]
+        #[arg(
+            long,
+            env = "FEDID_ENCRYPTION_SECRET",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         encryption_secret: String,
     },
     /// Sign one envelope.

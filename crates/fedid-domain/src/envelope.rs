@@ -13,17 +13,22 @@ use crate::time::Timestamp;
 pub const MAX_ENVELOPE_BYTES: usize = 65_536;
 /// The payload object is depth 1; each object or array inside adds one.
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
+/// The only protocol version this implementation speaks (PROTOCOL.md section 3).
 pub const PROTOCOL_VERSION: u64 = 1;
 
 /// Why an envelope was refused, as PROTOCOL.md section 8 names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
+    /// Over 65,536 bytes: `413 payload_too_large`.
     #[error("the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")]
     TooLarge,
+    /// The body or a member breaks section 3: `invalid_envelope`.
     #[error("{0}")]
     Invalid(String),
+    /// A `protocol_version` other than 1.
     #[error("protocol_version {0} is not supported")]
     UnsupportedProtocolVersion(String),
+    /// A message type version 1 does not know.
     #[error("message type {0} is not supported")]
     UnsupportedMessageType(String),
 }
@@ -53,22 +58,29 @@ impl From<JsonError> for EnvelopeError {
 /// The message types of protocol version 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
+    /// `from` asks `to` for a relationship.
     RelationshipRequest,
+    /// `from` accepts an earlier request of `to`.
     RelationshipAccept,
+    /// `from` ends any relationship with `to`.
     RelationshipRevoke,
+    /// An opaque, client-encrypted payload; needs an active relationship.
     Message,
 }
 
 /// Why a message type was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageTypeError {
+    /// Not `[A-Z_]{1,64}`.
     #[error("a message type is 1 to 64 characters of A-Z and _")]
     Malformed,
+    /// Well formed, but not a type of version 1.
     #[error("message type {0} is not supported")]
     Unsupported(String),
 }
 
 impl MessageType {
+    /// Every type of version 1.
     pub const ALL: [Self; 4] = [
         Self::RelationshipRequest,
         Self::RelationshipAccept,
@@ -76,6 +88,7 @@ impl MessageType {
         Self::Message,
     ];
 
+    /// Reads a wire name such as `RELATIONSHIP_REVOKE`.
     pub fn parse(text: &str) -> Result<Self, MessageTypeError> {
         if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
             return Err(MessageTypeError::Malformed);
@@ -86,6 +99,7 @@ impl MessageType {
             .ok_or_else(|| MessageTypeError::Unsupported(text.to_owned()))
     }
 
+    /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RelationshipRequest => "RELATIONSHIP_REQUEST",
@@ -121,14 +135,17 @@ impl Nonce {
         }
     }
 
+    /// No nonce (the wire form writes `""`).
     pub fn empty() -> Self {
         Self(String::new())
     }
 
+    /// The nonce as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether the envelope has no nonce.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -139,6 +156,7 @@ impl Nonce {
 pub struct ReplayKey([u8; 32]);
 
 impl ReplayKey {
+    /// The SHA-256 of an envelope's signed bytes.
     pub fn of(signed_bytes: &[u8]) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, signed_bytes);
         let mut bytes = [0u8; 32];
@@ -146,14 +164,17 @@ impl ReplayKey {
         Self(bytes)
     }
 
+    /// A replay key as stored.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// Lower-case hexadecimal, for logs and tests.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -168,12 +189,19 @@ impl std::fmt::Debug for ReplayKey {
 /// The eight signed members: what a client signs, before it has a signature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnsignedEnvelope {
+    /// The type, signed as `message_type`.
     pub message_type: MessageType,
+    /// The type's version, 1 or more.
     pub message_version: u64,
+    /// Empty for none.
     pub nonce: Nonce,
+    /// The sender's canonical handle.
     pub from: Handle,
+    /// The recipient's canonical handle.
     pub to: Handle,
+    /// When it was signed, as written.
     pub timestamp: Timestamp,
+    /// The client's object; the server never reads it.
     pub payload: Map<String, Value>,
 }
 
@@ -328,38 +356,47 @@ impl Envelope {
         Ok(fields.with_signature(signature))
     }
 
+    /// The signed members.
     pub fn fields(&self) -> &UnsignedEnvelope {
         &self.fields
     }
 
+    /// The message type.
     pub fn message_type(&self) -> MessageType {
         self.fields.message_type
     }
 
+    /// The sender.
     pub fn from(&self) -> &Handle {
         &self.fields.from
     }
 
+    /// The recipient.
     pub fn to(&self) -> &Handle {
         &self.fields.to
     }
 
+    /// The nonce (empty for none).
     pub fn nonce(&self) -> &Nonce {
         &self.fields.nonce
     }
 
+    /// The signed timestamp.
     pub fn timestamp(&self) -> &Timestamp {
         &self.fields.timestamp
     }
 
+    /// The signature as sent.
     pub fn signature(&self) -> &Signature {
         &self.signature
     }
 
+    /// The RFC 8785 bytes that are signed (section 4).
     pub fn signed_bytes(&self) -> &[u8] {
         &self.signed_bytes
     }
 
+    /// The key replay rules use (section 5).
     pub fn replay_key(&self) -> ReplayKey {
         ReplayKey::of(&self.signed_bytes)
     }
@@ -439,6 +476,7 @@ impl std::ops::Deref for VerifiedEnvelope {
 }
 
 impl VerifiedEnvelope {
+    /// The envelope, for relaying (its wire form is what was signed).
     pub fn into_inner(self) -> Envelope {
         self.0
     }

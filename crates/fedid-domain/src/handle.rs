@@ -33,6 +33,7 @@ impl Alias {
         Self::parse(&text.to_ascii_lowercase())
     }
 
+    /// The alias, lower case.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -49,7 +50,9 @@ impl fmt::Display for Alias {
 /// are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DomainPolicy {
+    /// The port a domain must not write (the scheme's own).
     pub default_port: u16,
+    /// Whether IPv4-literal domains are allowed (tests, local development).
     pub allow_ip_literals: bool,
 }
 
@@ -68,6 +71,7 @@ impl DomainPolicy {
         allow_ip_literals: true,
     };
 
+    /// The policy of a server with this scheme and private-network setting.
     pub fn for_scheme(scheme: Scheme, allow_private_networks: bool) -> Self {
         Self {
             default_port: scheme.default_port(),
@@ -79,11 +83,14 @@ impl DomainPolicy {
 /// The URL scheme servers talk to each other with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Production federation.
     Https,
+    /// Tests and local development only.
     Http,
 }
 
 impl Scheme {
+    /// 443 or 80.
     pub fn default_port(self) -> u16 {
         match self {
             Self::Https => 443,
@@ -91,6 +98,7 @@ impl Scheme {
         }
     }
 
+    /// `https` or `http`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Https => "https",
@@ -102,12 +110,16 @@ impl Scheme {
 /// Why a domain was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
+    /// Not a lower-case DNS host name of section 1.
     #[error("a domain is a lower-case DNS host name of at most 253 characters")]
     HostName,
+    /// A port that is zero, too large, has leading zeros or is the default.
     #[error("a port is 1 to 65535 without leading zeros, and not the scheme's default")]
     Port,
+    /// A host of digits that is not a canonical IPv4 address.
     #[error("an IPv4 literal is four decimal octets without leading zeros")]
     Ipv4Literal,
+    /// An IPv4 literal where private networks are not allowed.
     #[error("IP literals are accepted only where private networks are allowed")]
     IpLiteralNotAllowed,
 }
@@ -120,6 +132,7 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Reads a canonical domain (section 1) under `policy`.
     pub fn parse(text: &str, policy: DomainPolicy) -> Result<Self, DomainError> {
         let (host, port) = match text.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -173,6 +186,7 @@ impl Domain {
         })
     }
 
+    /// The domain, port included.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -197,10 +211,13 @@ impl fmt::Display for Domain {
 /// Why a handle was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
+    /// Not `alias@domain`.
     #[error("a handle is alias@domain")]
     Shape,
+    /// The alias part is invalid.
     #[error(transparent)]
     Alias(#[from] AliasError),
+    /// The domain part is invalid.
     #[error(transparent)]
     Domain(#[from] DomainError),
 }
@@ -229,6 +246,7 @@ impl Handle {
         Self::parse(&text.to_ascii_lowercase(), policy)
     }
 
+    /// The handle `alias@domain`.
     pub fn new(alias: &Alias, domain: &Domain) -> Self {
         Self {
             text: format!("{alias}@{domain}"),
@@ -236,22 +254,27 @@ impl Handle {
         }
     }
 
+    /// `alias@domain`.
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// The alias part.
     pub fn alias(&self) -> Alias {
         Alias(self.text[..self.at].to_owned())
     }
 
+    /// The alias part, borrowed.
     pub fn alias_str(&self) -> &str {
         &self.text[..self.at]
     }
 
+    /// The domain part, borrowed.
     pub fn domain_str(&self) -> &str {
         &self.text[self.at + 1..]
     }
 
+    /// The domain part.
     pub fn domain(&self) -> Domain {
         let domain = self.domain_str();
         let host_len = domain.find(':').unwrap_or(domain.len());

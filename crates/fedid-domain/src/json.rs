@@ -9,16 +9,22 @@ use serde_json::{Map, Number, Value};
 /// recursion. The payload has its own, lower limit.
 const MAX_NESTING: usize = 128;
 
+/// Why a body is not the I-JSON that section 3 requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
+    /// Not JSON, at this byte offset.
     #[error("malformed JSON at byte {0}")]
     Syntax(usize),
+    /// A member name appears twice in one object.
     #[error("duplicate member name {0:?}")]
     DuplicateMember(String),
+    /// A lone surrogate escape, at this byte offset.
     #[error("lone surrogate escape at byte {0}")]
     LoneSurrogate(usize),
+    /// A number that is not finite, or an integer literal that a double cannot hold, at this byte offset.
     #[error("number at byte {0} is not a finite double, or an integer literal not exactly a double")]
     Number(usize),
+    /// Nested deeper than the reader allows.
     #[error("nesting deeper than {MAX_NESTING}")]
     TooDeep,
 }
@@ -28,7 +34,9 @@ pub enum JsonError {
 /// (`1.0`, `1e0`), so version members can insist on integer literals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// The value read.
     pub value: Value,
+    /// Top-level members whose value was a number written with a fraction or an exponent.
     pub non_integer_members: Vec<String>,
 }
 

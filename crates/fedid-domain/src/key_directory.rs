@@ -41,10 +41,14 @@ pub enum KeyCheckError {
     InvalidSignature,
 }
 
+/// What one key lookup came to (the `fedid_key_fetches_total` labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchOutcome {
+    /// The peer published keys for the handle.
     Fetched,
+    /// The peer answered that it has no such user or no keys.
     NotFound,
+    /// No usable answer: network, status, document.
     Failed,
     /// Over a bound (in flight, per-domain rate, waiters): refused
     /// without a lookup.
@@ -54,6 +58,7 @@ pub enum FetchOutcome {
 }
 
 impl FetchOutcome {
+    /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fetched => "fetched",
@@ -67,6 +72,7 @@ impl FetchOutcome {
 
 /// Counts outcomes of key lookups (the `fedid_key_fetches_total` series).
 pub trait KeyFetchObserver: Send + Sync {
+    /// Called once per lookup attempt, or refusal without one.
     fn key_fetch(&self, outcome: FetchOutcome);
 }
 
@@ -104,6 +110,7 @@ struct Refetches {
     waiters: usize,
 }
 
+/// Remote signing keys for the inbox, with the bounds of the module's documentation.
 pub struct KeyDirectory {
     fetcher: Arc<dyn KeyFetcher>,
     clock: Arc<dyn Clock>,
@@ -189,6 +196,7 @@ impl KeyDirectory {
         }
     }
 
+    /// Reports every lookup to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn KeyFetchObserver>) -> Self {
         self.observer = Some(observer);
         self

@@ -9,12 +9,16 @@ use crate::base64url;
 /// Why a key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// Not 32 (or 64) bytes of base64url.
     #[error("not base64url of 32 bytes")]
     Encoding,
+    /// Not the canonical encoding of a curve point.
     #[error("not a canonical Ed25519 point")]
     NotCanonical,
+    /// A point of small order, which would let signatures verify for any message.
     #[error("an Ed25519 point of small order")]
     SmallOrder,
+    /// An X25519 key that section 2 refuses.
     #[error("not a valid X25519 public key")]
     InvalidX25519,
 }
@@ -24,6 +28,7 @@ pub enum KeyError {
 pub struct SigningKey([u8; 32]);
 
 impl SigningKey {
+    /// Reads a signing key (section 2: lenient base64 in, every point check).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         Self::from_bytes(base64url::decode_array(text).ok_or(KeyError::Encoding)?)
     }
@@ -49,10 +54,12 @@ impl SigningKey {
         Self(bytes)
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// Base64url without padding, as the server writes keys.
     pub fn to_base64url(&self) -> String {
         base64url::encode(&self.0)
     }
@@ -82,10 +89,12 @@ const X25519_ORDER_8: [[u8; 32]; 2] = [
 pub struct EncryptionKey([u8; 32]);
 
 impl EncryptionKey {
+    /// Reads an encryption key (section 2).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         Self::from_bytes(base64url::decode_array(text).ok_or(KeyError::Encoding)?)
     }
 
+    /// An encryption key from its 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         if bytes[31] & 0x80 != 0 || !below_field_prime(&bytes) {
             return Err(KeyError::InvalidX25519);
@@ -102,10 +111,12 @@ impl EncryptionKey {
         Ok(Self(bytes))
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// Base64url without padding.
     pub fn to_base64url(&self) -> String {
         base64url::encode(&self.0)
     }
@@ -127,18 +138,22 @@ impl fmt::Debug for EncryptionKey {
 pub struct Signature([u8; 64]);
 
 impl Signature {
+    /// Reads a signature: 64 bytes of base64url; `None` otherwise.
     pub fn parse(text: &str) -> Option<Self> {
         base64url::decode_array(text).map(Self)
     }
 
+    /// A signature from its 64 bytes.
     pub fn from_bytes(bytes: [u8; 64]) -> Self {
         Self(bytes)
     }
 
+    /// The 64 bytes.
     pub fn as_bytes(&self) -> &[u8; 64] {
         &self.0
     }
 
+    /// Base64url without padding.
     pub fn to_base64url(&self) -> String {
         base64url::encode(&self.0)
     }
@@ -166,6 +181,7 @@ pub struct SigningSecret {
 }
 
 impl SigningSecret {
+    /// The signing secret of a 32-byte seed (RFC 8032).
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyError> {
         ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
             .map(|pair| Self { pair })
@@ -180,6 +196,7 @@ impl SigningSecret {
         Some(seed)
     }
 
+    /// The public key that verifies this secret's signatures.
     pub fn public_key(&self) -> SigningKey {
         use ring::signature::KeyPair;
         let mut bytes = [0u8; 32];
@@ -187,6 +204,7 @@ impl SigningSecret {
         SigningKey(bytes)
     }
 
+    /// Signs `message` (Ed25519).
     pub fn sign(&self, message: &[u8]) -> Signature {
         let mut bytes = [0u8; 64];
         bytes.copy_from_slice(self.pair.sign(message).as_ref());
@@ -208,6 +226,7 @@ impl fmt::Debug for SigningSecret {
 pub struct EncryptionSecret([u8; 32]);
 
 impl EncryptionSecret {
+    /// An encryption secret from its 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }

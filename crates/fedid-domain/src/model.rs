@@ -23,15 +23,22 @@ impl fmt::Display for UserId {
 /// A user's federation identity as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRecord {
+    /// Whose identity this is.
     pub user: UserId,
+    /// The current alias, once set.
     pub alias: Option<Alias>,
+    /// The signing key, while registered.
     pub signing_key: Option<SigningKey>,
+    /// The encryption key, while registered.
     pub encryption_key: Option<EncryptionKey>,
+    /// When the keys were last registered.
     pub keys_updated_at: Option<UnixTime>,
+    /// When the identity was last reset.
     pub last_reset_at: Option<UnixTime>,
 }
 
 impl IdentityRecord {
+    /// A user with nothing set yet.
     pub fn new(user: UserId) -> Self {
         Self {
             user,
@@ -48,6 +55,7 @@ impl IdentityRecord {
         self.alias.is_some() && self.signing_key.is_some() && self.encryption_key.is_some()
     }
 
+    /// `alias@domain` once the alias is set.
     pub fn handle(&self, domain: &Domain) -> Option<Handle> {
         self.alias.as_ref().map(|alias| Handle::new(alias, domain))
     }
@@ -60,10 +68,12 @@ pub enum RelationshipState {
     Outgoing,
     /// They asked.
     Incoming,
+    /// Both sides agreed.
     Active,
 }
 
 impl RelationshipState {
+    /// The stored and wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Outgoing => "outgoing",
@@ -72,6 +82,7 @@ impl RelationshipState {
         }
     }
 
+    /// Reads a stored name.
     pub fn parse(text: &str) -> Option<Self> {
         [Self::Outgoing, Self::Incoming, Self::Active]
             .into_iter()
@@ -79,9 +90,12 @@ impl RelationshipState {
     }
 }
 
+/// One user's relationship with one peer (section 9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relationship {
+    /// The peer's handle.
     pub peer: Handle,
+    /// The state, seen from the user.
     pub state: RelationshipState,
     /// When it entered its current state.
     pub since: UnixTime,
@@ -90,16 +104,22 @@ pub struct Relationship {
 /// A revocation waiting to be delivered to a former peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRevocation {
+    /// The former peer to revoke.
     pub peer: Handle,
+    /// When the reset queued it.
     pub queued_at: UnixTime,
+    /// Delivery attempts so far.
     pub attempts: u32,
+    /// When the last attempt was.
     pub last_attempt_at: Option<UnixTime>,
+    /// The last attempt's failure (section 7 reasons).
     pub last_error: Option<String>,
     /// A flush delivering this row holds it until then.
     pub claimed_until: Option<UnixTime>,
 }
 
 impl QueuedRevocation {
+    /// A new row, never attempted.
     pub fn new(peer: Handle, queued_at: UnixTime) -> Self {
         Self {
             peer,
@@ -115,23 +135,31 @@ impl QueuedRevocation {
 /// An envelope stored for its recipient, in wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxMessage {
+    /// Its id: increasing, with possible gaps.
     pub id: i64,
+    /// When the inbox accepted it.
     pub received_at: UnixTime,
+    /// The envelope in wire form, as signed.
     pub envelope: String,
 }
 
 /// What the replay table remembers of an accepted envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayRecord {
+    /// The hash of the envelope's signed bytes.
     pub key: ReplayKey,
+    /// Who signed it.
     pub sender: Handle,
+    /// Its nonce (empty for none).
     pub nonce: Nonce,
+    /// When the record may be forgotten.
     pub expires_at: UnixTime,
 }
 
 /// The result of recording a replay key; rows past `expires_at` no longer count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayOutcome {
+    /// First seen: recorded.
     Recorded,
     /// The same signed bytes were accepted already.
     Duplicate,
@@ -142,15 +170,20 @@ pub enum ReplayOutcome {
 /// An audit record: who, when, what, with counts only (never content).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
+    /// Whose record.
     pub user: UserId,
+    /// When.
     pub at: UnixTime,
+    /// What happened, such as `identity_reset` or `keys_set`.
     pub action: String,
+    /// Counts and public facts; never content or secrets.
     pub details: Value,
 }
 
 /// One page of a list ordered by a cursor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T, C> {
+    /// The items, in the list's order.
     pub items: Vec<T>,
     /// The cursor of the last item when more follow.
     pub next_after: Option<C>,
@@ -171,12 +204,15 @@ impl<T, C> Page<T, C> {
 pub struct PageLimit(usize);
 
 impl PageLimit {
+    /// 100 items.
     pub const DEFAULT: Self = Self(100);
 
+    /// 1 to 1000; `None` otherwise.
     pub fn new(limit: i64) -> Option<Self> {
         (1..=1000).contains(&limit).then_some(Self(limit as usize))
     }
 
+    /// The number of items.
     pub fn get(self) -> usize {
         self.0
     }

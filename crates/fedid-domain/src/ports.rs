@@ -25,10 +25,12 @@ pub enum StoreError {
 /// [`StoreError::Unavailable`]; `set_alias` also with [`StoreError::AliasTaken`].
 pub trait Tx {
     // Users and sessions.
+    /// Creates a user with no alias and no keys.
     fn create_user(&mut self, at: UnixTime) -> Result<UserId, StoreError>;
     /// The identity of an existing user; locks that user against concurrent
     /// resets and alias changes until the transaction ends.
     fn identity(&mut self, user: UserId) -> Result<Option<IdentityRecord>, StoreError>;
+    /// Stores the SHA-256 of a new session token.
     fn insert_session(&mut self, user: UserId, token_hash: &[u8; 32], expires_at: UnixTime) -> Result<(), StoreError>;
     /// The user of an unexpired, unrevoked session.
     fn session_user(&mut self, token_hash: &[u8; 32], now: UnixTime) -> Result<Option<UserId>, StoreError>;
@@ -49,6 +51,7 @@ pub trait Tx {
     fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError>;
     /// When the oldest of the user's alias changes at or after `since` was.
     fn oldest_alias_change_since(&mut self, user: UserId, since: UnixTime) -> Result<Option<UnixTime>, StoreError>;
+    /// Registers both keys; returns the user's relationships (for the audit).
     fn set_keys(
         &mut self,
         user: UserId,
@@ -60,8 +63,11 @@ pub trait Tx {
     fn clear_keys(&mut self, user: UserId, at: UnixTime) -> Result<(), StoreError>;
 
     // Relationships.
+    /// The user's relationship with `peer`, if any.
     fn relationship(&mut self, user: UserId, peer: &Handle) -> Result<Option<Relationship>, StoreError>;
+    /// Creates or replaces the relationship with its peer.
     fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError>;
+    /// Removes it; whether there was one.
     fn delete_relationship(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;
     /// Deletes all of the user's relationships; returns their peers.
     fn delete_relationships(&mut self, user: UserId) -> Result<Vec<Handle>, StoreError>;
@@ -72,6 +78,7 @@ pub trait Tx {
         after: Option<&Handle>,
         limit: usize,
     ) -> Result<Vec<Relationship>, StoreError>;
+    /// The user's relationships, of one state or all.
     fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError>;
 
     // Inbox.
@@ -83,9 +90,11 @@ pub trait Tx {
         from: &str,
         envelope: &str,
     ) -> Result<i64, StoreError>;
+    /// The user's stored messages (kept as a count, not counted).
     fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// The user's stored messages from one sender (its handle).
     fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
+    /// Erases the user's messages; how many.
     fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// Ordered by id, strictly after `after`.
     fn messages_after(
@@ -94,14 +103,17 @@ pub trait Tx {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<InboxMessage>, StoreError>;
+    /// Deletes one of the user's messages; whether it was theirs and there.
     fn delete_message(&mut self, user: UserId, id: i64) -> Result<bool, StoreError>;
 
     // Revocation queue.
+    /// The user's queued revocation to `peer`, if any.
     fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError>;
     /// Queues a row unless one is queued already; true when added.
     fn enqueue(&mut self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError>;
     /// Overwrites attempts, last attempt, last error and claim of a queued row.
     fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError>;
+    /// Removes it; whether it was queued.
     fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;
     /// Ordered by peer handle (byte order), strictly after `after`.
     fn queue_after(
@@ -110,6 +122,7 @@ pub trait Tx {
         after: Option<&Handle>,
         limit: usize,
     ) -> Result<Vec<QueuedRevocation>, StoreError>;
+    /// The user's queued revocations.
     fn queue_len(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// Every user's queued rows: the `fedid_revocations_queued` gauge.
     fn total_queue_len(&mut self) -> Result<u64, StoreError>;
@@ -127,6 +140,7 @@ pub trait Tx {
     fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError>;
 
     // Audit.
+    /// Appends an audit record.
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Oldest first.
     fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError>;
@@ -143,7 +157,9 @@ pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + Send + 'a
 /// A unit of work never calls the store itself (no nested units): it has
 /// its `Tx`, and adapters may serialize units.
 pub trait Store: Send + Sync {
+    /// Runs `work` in one all-or-nothing transaction (see the trait).
     fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    /// Runs `work` on a consistent, read-only snapshot.
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
 
     /// Whether [`Store::write_detached`] queues the work for a thread of
@@ -194,7 +210,7 @@ fn run<T: Send, E: From<StoreError> + Send>(
     settle(result, outcome)
 }
 
-/// [`write`] without waiting: `done` gets what `write` would return, on
+/// [`write()`] without waiting: `done` gets what `write` would return, on
 /// the thread that ran the work (see [`Store::write_detached`]).
 pub fn write_detached<T: Send + 'static, E: From<StoreError> + Send + 'static>(
     store: &dyn Store,
@@ -240,6 +256,7 @@ fn settle<T, E: From<StoreError>>(result: Result<(), StoreError>, outcome: Optio
 
 /// The time. Tests use a fixed or stepped clock.
 pub trait Clock: Send + Sync {
+    /// The current instant.
     fn now(&self) -> UnixTime;
 }
 
@@ -258,6 +275,7 @@ impl Clock for SystemClock {
 
 /// Randomness for session tokens.
 pub trait Random: Send + Sync {
+    /// Fills `bytes` from a cryptographically secure source.
     fn fill(&self, bytes: &mut [u8]) -> Result<(), StoreError>;
 }
 
@@ -284,22 +302,36 @@ impl Random for SystemRandom {
 /// recorded reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryFailure {
+    /// The peer answered with this status (and problem `code`).
     #[error("{}", http_reason(*status, code.as_deref()))]
-    Http { status: u16, code: Option<String> },
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// The problem `code` of the answer, when it had one.
+        code: Option<String>,
+    },
+    /// No answer in time.
     #[error("timeout")]
     Timeout,
+    /// The connection was refused.
     #[error("connect refused")]
     ConnectRefused,
+    /// The name did not resolve.
     #[error("dns")]
     Dns,
+    /// An address the guard refuses (section 6).
     #[error("blocked address")]
     BlockedAddress,
+    /// Not on the allow-list.
     #[error("blocked domain")]
     BlockedDomain,
+    /// The TLS handshake failed.
     #[error("tls")]
     Tls,
+    /// The peer redirected (never followed).
     #[error("redirect")]
     Redirect,
+    /// A broken connection or malformed HTTP.
     #[error("io")]
     Io,
 }
@@ -314,15 +346,20 @@ fn http_reason(status: u16, code: Option<&str>) -> String {
 /// Outbound delivery: `POST {scheme}://{domain}/federation/inbox` with the
 /// wire form. Any 2xx is success. Each call has its own timeout.
 pub trait Transport: Send + Sync {
+    /// Posts the envelope to `to`'s inbox (section 7).
     fn deliver(&self, to: &Domain, wire_form: &str) -> Result<(), DeliveryFailure>;
 }
 
 /// A remote user's published keys (key discovery, PROTOCOL.md section 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedKeys {
+    /// Whose keys.
     pub handle: Handle,
+    /// The signing key.
     pub signing_key: SigningKey,
+    /// The encryption key.
     pub encryption_key: EncryptionKey,
+    /// When the keys were registered, if the peer says.
     pub keys_updated_at: Option<UnixTime>,
 }
 
@@ -340,5 +377,6 @@ pub enum KeyFetchFailure {
 /// Fetches a remote handle's keys over the network. `refetch` asks caches
 /// on the way to revalidate (`Cache-Control: no-cache`).
 pub trait KeyFetcher: Send + Sync {
+    /// Looks up `handle`'s keys on its server; `refetch` after a failed signature.
     fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure>;
 }

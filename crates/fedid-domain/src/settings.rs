@@ -3,23 +3,35 @@
 
 use crate::handle::{Domain, DomainPolicy, Scheme};
 
+/// The settings of one server (OPERATIONS.md's `federation`, `delivery`, `limits` and `auth` keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The domain part of local handles.
     pub domain: Domain,
+    /// `https`, or `http` for tests.
     pub scheme: Scheme,
+    /// Whether non-global addresses and IPv4-literal domains are allowed.
     pub allow_private_networks: bool,
     /// When not empty, the only domains this server talks to or accepts
     /// envelopes from.
     pub allowed_domains: Vec<Domain>,
+    /// Replay window, each side of now.
     pub max_clock_skew_secs: i64,
+    /// Remote key cache lifetime.
     pub key_cache_ttl_secs: i64,
+    /// Key lookups in flight.
     pub max_key_fetches: usize,
+    /// Key lookups in flight per domain.
     pub max_key_fetches_per_domain: usize,
+    /// Deliveries in flight per flush.
     pub delivery_concurrency: usize,
+    /// Deliveries in flight for the server.
     pub delivery_max_in_flight: usize,
+    /// Whole-request delivery timeout.
     pub delivery_timeout_ms: u64,
+    /// Stored messages per user.
     pub inbox_messages_per_user: u64,
+    /// `incoming` relationships per user.
     pub incoming_requests_per_user: u64,
     /// Stored messages from one sender without an active relationship
     /// (PROTOCOL.md section 8).
@@ -33,6 +45,7 @@ pub struct Settings {
     /// How long a request waits for another request's refetch of the same
     /// sender's key before answering `sender_keys_unavailable`.
     pub key_refetch_wait_ms: u64,
+    /// Lifetime of new session tokens.
     pub token_ttl_days: u32,
 }
 
@@ -75,6 +88,7 @@ impl Settings {
             || self.allowed_domains.iter().any(|d| d.as_str() == domain)
     }
 
+    /// Whether `domain` is this server's own.
     pub fn is_local(&self, domain: &str) -> bool {
         self.domain.as_str() == domain
     }

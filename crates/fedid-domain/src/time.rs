@@ -7,14 +7,17 @@ use std::fmt;
 pub struct UnixTime(i128);
 
 impl UnixTime {
+    /// Whole seconds since the epoch.
     pub const fn from_secs(secs: i64) -> Self {
         Self(secs as i128 * 1_000_000_000)
     }
 
+    /// Nanoseconds since the epoch.
     pub const fn from_nanos(nanos: i128) -> Self {
         Self(nanos)
     }
 
+    /// Nanoseconds since the epoch.
     pub fn as_nanos(self) -> i128 {
         self.0
     }
@@ -24,10 +27,12 @@ impl UnixTime {
         self.0.div_euclid(1_000_000_000) as i64
     }
 
+    /// `secs` later (earlier when negative).
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0 + secs as i128 * 1_000_000_000)
     }
 
+    /// `millis` later.
     pub fn plus_millis(self, millis: u64) -> Self {
         Self(self.0 + millis as i128 * 1_000_000)
     }
@@ -108,6 +113,7 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// Reads a timestamp of section 3, keeping its text.
     pub fn parse(text: &str) -> Result<Self, TimestampError> {
         let instant = parse_instant(text.as_bytes()).ok_or(TimestampError)?;
         Ok(Self {
@@ -124,10 +130,12 @@ impl Timestamp {
         }
     }
 
+    /// The timestamp as written (and signed).
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// The instant it names.
     pub fn instant(&self) -> UnixTime {
         self.instant
     }

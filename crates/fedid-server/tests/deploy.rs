@@ -31,14 +31,22 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .arg(&checked)
         .output()
         .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
 
 #[test]
 fn the_image_runs_as_a_user_with_a_health_check_and_a_volume() {
     let (_, dockerfile) = deploy("Dockerfile");
-    assert_eq!(dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")), 2, "multi-stage");
+    assert_eq!(
+        dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")),
+        2,
+        "multi-stage"
+    );
     assert!(dockerfile.contains("\nUSER fedid"));
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/healthz"));
     assert!(dockerfile.contains("VOLUME /var/lib/fedid"));

@@ -8,6 +8,7 @@ use fedid_domain::{
 };
 use serde_json::{Map, Value};
 
+/// A client's keys: what a user's device holds, for tests and tools.
 pub struct ClientKeys {
     secret: SigningSecret,
     encryption: EncryptionKey,
@@ -28,6 +29,7 @@ impl ClientKeys {
         Self::from_seed(&SigningSecret::generate_seed()?)
     }
 
+    /// Keys from a signing seed (the encryption secret derived from it).
     pub fn from_seed(seed: &[u8; 32]) -> Option<Self> {
         let secret = SigningSecret::from_seed(seed).ok()?;
         // Any u below p with bit 255 clear and not low-order is a valid
@@ -42,10 +44,12 @@ impl ClientKeys {
         Some(Self { secret, encryption })
     }
 
+    /// The public signing key.
     pub fn signing_key(&self) -> SigningKey {
         self.secret.public_key()
     }
 
+    /// The signing secret.
     pub fn secret(&self) -> &SigningSecret {
         &self.secret
     }
@@ -55,6 +59,7 @@ impl ClientKeys {
         (self.signing_key().to_base64url(), self.encryption.to_base64url())
     }
 
+    /// Runs `f` with the body of `PUT /users/me/keys` for these keys.
     pub fn with_keys<T>(&self, f: impl FnOnce(KeysInput<'_>) -> T) -> T {
         let (signing_key, encryption_key) = self.public_keys();
         f(KeysInput {

@@ -1,8 +1,40 @@
 //! Adapters for integration testers: an in-memory store, a manual clock,
 //! and an in-process network that connects several fedid instances by
-//! domain. Build instances with [`Instance::start`].
+//! domain. Build instances with [`Instance::start`], or join one over a
+//! real store with [`start_on`]; [`contract`] is the store contract suite
+//! that any `Store` adapter should pass.
+//!
+//! The reset-and-revoke story on three instances, in memory:
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use fedid_domain::{Clock, MessageType, PageLimit};
+//! use fedid_testkit::{ClientKeys, Instance, ManualClock, Network, TestUser};
+//!
+//! let clock = Arc::new(ManualClock::at_vectors_now());
+//! let network = Network::new(Duration::from_millis(100));
+//! let [a, b, c] = ["a.example", "b.example", "c.example"].map(|d| Instance::start(&network, d, clock.clone()).unwrap());
+//! let (alice, bob, carol) = (a.user("alice").unwrap(), b.user("bob").unwrap(), c.user("carol").unwrap());
+//! let send = |from: &TestUser, to: &TestUser, kind| {
+//!     let request = from.keys.outbox_request(&from.handle, &to.handle, kind, Default::default(), clock.now());
+//!     from.node.send(from.user, request)
+//! };
+//! send(&alice, &bob, MessageType::RelationshipRequest)?;
+//! send(&bob, &alice, MessageType::RelationshipAccept)?;
+//! send(&carol, &alice, MessageType::RelationshipRequest)?;
+//!
+//! // Alice loses her seed: the reset queues a revocation for each former peer.
+//! assert_eq!(alice.node.reset_identity(alice.user, Some("erase-all-my-data"))?.revocations_queued, 2);
+//! let keys = ClientKeys::generate().unwrap();
+//! keys.with_keys(|input| alice.node.set_keys(alice.user, input))?;
+//! let items = [&bob, &carol].map(|peer| keys.flush_item(&alice.handle, &peer.handle, clock.now()));
+//! assert_eq!(alice.node.flush(alice.user, &items)?.delivered, 2);
+//! assert!(bob.node.relationships(bob.user, None, PageLimit::DEFAULT)?.items.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod clock;
@@ -23,7 +55,9 @@ use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, KeyDirectory, Scheme, Set
 
 /// One fedid instance on an in-process [`Network`].
 pub struct Instance {
+    /// The instance's use cases.
     pub fedid: Arc<Fedid>,
+    /// Its store, for looking inside.
     pub store: Arc<MemoryStore>,
 }
 
@@ -62,9 +96,13 @@ pub fn start_on(
 
 /// A user of an instance with a set-up identity, and the keys its client holds.
 pub struct TestUser {
+    /// The instance the user lives on.
     pub node: Arc<Fedid>,
+    /// The user's id.
     pub user: fedid_domain::UserId,
+    /// The user's handle.
     pub handle: fedid_domain::Handle,
+    /// The user's client keys.
     pub keys: ClientKeys,
 }
 

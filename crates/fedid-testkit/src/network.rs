@@ -33,6 +33,7 @@ impl Network {
         })
     }
 
+    /// Makes `instance` reachable as `domain`.
     pub fn join(&self, domain: &Domain, instance: &Arc<Fedid>) {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         let node = nodes.entry(domain.as_str().to_owned()).or_default();

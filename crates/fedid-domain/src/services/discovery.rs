@@ -6,11 +6,16 @@ use crate::ports::{self, StoreError};
 use crate::services::Fedid;
 use crate::time::UnixTime;
 
+/// What `GET /federation/users/{alias}` publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedIdentity {
+    /// The user's handle.
     pub handle: Handle,
+    /// The signing key.
     pub signing_key: SigningKey,
+    /// The encryption key.
     pub encryption_key: EncryptionKey,
+    /// When the keys were registered.
     pub keys_updated_at: Option<UnixTime>,
 }
 

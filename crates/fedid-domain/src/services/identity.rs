@@ -11,26 +11,41 @@ use crate::time::UnixTime;
 
 const DAY_SECS: i64 = 86_400;
 
+/// Why an identity call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
+    /// The session's user is gone.
     #[error("unknown user")]
     UnknownUser,
+    /// Not an alias (section 1).
     #[error("{0}")]
     InvalidAlias(String),
+    /// `409 alias_taken`.
     #[error("another user holds or once held this alias")]
     AliasTaken,
+    /// `409 relationships_exist`.
     #[error("the alias cannot change while relationships exist")]
     RelationshipsExist,
+    /// `409 revocations_pending`.
     #[error("the alias cannot change while revocations are queued")]
     RevocationsPending,
     /// Past `limits.alias_changes_per_day` (then `retry_after_secs` says
     /// when the oldest change of the day leaves the window) or
     /// `limits.alias_changes_total` (never again: no retry).
     #[error("too many alias changes")]
-    RateLimited { retry_after_secs: Option<u64> },
+    RateLimited {
+        /// Seconds until a change is free again; `None` once the total is spent.
+        retry_after_secs: Option<u64>,
+    },
     /// `member` names the first key at fault.
     #[error("{member}: {reason}")]
-    InvalidKey { member: &'static str, reason: String },
+    InvalidKey {
+        /// `signingKey` or `encryptionKey`.
+        member: &'static str,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The store failed.
     #[error(transparent)]
     Store(StoreError),
 }
@@ -45,6 +60,7 @@ impl From<StoreError> for IdentityError {
 }
 
 impl IdentityError {
+    /// The stable error code of API.md.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnknownUser => "unauthenticated",
@@ -62,8 +78,11 @@ impl IdentityError {
 /// The identity object of API.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityView {
+    /// The stored identity.
     pub record: IdentityRecord,
+    /// `alias@domain` once the alias is set.
     pub handle: Option<Handle>,
+    /// Revocations queued for delivery.
     pub pending_revocations: u64,
 }
 
@@ -81,11 +100,14 @@ impl IdentityView {
 /// Keys as the client sent them, validated here.
 #[derive(Debug, Clone, Copy)]
 pub struct KeysInput<'a> {
+    /// Base64url, as sent.
     pub signing_key: &'a str,
+    /// Base64url, as sent.
     pub encryption_key: &'a str,
 }
 
 impl Fedid {
+    /// The user's identity object.
     pub fn identity(&self, user: UserId) -> Result<IdentityView, IdentityError> {
         ports::read(self.store.as_ref(), |tx| self.view(tx, user))
     }

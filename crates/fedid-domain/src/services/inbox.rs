@@ -11,33 +11,46 @@ use crate::services::Fedid;
 use crate::time::UnixTime;
 use std::sync::Arc;
 
+/// Why the inbox refused an envelope (section 8), in its order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboxError {
+    /// Step 1.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// Step 2.
     #[error("no local user with an active identity has this handle")]
     UnknownRecipient,
+    /// Step 2, with an allow-list.
     #[error("the sender's domain is not on this server's allow-list")]
     DomainNotAllowed,
+    /// Step 3.
     #[error("the timestamp is outside the allowed clock skew")]
     TimestampOutOfWindow,
+    /// Step 4.
     #[error("the sender's keys cannot be obtained right now")]
     SenderKeysUnavailable,
+    /// Step 5.
     #[error("the signature does not verify against the sender's key")]
     InvalidSignature,
+    /// Step 6.
     #[error("this nonce was already used by the sender for another envelope")]
     NonceReused,
+    /// Step 7: a MESSAGE without an active relationship.
     #[error("there is no relationship with the sender")]
     NoRelationship,
+    /// Step 7: an ACCEPT with no request of ours.
     #[error("there is no pending request to accept")]
     NoPendingRequest,
+    /// Step 7: a limit of the recipient.
     #[error("the recipient's inbox is full")]
     InboxFull,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl InboxError {
+    /// The stable error code of PROTOCOL.md section 8.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Envelope(e) => e.code(),
@@ -84,7 +97,9 @@ impl From<KeyCheckError> for InboxError {
 /// A successful answer: `202 accepted` or `200 duplicate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
+    /// `202 accepted`: applied now.
     Accepted,
+    /// `200 duplicate`: applied before.
     Duplicate,
 }
 

@@ -30,15 +30,21 @@ use crate::settings::Settings;
 
 /// Counts what the metrics adapter wants to know about deliveries.
 pub trait DeliveryObserver: Send + Sync {
+    /// One delivery attempt: its outcome and duration.
     fn delivery(&self, delivered: bool, seconds: f64);
 }
 
 /// The adapters one fedid instance runs on.
 pub struct Ports {
+    /// Storage.
     pub store: Arc<dyn Store>,
+    /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Randomness (tokens).
     pub random: Arc<dyn Random>,
+    /// Outbound deliveries.
     pub transport: Arc<dyn Transport>,
+    /// Remote keys.
     pub keys: Arc<KeyDirectory>,
 }
 
@@ -55,6 +61,7 @@ pub struct Fedid {
 }
 
 impl Fedid {
+    /// The use cases over these settings and ports.
     pub fn new(settings: Settings, ports: Ports) -> Self {
         let deliveries = Semaphore::new(settings.delivery_max_in_flight.max(1));
         Self {
@@ -69,19 +76,23 @@ impl Fedid {
         }
     }
 
+    /// Reports every delivery attempt to `observer`.
     pub fn with_delivery_observer(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
         self.delivery_observer = Some(observer);
         self
     }
 
+    /// The settings it runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
+    /// The store port.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }
 
+    /// The clock port.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
     }

@@ -10,33 +10,46 @@ use crate::ports::{self, DeliveryFailure, StoreError};
 use crate::services::identity::IdentityError;
 use crate::services::Fedid;
 
+/// Why an outbox call failed (API.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboxError {
+    /// The user has no alias or keys.
     #[error("the user has no alias or no signing key yet")]
     IdentityNotSetUp,
+    /// The envelope is invalid.
     #[error(transparent)]
     Envelope(EnvelopeError),
+    /// The timestamp is outside the skew window.
     #[error("the timestamp is outside the allowed clock skew")]
     TimestampOutOfWindow,
+    /// The signature does not verify against the user's key.
     #[error("the signature does not verify against the user's signing key")]
     InvalidSignature,
+    /// A local recipient that does not exist.
     #[error("no local user with an active identity has this handle")]
     UnknownRecipient,
+    /// A REQUEST or ACCEPT while revocations are queued.
     #[error("a revocation to this peer is still queued")]
     RevocationsPending,
+    /// An ACCEPT with no request from the peer.
     #[error("there is no pending request to accept")]
     NoPendingRequest,
+    /// A MESSAGE without an active relationship.
     #[error("there is no active relationship with this peer")]
     NoRelationship,
+    /// The peer refused or could not be reached.
     #[error("delivery failed: {0}")]
     DeliveryFailed(DeliveryFailure),
+    /// The session's user is gone.
     #[error("unknown user")]
     UnknownUser,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl OutboxError {
+    /// The stable error code of API.md.
     pub fn code(&self) -> &'static str {
         match self {
             Self::IdentityNotSetUp => "identity_not_set_up",
@@ -66,23 +79,33 @@ impl From<IdentityError> for OutboxError {
 /// The client's envelope members; the server adds `from`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRequest {
+    /// The recipient.
     pub to: Handle,
+    /// The wire name of the type.
     pub message_type: String,
+    /// 1 or more.
     pub message_version: u64,
+    /// Default: none.
     pub nonce: Option<String>,
+    /// As signed.
     pub timestamp: String,
+    /// Default: `{}`.
     pub payload: Option<Map<String, Value>>,
+    /// Base64url over the signed bytes.
     pub signature: String,
 }
 
+/// What the outbox did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxOutcome {
+    /// The recipient's server accepted it.
     Delivered,
     /// A REVOKE whose delivery failed: it waits in the revocation queue.
     Queued,
 }
 
 impl Fedid {
+    /// Signs nothing: checks the client's envelope, applies it to the sender's side and delivers it.
     pub fn send(&self, user: UserId, request: OutboxRequest) -> Result<OutboxOutcome, OutboxError> {
         let record = ports::read(self.store.as_ref(), |tx| tx.identity(user))?.ok_or(OutboxError::UnknownUser)?;
         let (Some(from), Some(key)) = (record.handle(&self.settings.domain), record.signing_key) else {

@@ -6,17 +6,22 @@ use crate::model::{AuditRecord, InboxMessage, Page, PageLimit, QueuedRevocation,
 use crate::ports::{self, StoreError, Tx};
 use crate::services::{Fedid, IdentityError, IdentityView};
 
+/// Why a read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
+    /// No such item of the user's.
     #[error("not found")]
     NotFound,
+    /// The session's user is gone.
     #[error("unknown user")]
     UnknownUser,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl ReadError {
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
@@ -118,10 +123,12 @@ pub struct UserReads<'a> {
 }
 
 impl UserReads<'_> {
+    /// Whose reads these are.
     pub fn user(&self) -> UserId {
         self.user
     }
 
+    /// The user's identity object.
     pub fn identity(&mut self) -> Result<IdentityView, IdentityError> {
         self.fedid.view(self.tx, self.user)
     }

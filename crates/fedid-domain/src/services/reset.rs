@@ -12,17 +12,22 @@ use crate::services::Fedid;
 /// The exact confirmation a client must send.
 pub const RESET_CONFIRMATION: &str = "erase-all-my-data";
 
+/// Why a reset failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResetError {
+    /// The body did not confirm.
     #[error("send {{\"confirm\":\"{RESET_CONFIRMATION}\"}} to erase everything")]
     ConfirmationRequired,
+    /// The session's user is gone.
     #[error("unknown user")]
     UnknownUser,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl ResetError {
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::ConfirmationRequired => "confirmation_required",
@@ -41,12 +46,16 @@ impl From<IdentityError> for ResetError {
     }
 }
 
+/// What a reset erased and queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetReport {
     /// Rows this reset added to the queue.
     pub revocations_queued: u64,
+    /// Relationships erased.
     pub relationships_erased: u64,
+    /// Inbox messages erased.
     pub inbox_messages_erased: u64,
+    /// The identity after the reset.
     pub identity: IdentityView,
 }
 

@@ -18,22 +18,33 @@ use crate::services::Fedid;
 /// At most this many items in one flush.
 pub const MAX_FLUSH_ITEMS: usize = 1000;
 
+/// Why a flush failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushError {
     /// `member` is the JSON member at fault, e.g. `items[3].peerHandle`.
     #[error("{member}: {reason}")]
-    InvalidRequest { member: String, reason: String },
+    InvalidRequest {
+        /// The member at fault, such as `items[2].signature`.
+        member: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The user has no keys yet (after a reset).
     #[error("the user has no alias or no signing key yet")]
     IdentityNotSetUp,
+    /// `404 not_queued` (DELETE).
     #[error("no such queued revocation")]
     NotQueued,
+    /// The session's user is gone.
     #[error("unknown user")]
     UnknownUser,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl FlushError {
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest { .. } => "invalid_request",
@@ -57,27 +68,37 @@ impl From<IdentityError> for FlushError {
 /// One item of a flush, as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushItem {
+    /// The queued peer.
     pub peer_handle: String,
+    /// Base64url over the REVOKE's signed bytes.
     pub signature: String,
+    /// Default: none.
     pub nonce: Option<String>,
+    /// As signed.
     pub timestamp: String,
+    /// 1 or more.
     pub message_version: u64,
 }
 
 /// Each item's outcome, in the order API.md checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlushOutcome {
+    /// No row for this peer.
     NotQueued,
+    /// Another flush holds the row.
     InProgress,
     /// A member rule or the timestamp window; holds the code.
     InvalidItem(&'static str),
+    /// The signature does not verify.
     InvalidSignature,
+    /// The peer accepted it: the row is gone.
     Delivered,
     /// Holds the delivery failure reason.
     Failed(String),
 }
 
 impl FlushOutcome {
+    /// The API name of the outcome.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::NotQueued => "not_queued",
@@ -100,17 +121,23 @@ impl FlushOutcome {
     }
 }
 
+/// One item's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushResult {
+    /// The peer.
     pub peer: Handle,
+    /// What happened.
     pub outcome: FlushOutcome,
 }
 
+/// A flush's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushReport {
     /// In request order.
     pub results: Vec<FlushResult>,
+    /// Items delivered.
     pub delivered: u64,
+    /// Items whose delivery failed.
     pub failed: u64,
     /// The user's queue length after every result was recorded.
     pub remaining: u64,

@@ -6,17 +6,22 @@ use crate::model::UserId;
 use crate::ports::{self, StoreError};
 use crate::services::Fedid;
 
+/// Why a token could not be issued or revoked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// No such user.
     #[error("unknown user")]
     UnknownUser,
+    /// Not 1 to 3650 days.
     #[error("a token lifetime is 1 to 3650 days")]
     InvalidTtl,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl SessionError {
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnknownUser => "unknown_user",
@@ -31,6 +36,7 @@ impl SessionError {
 pub struct SessionToken(String);
 
 impl SessionToken {
+    /// The token itself, to hand to its user once.
     pub fn expose(&self) -> &str {
         &self.0
     }
