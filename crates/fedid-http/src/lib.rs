@@ -202,7 +202,31 @@ pub fn server(
     .workers(workers)
     .max_connections(per_worker)
     .shutdown_timeout(grace_secs)
+    .disable_signals()
     .listen(listener)?
     .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        // Stop accepting first, then drain: actix's own signal handling
+        // stops the workers while the accept loop may still hand them a
+        // connection, and logs `ERROR No workers` for it under load.
+        handle.pause().await;
+        handle.stop(true).await;
+    });
     Ok(server)
+}
+
+/// SIGTERM or SIGINT (where signals cannot be watched: never).
+async fn stop_signal() {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
