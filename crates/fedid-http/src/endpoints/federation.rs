@@ -71,7 +71,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
 /// Envelopes up to this size are parsed and verified on the worker. Parsing
 /// grows with the payload's members (about 0.65 µs each here, so 2.6 ms for
 /// a 64 KiB payload of 4,000 members: `examples/inbox_probe.rs`); larger
-/// envelopes go to the blocking pool so that none holds a worker long.
+/// envelopes go to the federation pool so that none holds a worker long.
 const INLINE_ENVELOPE_BYTES: usize = 4096;
 
 #[utoipa::path(get, path = "/federation/users/{alias}", operation_id = "discoverKeys", tag = "federation",
