@@ -29,8 +29,8 @@ ci:
 # PostgreSQL tests are #[ignore]d, so a run without a database counts them
 # as ignored; with FEDID_TEST_POSTGRES_URL they run (--include-ignored).
 test:
-	$(CARGO) test --workspace --all-targets $(if $(FEDID_TEST_POSTGRES_URL),-- --include-ignored,)
 	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace --all-targets $(if $(FEDID_TEST_POSTGRES_URL),-- --include-ignored,)
 
 # The store contract against the local PostgreSQL as well (CI does this).
 test-postgres:

@@ -96,3 +96,25 @@ fn a_port_in_use_is_a_one_line_error() {
     assert!(last.starts_with("fedid-server: cannot listen on"), "{stderr}");
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["serve"])
+        .env("FEDID__LOG__FORMAT", "pretty")
+        .env("FEDID__SERVER__BIND", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map(|line| line.unwrap())
+        .find(|line| line.contains("serving"))
+        .expect("serve logs before it listens");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert!(!serving.contains('\u{1b}'), "{serving:?}");
+}
