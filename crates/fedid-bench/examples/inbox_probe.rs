@@ -125,7 +125,7 @@ fn main() {
     println!("record_replay tx: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();
     for _ in 0..n {
-        fedid_domain::ports::write(store, |tx| tx.insert_message(bob, now, "alice@a.example", &wires[0])).unwrap();
+        fedid_domain::ports::write(store, |tx| tx.insert_message(bob, now, None, &wires[0])).unwrap();
     }
     println!("insert_message tx: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();

@@ -283,7 +283,7 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
         }
         let envelope = json!({"from": "peer1@b.example", "payload": {"ciphertext": "x".repeat(200)}}).to_string();
         for _ in 0..100_000 {
-            tx.insert_message(big.id, now, "peer1@b.example", &envelope)?;
+            tx.insert_message(big.id, now, None, &envelope)?;
         }
         Ok::<_, fedid_domain::StoreError>(())
     })

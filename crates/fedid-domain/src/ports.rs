@@ -82,18 +82,21 @@ pub trait Tx {
     fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError>;
 
     // Inbox.
-    /// Stores a message whose envelope came `from` a sender (its handle).
+    /// Stores a message. `unsolicited_from` is the sender's handle when the
+    /// sender had no active relationship with the user (the message is then
+    /// counted by [`Tx::count_unsolicited`]); `None` for messages the user
+    /// consented to.
     fn insert_message(
         &mut self,
         user: UserId,
         received_at: UnixTime,
-        from: &str,
+        unsolicited_from: Option<&str>,
         envelope: &str,
     ) -> Result<i64, StoreError>;
     /// The user's stored messages (kept as a count, not counted).
     fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
-    /// The user's stored messages from one sender (its handle).
-    fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
+    /// The user's stored messages that came unsolicited `from` one sender.
+    fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
     /// Erases the user's messages; how many.
     fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// Ordered by id, strictly after `after`.

@@ -176,12 +176,18 @@ pub fn tx_semantics(store: &dyn Store) {
     );
 
     // Inbox: ids increase, pages by id, per user.
-    let m1 = write(store, |tx| tx.insert_message(u1, t(1), "x@b.example", "{\"a\":1}")).unwrap();
-    let m2 = write(store, |tx| tx.insert_message(u2, t(1), "x@b.example", "{}")).unwrap();
-    let m3 = write(store, |tx| tx.insert_message(u1, t(2), "y@b.example", "{\"b\":2}")).unwrap();
+    let m1 = write(store, |tx| {
+        tx.insert_message(u1, t(1), Some("x@b.example"), "{\"a\":1}")
+    })
+    .unwrap();
+    let m2 = write(store, |tx| tx.insert_message(u2, t(1), Some("x@b.example"), "{}")).unwrap();
+    let m3 = write(store, |tx| {
+        tx.insert_message(u1, t(2), Some("y@b.example"), "{\"b\":2}")
+    })
+    .unwrap();
     assert!(m1 < m2 && m2 < m3);
-    // Per recipient and sender.
-    let from = |user, sender| read(store, |tx| tx.count_messages_from(user, sender)).unwrap();
+    // Unsolicited messages, per recipient and sender.
+    let from = |user, sender| read(store, |tx| tx.count_unsolicited(user, sender)).unwrap();
     assert_eq!(
         (
             from(u1, "x@b.example"),
@@ -207,6 +213,10 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(count(u1), 1);
     assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
     assert_eq!((count(u1), count(u2)), (0, 1));
+    // A consented message counts for the inbox, not as unsolicited.
+    write(store, |tx| tx.insert_message(u1, t(3), None, "{}")).unwrap();
+    assert_eq!((count(u1), from(u1, "x@b.example"), from(u1, "")), (1, 0, 0));
+    assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
 
     // Revocation queue.
     let row = QueuedRevocation::new(h("bob@b.example"), t(0));
@@ -318,7 +328,7 @@ pub fn tx_semantics(store: &dyn Store) {
     // A unit of work that fails leaves nothing behind.
     let failed = write(store, |tx| {
         tx.enqueue(u2, &QueuedRevocation::new(h("zed@b.example"), t(0)))?;
-        tx.insert_message(u2, t(0), "x@b.example", "{}")?;
+        tx.insert_message(u2, t(0), None, "{}")?;
         Err::<(), _>(StoreError::Unavailable("injected".into()))
     });
     assert!(failed.is_err());

@@ -27,8 +27,8 @@ struct State {
     alias_history: HashMap<Alias, UserId>,
     relationships: BTreeMap<(UserId, String), Relationship>,
     next_message: i64,
-    /// By id: recipient, sender's handle, message.
-    messages: BTreeMap<i64, (UserId, String, InboxMessage)>,
+    /// By id: recipient, the sender's handle when unsolicited, message.
+    messages: BTreeMap<i64, (UserId, Option<String>, InboxMessage)>,
     alias_changes: Vec<(UserId, UnixTime)>,
     readiness_checked_at: Option<UnixTime>,
     queue: BTreeMap<(UserId, String), QueuedRevocation>,
@@ -246,7 +246,7 @@ impl Tx for State {
         &mut self,
         user: UserId,
         received_at: UnixTime,
-        from: &str,
+        unsolicited_from: Option<&str>,
         envelope: &str,
     ) -> Result<i64, StoreError> {
         self.next_message += 1;
@@ -255,7 +255,7 @@ impl Tx for State {
             id,
             (
                 user,
-                from.to_owned(),
+                unsolicited_from.map(str::to_owned),
                 InboxMessage {
                     id,
                     received_at,
@@ -275,11 +275,11 @@ impl Tx for State {
         Ok(self.messages.values().filter(|(u, _, _)| *u == user).count() as u64)
     }
 
-    fn count_messages_from(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
+    fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
         Ok(self
             .messages
             .values()
-            .filter(|(u, sender, _)| *u == user && sender == from)
+            .filter(|(u, sender, _)| *u == user && sender.as_deref() == Some(from))
             .count() as u64)
     }
 

@@ -1,4 +1,4 @@
 DROP TABLE readiness;
 DROP TABLE alias_changes;
-DROP INDEX inbox_messages_by_sender;
+DROP INDEX inbox_messages_unsolicited;
 ALTER TABLE inbox_messages DROP COLUMN sender;

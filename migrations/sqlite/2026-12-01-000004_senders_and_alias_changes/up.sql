@@ -1,8 +1,11 @@
--- Who sent each stored message: the messages of one sender without an
--- active relationship are bounded (limits.unsolicited_per_sender).
+-- The sender of each message stored without the recipient's consent (no
+-- active relationship): those are bounded per sender
+-- (limits.unsolicited_per_sender). '' for the others, which the partial
+-- index leaves out, so that storing a consented message costs nothing
+-- more. Whether a message stored before this migration was consented is
+-- not known: those count for the inbox, not against their sender.
 ALTER TABLE inbox_messages ADD COLUMN sender TEXT NOT NULL DEFAULT '';
-UPDATE inbox_messages SET sender = COALESCE(json_extract(envelope, '$.from'), '');
-CREATE INDEX inbox_messages_by_sender ON inbox_messages (user_id, sender);
+CREATE INDEX inbox_messages_unsolicited ON inbox_messages (user_id, sender) WHERE sender <> '';
 
 -- Every alias change, for limits.alias_changes_per_day and
 -- limits.alias_changes_total. Aliases set before this migration are known

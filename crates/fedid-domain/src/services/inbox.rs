@@ -338,7 +338,8 @@ impl Fedid {
             if *kind != MessageType::RelationshipRevoke {
                 self.check_limits(tx, recipient.user, &record.sender, consented)?;
             }
-            tx.insert_message(recipient.user, *now, record.sender.as_str(), wire)?;
+            let unsolicited_from = (!consented).then(|| record.sender.as_str());
+            tx.insert_message(recipient.user, *now, unsolicited_from, wire)?;
         }
         Ok(Received::Accepted)
     }
@@ -351,7 +352,7 @@ impl Fedid {
         if tx.count_messages(user)? >= self.settings.inbox_messages_per_user {
             return Err(InboxError::InboxFull);
         }
-        if !consented && tx.count_messages_from(user, sender.as_str())? >= self.settings.unsolicited_per_sender {
+        if !consented && tx.count_unsolicited(user, sender.as_str())? >= self.settings.unsolicited_per_sender {
             return Err(InboxError::InboxFull);
         }
         Ok(())
