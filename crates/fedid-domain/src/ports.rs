@@ -279,8 +279,13 @@ impl Clock for SystemClock {
 /// Randomness for session tokens.
 pub trait Random: Send + Sync {
     /// Fills `bytes` from a cryptographically secure source.
-    fn fill(&self, bytes: &mut [u8]) -> Result<(), StoreError>;
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), RandomUnavailable>;
 }
+
+/// The random source failed: no token can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the system random source failed")]
+pub struct RandomUnavailable;
 
 /// The operating system's CSPRNG, through ring.
 #[derive(Debug)]
@@ -293,11 +298,9 @@ impl Default for SystemRandom {
 }
 
 impl Random for SystemRandom {
-    fn fill(&self, bytes: &mut [u8]) -> Result<(), StoreError> {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), RandomUnavailable> {
         use ring::rand::SecureRandom;
-        self.0
-            .fill(bytes)
-            .map_err(|_| StoreError::Unavailable("the system random source failed".into()))
+        self.0.fill(bytes).map_err(|_| RandomUnavailable)
     }
 }
 

@@ -90,6 +90,17 @@ impl ApiError {
         }
     }
 
+    /// The inbox's answer to a body that is not `application/json`
+    /// (PROTOCOL.md section 8: every failure of the body is `invalid_envelope`).
+    pub fn envelope_not_json() -> Self {
+        Self::new(400, "invalid_envelope", "the body must be application/json")
+    }
+
+    /// Key discovery of an alias that no user holds with keys.
+    pub fn unknown_user() -> Self {
+        Self::new(404, "unknown_user", "no such user, or no keys")
+    }
+
     /// The body did not arrive in time; the connection is closed after it.
     pub fn request_timeout() -> Self {
         Self::new(408, "request_timeout", "the request body did not arrive in time")
@@ -236,6 +247,7 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::Store(s) => s.into(),
+            SessionError::Random(_) => Self::internal(),
             other => Self::new(400, other.code(), other.to_string()),
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::base64url;
 use crate::model::UserId;
-use crate::ports::{self, StoreError};
+use crate::ports::{self, RandomUnavailable, StoreError};
 use crate::services::Fedid;
 
 /// Why a token could not be issued or revoked.
@@ -18,6 +18,9 @@ pub enum SessionError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No randomness for a token.
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
 }
 
 impl SessionError {
@@ -26,7 +29,7 @@ impl SessionError {
         match self {
             Self::UnknownUser => "unknown_user",
             Self::InvalidTtl => "invalid_request",
-            Self::Store(_) => "internal_error",
+            Self::Store(_) | Self::Random(_) => "internal_error",
         }
     }
 }
@@ -103,7 +106,7 @@ impl Fedid {
         ports::read(self.store.as_ref(), |tx| tx.session_user(&hash, now))
     }
 
-    fn new_token(&self) -> Result<(SessionToken, [u8; 32]), StoreError> {
+    fn new_token(&self) -> Result<(SessionToken, [u8; 32]), RandomUnavailable> {
         let mut bytes = [0u8; 32];
         self.random.fill(&mut bytes)?;
         let token = base64url::encode(&bytes);

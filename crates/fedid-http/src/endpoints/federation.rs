@@ -45,11 +45,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
     }
     let body = read_body(req, payload, MAX_ENVELOPE_BYTES).await?;
     if !is_json(req) {
-        return Err(ApiError::new(
-            400,
-            "invalid_envelope",
-            "the body must be application/json",
-        ));
+        return Err(ApiError::envelope_not_json());
     }
     let fedid = state.fedid.clone();
     if body.len() > INLINE_ENVELOPE_BYTES {
@@ -89,6 +85,6 @@ pub async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<H
                 format!("max-age={}, must-revalidate", state.fedid.settings().key_cache_ttl_secs),
             ))
             .json(PublishedKeys::from(identity))),
-        None => Err(ApiError::new(404, "unknown_user", "no such user, or no keys")),
+        None => Err(ApiError::unknown_user()),
     }
 }
