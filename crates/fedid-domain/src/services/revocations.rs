@@ -314,22 +314,26 @@ impl Fedid {
 
     fn deliver_claimed(&self, user: UserId, envelope: &Envelope) -> FlushOutcome {
         let peer = envelope.to();
-        let recorded = match self.deliver(envelope) {
-            Ok(()) => ports::write(self.store.as_ref(), |tx| tx.dequeue(user, peer)).map(|_| FlushOutcome::Delivered),
+        match self.deliver(envelope) {
+            Ok(()) => {
+                // A row whose removal could not be written keeps its claim
+                // until it lapses (a later flush delivers it again, and the
+                // peer answers `duplicate`); the client sees the delivery's
+                // own outcome.
+                let _ = ports::write(self.store.as_ref(), |tx| tx.dequeue(user, peer));
+                FlushOutcome::Delivered
+            }
             Err(failure) => {
                 let reason = failure.to_string();
                 let now = self.clock.now();
-                self.release(user, peer, |row| {
+                let _ = self.release(user, peer, |row| {
                     row.attempts += 1;
                     row.last_attempt_at = Some(now);
                     row.last_error = Some(reason.clone());
-                })
-                .map(|_| FlushOutcome::Failed(reason.clone()))
+                });
+                FlushOutcome::Failed(reason)
             }
-        };
-        // A row whose result could not be written keeps its claim until it
-        // lapses; the client sees the delivery's own outcome.
-        recorded.unwrap_or_else(|_| FlushOutcome::Failed("io".into()))
+        }
     }
 
     fn release(
