@@ -374,6 +374,7 @@ impl KeyDirectory {
                 Ok(keys.signing_key)
             }
             other => {
+                let unreachable = matches!(other, Err(KeyFetchFailure::Unreachable(_)));
                 let outcome = match other {
                     Err(KeyFetchFailure::NotFound) => FetchOutcome::NotFound,
                     _ => FetchOutcome::Failed,
@@ -382,9 +383,11 @@ impl KeyDirectory {
                 entry.key = None;
                 entry.failed_at = Some(now);
                 drop(entries);
-                if outcome == FetchOutcome::Failed {
-                    // The domain did not answer (or answered nonsense): its
-                    // other handles would fail the same way.
+                if unreachable {
+                    // The domain did not answer: its other handles would
+                    // fail the same way. (An answer that is not keys says
+                    // nothing of the domain's other users, and a stranger
+                    // could provoke one at will.)
                     let mut lookups = lock(&self.lookups);
                     if lookups.failed_domains.len() >= MAX_ENTRIES {
                         lookups

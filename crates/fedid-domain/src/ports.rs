@@ -375,7 +375,13 @@ pub enum KeyFetchFailure {
     /// The peer answered that it has no such user, or no keys for it.
     #[error("no key published")]
     NotFound,
-    /// Anything else: network, status, media type, size, handle mismatch.
+    /// No answer at all: name resolution, a refused or blocked connection,
+    /// a timeout, TLS. The whole domain is remembered as failing for a
+    /// while (PROTOCOL.md section 6, docs/security.md).
+    #[error("key server unreachable: {0}")]
+    Unreachable(String),
+    /// An answer, but not keys: a status, the media type, the size, a
+    /// malformed document, another handle.
     #[error("key lookup failed: {0}")]
     Failed(String),
 }

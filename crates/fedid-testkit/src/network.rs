@@ -99,7 +99,7 @@ impl KeyFetcher for Endpoint {
         let instance = self
             .0
             .reach(handle.domain_str())
-            .map_err(|e| KeyFetchFailure::Failed(e.to_string()))?;
+            .map_err(|e| KeyFetchFailure::Unreachable(e.to_string()))?;
         let published = instance
             .published_identity(handle.alias_str())
             .map_err(|e| KeyFetchFailure::Failed(e.to_string()))?

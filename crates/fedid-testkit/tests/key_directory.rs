@@ -38,7 +38,7 @@ impl KeyFetcher for FakeKeyServer {
         }
         drop(hang);
         if *self.fail.lock().unwrap() {
-            return Err(KeyFetchFailure::Failed("connect refused".into()));
+            return Err(KeyFetchFailure::Unreachable("connect refused".into()));
         }
         match *self.keys.lock().unwrap() {
             Some((signing_key, encryption_key)) => Ok(PublishedKeys {
@@ -122,6 +122,28 @@ fn a_domain_that_failed_is_not_asked_again_for_other_handles() {
         assert_eq!(keys.verify(envelope(&forged, &sender)), Err(KeyCheckError::Unavailable));
     }
     assert_eq!(server.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_answer_that_is_not_keys_does_not_mark_the_domain_as_failing() {
+    // A stranger can make a peer answer 500 or 429 for a handle of its own
+    // choosing: that must not shut out the domain's other users.
+    struct Refusing(AtomicUsize);
+    impl KeyFetcher for Refusing {
+        fn fetch_keys(&self, _handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(KeyFetchFailure::Failed("http 500".into()))
+        }
+    }
+    let fetcher = Arc::new(Refusing(AtomicUsize::new(0)));
+    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
+    let keys = KeyDirectory::new(fetcher.clone(), Arc::new(SystemClock), &settings);
+    let forged = ClientKeys::generate().unwrap();
+    for i in 0..3 {
+        let sender = handle(&format!("user{i}@m.example"));
+        assert_eq!(keys.verify(envelope(&forged, &sender)), Err(KeyCheckError::Unavailable));
+    }
+    assert_eq!(fetcher.0.load(Ordering::SeqCst), 3, "each handle was asked");
 }
 
 #[test]

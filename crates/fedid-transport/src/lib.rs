@@ -280,7 +280,9 @@ impl KeyFetcher for HttpTransport {
         if refetch {
             request = request.header("Cache-Control", "no-cache");
         }
-        let mut response = request.call().map_err(|e| failed(failure(&e).to_string()))?;
+        let mut response = request
+            .call()
+            .map_err(|e| KeyFetchFailure::Unreachable(failure(&e).to_string()))?;
         match response.status().as_u16() {
             200 => {}
             404 => return Err(KeyFetchFailure::NotFound),
