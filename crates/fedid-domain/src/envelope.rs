@@ -257,6 +257,8 @@ impl UnsignedEnvelope {
 }
 
 /// RFC 8785 (JCS) bytes of a value read by [`json::parse_strict`] or built here.
+/// Empty if serialization failed (it cannot for such values): empty signed
+/// bytes never verify ([`Envelope::verify`]).
 pub fn canonical(value: &Value) -> Vec<u8> {
     // Serializing a Value to memory cannot fail: every number in it is finite.
     serde_json_canonicalizer::to_vec(value).unwrap_or_default()
@@ -442,7 +444,9 @@ impl Envelope {
     /// Checks the signature against `key`; only this makes an envelope
     /// [`VerifiedEnvelope`]. On failure the envelope comes back unchanged.
     pub fn verify(self, key: &SigningKey) -> Result<VerifiedEnvelope, Box<Self>> {
-        if self.signature.verify(key, &self.signed_bytes) {
+        // Empty signed bytes would mean that serialization failed (it
+        // cannot: every number read is finite); never verify those.
+        if !self.signed_bytes.is_empty() && self.signature.verify(key, &self.signed_bytes) {
             Ok(VerifiedEnvelope(self))
         } else {
             Err(Box::new(self))
