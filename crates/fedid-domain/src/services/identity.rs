@@ -50,6 +50,25 @@ pub enum IdentityError {
     Store(StoreError),
 }
 
+/// Why the identity object of a user could not be read: what every use
+/// case that answers with it must handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ViewError {
+    #[error("unknown user")]
+    UnknownUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ViewError> for IdentityError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::UnknownUser => Self::UnknownUser,
+            ViewError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
 impl From<StoreError> for IdentityError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -109,11 +128,11 @@ pub struct KeysInput<'a> {
 impl Fedid {
     /// The user's identity object.
     pub fn identity(&self, user: UserId) -> Result<IdentityView, IdentityError> {
-        ports::read(self.store.as_ref(), |tx| self.view(tx, user))
+        ports::read(self.store.as_ref(), |tx| Ok(self.view(tx, user)?))
     }
 
-    pub(crate) fn view(&self, tx: &mut dyn Tx, user: UserId) -> Result<IdentityView, IdentityError> {
-        let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+    pub(crate) fn view(&self, tx: &mut dyn Tx, user: UserId) -> Result<IdentityView, ViewError> {
+        let record = tx.identity(user)?.ok_or(ViewError::UnknownUser)?;
         let pending_revocations = tx.queue_len(user)?;
         let handle = record.handle(&self.settings.domain);
         Ok(IdentityView {
@@ -135,7 +154,7 @@ impl Fedid {
         ports::write(self.store.as_ref(), |tx| {
             let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
             if alias.as_ref().is_ok_and(|alias| record.alias.as_ref() == Some(alias)) {
-                return self.view(tx, user);
+                return Ok(self.view(tx, user)?);
             }
             // API.md's order: 429 before 400.
             self.check_alias_budget(tx, user, now)?;
@@ -150,7 +169,7 @@ impl Fedid {
                 return Err(IdentityError::RevocationsPending);
             }
             tx.set_alias(user, &alias, now)?;
-            self.view(tx, user)
+            Ok(self.view(tx, user)?)
         })
     }
 
@@ -196,7 +215,7 @@ impl Fedid {
                 "keys_set",
                 json!({ "signingKey": signing.to_base64url() }),
             )?;
-            self.view(tx, user)
+            Ok(self.view(tx, user)?)
         })
     }
 }

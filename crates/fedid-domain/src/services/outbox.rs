@@ -7,7 +7,7 @@ use crate::envelope::{Envelope, EnvelopeError, MessageType};
 use crate::handle::Handle;
 use crate::model::{QueuedRevocation, Relationship, RelationshipState, UserId};
 use crate::ports::{self, DeliveryFailure, StoreError};
-use crate::services::identity::IdentityError;
+use crate::services::identity::ViewError;
 use crate::services::Fedid;
 
 /// Why an outbox call failed (API.md).
@@ -67,11 +67,11 @@ impl OutboxError {
     }
 }
 
-impl From<IdentityError> for OutboxError {
-    fn from(e: IdentityError) -> Self {
+impl From<ViewError> for OutboxError {
+    fn from(e: ViewError) -> Self {
         match e {
-            IdentityError::Store(s) => Self::Store(s),
-            _ => Self::UnknownUser,
+            ViewError::UnknownUser => Self::UnknownUser,
+            ViewError::Store(s) => Self::Store(s),
         }
     }
 }

@@ -130,7 +130,7 @@ impl UserReads<'_> {
 
     /// The user's identity object.
     pub fn identity(&mut self) -> Result<IdentityView, IdentityError> {
-        self.fedid.view(self.tx, self.user)
+        Ok(self.fedid.view(self.tx, self.user)?)
     }
 
     /// As [`Fedid::relationships`].

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::model::{QueuedRevocation, UserId};
 use crate::ports::{self, StoreError};
-use crate::services::identity::{audit, IdentityError, IdentityView};
+use crate::services::identity::{audit, IdentityView, ViewError};
 use crate::services::Fedid;
 
 /// The exact confirmation a client must send.
@@ -37,11 +37,11 @@ impl ResetError {
     }
 }
 
-impl From<IdentityError> for ResetError {
-    fn from(e: IdentityError) -> Self {
+impl From<ViewError> for ResetError {
+    fn from(e: ViewError) -> Self {
         match e {
-            IdentityError::Store(s) => Self::Store(s),
-            _ => Self::UnknownUser,
+            ViewError::UnknownUser => Self::UnknownUser,
+            ViewError::Store(s) => Self::Store(s),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::envelope::{Envelope, VerifiedEnvelope};
 use crate::handle::Handle;
 use crate::model::UserId;
 use crate::ports::{self, StoreError};
-use crate::services::identity::{audit, IdentityError};
+use crate::services::identity::{audit, ViewError};
 use crate::services::outbox::OutboxRequest;
 use crate::services::Fedid;
 
@@ -56,11 +56,11 @@ impl FlushError {
     }
 }
 
-impl From<IdentityError> for FlushError {
-    fn from(e: IdentityError) -> Self {
+impl From<ViewError> for FlushError {
+    fn from(e: ViewError) -> Self {
         match e {
-            IdentityError::Store(s) => Self::Store(s),
-            _ => Self::UnknownUser,
+            ViewError::UnknownUser => Self::UnknownUser,
+            ViewError::Store(s) => Self::Store(s),
         }
     }
 }
