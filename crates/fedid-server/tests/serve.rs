@@ -19,16 +19,23 @@ fn command(dir: &std::path::Path) -> Command {
     command
 }
 
-/// Starts `serve` on port 0 and reads the bound port from its log.
-fn serve(dir: &std::path::Path) -> (Child, u16) {
+/// Starts `serve` on port 0, logging in `format`; returns its log lines.
+fn spawn_serve(dir: &std::path::Path, format: &str) -> (Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
     let mut child = command(dir)
         .args(["serve"])
         .env("FEDID__SERVER__BIND", "127.0.0.1:0")
+        .env("FEDID__LOG__FORMAT", format)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Starts `serve` on port 0 and reads the bound port from its log.
+fn serve(dir: &std::path::Path) -> (Child, u16) {
+    let (child, mut lines) = spawn_serve(dir, "json");
     let port = loop {
         let line = lines.next().expect("serve logs before it listens").unwrap();
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -100,15 +107,7 @@ fn a_port_in_use_is_a_one_line_error() {
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args(["serve"])
-        .env("FEDID__LOG__FORMAT", "pretty")
-        .env("FEDID__SERVER__BIND", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_serve(dir.path(), "pretty");
     let serving = lines
         .by_ref()
         .map(|line| line.unwrap())
