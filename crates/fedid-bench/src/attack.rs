@@ -379,6 +379,8 @@ pub fn stalled_bodies(target: &Target, connections: usize) -> Result<Vec<Finding
         },
     )?;
     let stall = "POST /federation/inbox HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{";
+    timed_get(Ipv4Addr::LOCALHOST, server.port, "/healthz")?;
+    let (before, _) = server.rss_mb();
     let mut held = Vec::new();
     for _ in 0..connections {
         let Ok(mut stream) = connect_from(Ipv4Addr::LOCALHOST, server.port) else {
@@ -419,7 +421,15 @@ pub fn stalled_bodies(target: &Target, connections: usize) -> Result<Vec<Finding
             }
         }
     }
+    std::thread::sleep(Duration::from_millis(300));
+    let (after, _) = server.rss_mb();
     Ok(vec![
+        Finding::at_most(
+            "stalled_bodies_rss_growth_mb",
+            round(after - before),
+            8.0,
+            "at most 8 MB once the flood is over (docs/security.md)",
+        ),
         Finding::at_most(
             "stalled_bodies_other_client_ms",
             if status == 200 {
