@@ -163,6 +163,16 @@ impl TestApp {
         Reply { status, headers, body }
     }
 
+    /// `POST /federation/inbox` with a JSON body.
+    fn inbox(&self, body: String) -> Reply {
+        self.call(
+            "POST",
+            "/federation/inbox",
+            None,
+            Some(("application/json", body.into_bytes())),
+        )
+    }
+
     fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), None)
     }
@@ -868,34 +878,21 @@ fn outbox_inbox_and_relationships_over_http() {
 }
 
 #[test]
-fn metrics_token_and_inbox_rate_limit() {
-    let app = spawn_app_with(Some("s3cret"), 2);
+fn metrics_needs_its_token_when_one_is_set() {
+    let app = spawn_app_with(Some("s3cret"), 0);
     assert_eq!(app.call("GET", "/metrics", None, None).status, 401);
     assert_eq!(app.call("GET", "/metrics", Some("wrong"), None).status, 401);
     assert_eq!(app.call("GET", "/metrics", Some("s3cret"), None).status, 200);
-    let statuses: Vec<u16> = (0..5)
-        .map(|_| {
-            app.call(
-                "POST",
-                "/federation/inbox",
-                None,
-                Some(("application/json", b"{}".to_vec())),
-            )
-            .status
-        })
-        .collect();
-    assert!(statuses.contains(&429), "{statuses:?}");
-    let limited = (0..3)
-        .map(|_| {
-            app.call(
-                "POST",
-                "/federation/inbox",
-                None,
-                Some(("application/json", b"{}".to_vec())),
-            )
-        })
+}
+
+#[test]
+fn the_inbox_rate_limit_answers_429_with_retry_after() {
+    let app = spawn_app_with(None, 2);
+    let replies: Vec<Reply> = (0..8).map(|_| app.inbox("{}".into())).collect();
+    let limited = replies
+        .iter()
         .find(|r| r.status == 429)
-        .unwrap();
+        .unwrap_or_else(|| panic!("{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>()));
     assert_eq!(
         (limited.code(), limited.header("retry-after")),
         ("rate_limited".into(), Some("1"))
@@ -1032,57 +1029,45 @@ fn remaining_error_codes_over_http() {
 }
 
 #[test]
-fn inbox_full_and_domain_not_allowed_over_http() {
-    let limited = spawn_app_tweaked(None, 0, |s| s.inbox_messages_per_user = 1);
-    let (_, ah, _) = limited.user("alice");
-    let bob = limited.peer.user("bob").unwrap();
-    let inbox = |app: &TestApp, body: String| {
-        app.call(
-            "POST",
-            "/federation/inbox",
-            None,
-            Some(("application/json", body.into_bytes())),
-        )
+fn a_full_inbox_answers_inbox_full() {
+    let app = spawn_app_tweaked(None, 0, |s| s.inbox_messages_per_user = 1);
+    let (_, alice, _) = app.user("alice");
+    let request = |from: &fedid_testkit::TestUser| {
+        from.keys
+            .envelope(
+                &from.handle,
+                &alice,
+                MessageType::RelationshipRequest,
+                Map::new(),
+                app.clock.now(),
+            )
+            .wire_form()
     };
-    let request = bob.keys.envelope(
-        &bob.handle,
-        &ah,
-        MessageType::RelationshipRequest,
-        Map::new(),
-        limited.clock.now(),
-    );
-    assert_eq!(
-        inbox(&limited, request.wire_form()).status,
-        202,
-        "the first stored envelope fits"
-    );
-    let carol = limited.peer.user("carol").unwrap();
-    let second = carol.keys.envelope(
-        &carol.handle,
-        &ah,
-        MessageType::RelationshipRequest,
-        Map::new(),
-        limited.clock.now(),
-    );
-    let reply = inbox(&limited, second.wire_form());
+    let bob = app.peer.user("bob").unwrap();
+    assert_eq!(app.inbox(request(&bob)).status, 202, "the first stored envelope fits");
+    let carol = app.peer.user("carol").unwrap();
+    let reply = app.inbox(request(&carol));
     assert_eq!((reply.status, reply.code()), (429, "inbox_full".into()));
+}
 
-    let fenced = spawn_app_tweaked(None, 0, |s| {
+#[test]
+fn a_sender_off_the_allow_list_answers_domain_not_allowed() {
+    let app = spawn_app_tweaked(None, 0, |s| {
         s.allowed_domains = vec![Domain::parse("c.example", DomainPolicy::HTTPS_PUBLIC).unwrap()];
     });
-    let (_, ah, _) = fenced.user("alice");
-    let bob = fenced.peer.user("bob").unwrap();
+    let (_, alice, _) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
     let wire = bob
         .keys
         .envelope(
             &bob.handle,
-            &ah,
+            &alice,
             MessageType::RelationshipRequest,
             Map::new(),
-            fenced.clock.now(),
+            app.clock.now(),
         )
         .wire_form();
-    let reply = inbox(&fenced, wire);
+    let reply = app.inbox(wire);
     assert_eq!((reply.status, reply.code()), (403, "domain_not_allowed".into()));
 }
 
