@@ -763,19 +763,9 @@ fn outbox_inbox_and_relationships_over_http() {
             app.clock.now(),
         )
         .wire_form();
-    let reply = app.call(
-        "POST",
-        "/federation/inbox",
-        None,
-        Some(("application/json", request.clone().into_bytes())),
-    );
+    let reply = app.inbox(request.clone());
     assert_eq!((reply.status, reply.json()), (202, json!({"status": "accepted"})));
-    let reply = app.call(
-        "POST",
-        "/federation/inbox",
-        None,
-        Some(("application/json", request.clone().into_bytes())),
-    );
+    let reply = app.inbox(request.clone());
     assert_eq!((reply.status, reply.json()), (200, json!({"status": "duplicate"})));
     let reply = app.call(
         "POST",
@@ -787,12 +777,7 @@ fn outbox_inbox_and_relationships_over_http() {
     let forged = ak
         .envelope(&bob.handle, &ah, MessageType::Message, Map::new(), app.clock.now())
         .wire_form();
-    let reply = app.call(
-        "POST",
-        "/federation/inbox",
-        None,
-        Some(("application/json", forged.into_bytes())),
-    );
+    let reply = app.inbox(forged);
     assert_eq!((reply.status, reply.code()), (401, "invalid_signature".into()));
     assert_eq!(reply.header("www-authenticate"), Some("Signature realm=\"federation\""));
     let reply = app.call(
@@ -823,12 +808,7 @@ fn outbox_inbox_and_relationships_over_http() {
         json!({"ciphertext": "3q2-7w", "n": 1e21}).as_object().cloned().unwrap(),
         app.clock.now(),
     );
-    app.call(
-        "POST",
-        "/federation/inbox",
-        None,
-        Some(("application/json", message.wire_form().into_bytes())),
-    );
+    app.inbox(message.wire_form());
     let inbox = app.get("/users/me/inbox?limit=1", &alice);
     let page = inbox.json();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -945,14 +925,7 @@ fn remaining_error_codes_over_http() {
     );
 
     // Inbox refusals of section 8.
-    let inbox = |body: String| {
-        app.call(
-            "POST",
-            "/federation/inbox",
-            None,
-            Some(("application/json", body.into_bytes())),
-        )
-    };
+    let inbox = |body: String| app.inbox(body);
     let now = app.clock.now();
     let wire = bob
         .keys
