@@ -403,97 +403,118 @@ fn the_bearer_scheme_is_case_insensitive() {
     }
 }
 
+/// A user without alias or keys, and their token.
+fn new_user(app: &TestApp) -> String {
+    app.fedid.create_user().unwrap().1.expose().to_owned()
+}
+
 #[test]
-fn identity_alias_and_keys() {
+fn a_new_user_has_an_identity_to_set_up() {
     let app = spawn_app();
-    let (_, token) = app.fedid.create_user().unwrap();
-    let token = token.expose();
-    let identity = app.get("/users/me/identity", token).json();
+    let token = new_user(&app);
+    let identity = app.get("/users/me/identity", &token).json();
     assert_eq!(identity["state"], "setup_required");
     assert_eq!(identity["alias"], Value::Null);
     assert_eq!(identity["pendingRevocations"], 0);
-    let reply = app.send("PATCH", "/users/me/alias", token, json!({"alias": "Alice"}));
+}
+
+#[test]
+fn an_alias_is_folded_to_lower_case_and_setting_it_again_changes_nothing() {
+    let app = spawn_app();
+    let token = new_user(&app);
+    let reply = app.send("PATCH", "/users/me/alias", &token, json!({"alias": "Alice"}));
     assert_eq!(
         (reply.status, reply.json()["handle"].clone()),
         (200, json!("alice@a.example"))
     );
-    assert_eq!(
-        app.send("PATCH", "/users/me/alias", token, json!({"alias": "alice"}))
-            .status,
-        200,
-        "no-op"
-    );
-    assert_eq!(
-        app.send("PATCH", "/users/me/alias", token, json!({"alias": "a!"}))
-            .code(),
-        "invalid_alias"
-    );
-    let reply = app.send("PATCH", "/users/me/alias", token, json!({"alias": 5}));
-    assert_eq!(
-        (reply.status, reply.code(), reply.json()["member"].clone()),
-        (400, "invalid_request".into(), json!("alias"))
-    );
-    let reply = app.send("PATCH", "/users/me/alias", token, json!({}));
-    assert_eq!(
-        (reply.code(), reply.json()["member"].clone()),
-        ("invalid_request".into(), json!("alias"))
-    );
-    let reply = app.call(
-        "PATCH",
-        "/users/me/alias",
-        Some(token),
-        Some(("application/json", b"{\"alias\":".to_vec())),
-    );
+    let again = app.send("PATCH", "/users/me/alias", &token, json!({"alias": "alice"}));
+    assert_eq!(again.status, 200, "no-op");
+}
+
+#[test]
+fn bad_alias_bodies_are_refused_naming_the_fault() {
+    let app = spawn_app();
+    let token = new_user(&app);
+    let patch =
+        |ctype: &str, body: &[u8]| app.call("PATCH", "/users/me/alias", Some(&token), Some((ctype, body.to_vec())));
+    assert_eq!(patch("application/json", br#"{"alias":"a!"}"#).code(), "invalid_alias");
+    for body in [&br#"{"alias":5}"#[..], b"{}"] {
+        let reply = patch("application/json", body);
+        assert_eq!(
+            (reply.status, reply.code(), reply.json()["member"].clone()),
+            (400, "invalid_request".into(), json!("alias"))
+        );
+    }
+    let reply = patch("application/json", br#"{"alias":"#);
     assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()));
+    assert_eq!(patch("text/json", br#"{"alias":"x"}"#).code(), "invalid_request");
+    let big = json!({"alias": "x".repeat(70_000)}).to_string();
+    assert_eq!(patch("application/json", big.as_bytes()).code(), "payload_too_large");
+}
+
+#[test]
+fn the_media_type_is_compared_without_case_or_parameters() {
+    let app = spawn_app();
+    let token = new_user(&app);
     let reply = app.call(
         "PATCH",
         "/users/me/alias",
-        Some(token),
-        Some(("text/json", b"{\"alias\":\"x\"}".to_vec())),
-    );
-    assert_eq!(reply.code(), "invalid_request");
-    let reply = app.call(
-        "PATCH",
-        "/users/me/alias",
-        Some(token),
-        Some(("Application/JSON; charset=utf-8", b"{\"alias\":\"alice\"}".to_vec())),
+        Some(&token),
+        Some(("Application/JSON; charset=utf-8", br#"{"alias":"alice"}"#.to_vec())),
     );
     assert_eq!(reply.status, 200);
-    let big = json!({"alias": "x".repeat(70_000)});
+}
+
+#[test]
+fn an_alias_once_held_is_taken_for_everyone_else() {
+    let app = spawn_app();
+    let token = new_user(&app);
     assert_eq!(
-        app.send("PATCH", "/users/me/alias", token, big).code(),
-        "payload_too_large"
+        app.send("PATCH", "/users/me/alias", &token, json!({"alias": "alice"}))
+            .status,
+        200
     );
-
-    let (_, other) = app.fedid.create_user().unwrap();
-    let reply = app.send("PATCH", "/users/me/alias", other.expose(), json!({"alias": "ALICE"}));
+    let other = new_user(&app);
+    let reply = app.send("PATCH", "/users/me/alias", &other, json!({"alias": "ALICE"}));
     assert_eq!((reply.status, reply.code()), (409, "alias_taken".into()));
+}
 
+#[test]
+fn alias_changes_past_the_day_answer_429_with_retry_after() {
+    let app = spawn_app_tweaked(None, 0, |s| s.alias_changes_per_day = 2);
+    let token = new_user(&app);
+    for alias in ["first", "second"] {
+        assert_eq!(
+            app.send("PATCH", "/users/me/alias", &token, json!({"alias": alias}))
+                .status,
+            200
+        );
+    }
+    let reply = app.send("PATCH", "/users/me/alias", &token, json!({"alias": "third"}));
+    assert_eq!((reply.status, reply.code()), (429, "rate_limited".into()));
+    assert_eq!(reply.header("retry-after"), Some("86400"));
+}
+
+#[test]
+fn keys_are_checked_one_by_one_then_make_the_identity_active() {
+    let app = spawn_app();
+    let token = new_user(&app);
+    assert_eq!(
+        app.send("PATCH", "/users/me/alias", &token, json!({"alias": "alice"}))
+            .status,
+        200
+    );
     let keys = ClientKeys::generate().unwrap();
     let (sk, ek) = keys.public_keys();
-    let reply = app.send(
-        "PUT",
-        "/users/me/keys",
-        token,
-        json!({"signingKey": sk, "encryptionKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
-    );
+    let put = |body: Value| app.send("PUT", "/users/me/keys", &token, body);
+    let reply = put(json!({"signingKey": sk, "encryptionKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}));
     assert_eq!(
         (reply.status, reply.code(), reply.json()["member"].clone()),
         (400, "invalid_key".into(), json!("encryptionKey"))
     );
-    let reply = app.send(
-        "PUT",
-        "/users/me/keys",
-        token,
-        json!({"signingKey": "7P_______________________________________38", "encryptionKey": ek}),
-    );
+    let reply = put(json!({"signingKey": "7P_______________________________________38", "encryptionKey": ek}));
     assert_eq!(reply.json()["member"], "signingKey");
-    let reply = app.send(
-        "PUT",
-        "/users/me/keys",
-        token,
-        json!({"signingKey": sk, "encryptionKey": ek}),
-    );
+    let reply = put(json!({"signingKey": sk, "encryptionKey": ek}));
     assert_eq!(reply.json()["state"], "active");
     assert_eq!(reply.json()["signingKey"], json!(sk));
 }
