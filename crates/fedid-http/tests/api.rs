@@ -901,11 +901,10 @@ fn the_inbox_rate_limit_answers_429_with_retry_after() {
 }
 
 #[test]
-fn remaining_error_codes_over_http() {
+fn the_outbox_refuses_what_it_cannot_send() {
     let app = spawn_app();
     let (alice, ah, ak) = app.user("alice");
     let bob = app.peer.user("bob").unwrap();
-
     // Outbox before the identity is set up, then with a stale timestamp and a bad envelope.
     let (_, fresh) = app.fedid.create_user().unwrap();
     let reply = app.send(
@@ -924,7 +923,13 @@ fn remaining_error_codes_over_http() {
     let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     let reply = app.outbox(&alice, &ak, &ah, &nobody, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (404, "unknown_recipient".into()));
+}
 
+#[test]
+fn an_alias_cannot_change_while_peers_know_it() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
     // relationships_exist, then revocations_pending (alias and outbox).
     app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
@@ -937,14 +942,26 @@ fn remaining_error_codes_over_http() {
     assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
     let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (409, "revocations_pending".into()));
+}
 
+#[test]
+fn the_flush_body_limit_is_16_times_the_user_apis() {
+    let app = spawn_app();
+    let (alice, _, _) = app.user("alice");
     // The flush body limit is 16 times the user API's.
     let big = json!({"items": [{"peerHandle": "bob@b.example", "signature": "x".repeat(1_100_000), "timestamp": "t"}]});
     assert_eq!(
         app.send("POST", "/users/me/revocations/flush", &alice, big).code(),
         "payload_too_large"
     );
+}
 
+#[test]
+fn the_inbox_answers_each_refusal_of_section_8() {
+    let app = spawn_app();
+    let (_, ah, _) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     // Inbox refusals of section 8.
     let inbox = |body: String| app.inbox(body);
     let now = app.clock.now();
@@ -1003,8 +1020,16 @@ fn remaining_error_codes_over_http() {
     .sign(bob.keys.secret());
     let reply = inbox(reused.wire_form());
     assert_eq!((reply.status, reply.code()), (409, "nonce_reused".into()));
+}
 
-    // Envelopes over 4 KiB take the blocking pool instead of the worker:
+#[test]
+fn envelopes_over_4_kib_get_the_same_answers() {
+    let app = spawn_app();
+    let (_, ah, _) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    let inbox = |body: String| app.inbox(body);
+    let now = app.clock.now();
+    // Envelopes over 4 KiB take the federation pool instead of the worker:
     // the same answers.
     let mut payload = Map::new();
     payload.insert("ciphertext".into(), json!("A".repeat(6_000)));
