@@ -242,16 +242,27 @@ impl TestApp {
 }
 
 #[test]
-fn operations_endpoints_and_routing() {
+fn health_and_readiness_answer_ok() {
     let app = spawn_app();
     let health = app.call("GET", "/healthz", None, None);
     assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
     assert_eq!(app.call("GET", "/readyz", None, None).json(), json!({"status": "ok"}));
+}
+
+#[test]
+fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
+    let app = spawn_app();
     let missing = app.call("GET", "/nope", None, None);
     assert_eq!((missing.status, missing.code()), (404, "not_found".into()));
     let wrong = app.call("DELETE", "/healthz", None, None);
     assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed".into()));
     assert_eq!(wrong.header("allow"), Some("GET"));
+}
+
+#[test]
+fn metrics_count_requests_by_route_method_and_status() {
+    let app = spawn_app();
+    app.call("GET", "/healthz", None, None);
     let metrics = app.call("GET", "/metrics", None, None);
     assert_eq!(metrics.status, 200);
     for series in [
@@ -519,36 +530,37 @@ fn keys_are_checked_one_by_one_then_make_the_identity_active() {
     assert_eq!(reply.json()["signingKey"], json!(sk));
 }
 
-#[test]
-fn reset_confirmation_and_result() {
-    let app = spawn_app();
+/// Alice, with an active relationship to bob of the peer instance: what a
+/// reset erases and queues a revocation for.
+fn alice_with_a_peer(app: &TestApp) -> String {
     let (alice, alice_handle, alice_keys) = app.user("alice");
     let bob = app.peer.user("bob").unwrap();
-    let r = app.send(
-        "POST",
-        "/users/me/outbox",
-        &alice,
-        app.outbox_body(
-            &alice_keys,
-            &alice_handle,
-            &bob.handle,
-            MessageType::RelationshipRequest,
-        ),
+    let body = app.outbox_body(
+        &alice_keys,
+        &alice_handle,
+        &bob.handle,
+        MessageType::RelationshipRequest,
     );
+    let r = app.send("POST", "/users/me/outbox", &alice, body);
     assert_eq!((r.status, r.json()), (200, json!({"outcome": "delivered"})));
-    for (ctype, body) in [
-        ("application/json", "{}"),
-        ("application/json", "null"),
-        ("application/json", "{\"confirm\":5}"),
-        ("application/json", ""),
-        ("application/json", "{\"confirm\":\"yes\"}"),
-    ] {
-        let reply = app.call(
-            "POST",
-            "/users/me/identity/reset",
-            Some(&alice),
-            Some((ctype, body.as_bytes().to_vec())),
-        );
+    alice
+}
+
+fn reset(app: &TestApp, token: &str, ctype: &str, body: &str) -> Reply {
+    app.call(
+        "POST",
+        "/users/me/identity/reset",
+        Some(token),
+        Some((ctype, body.as_bytes().to_vec())),
+    )
+}
+
+#[test]
+fn a_reset_without_the_confirmation_changes_nothing() {
+    let app = spawn_app();
+    let alice = alice_with_a_peer(&app);
+    for body in ["{}", "null", "{\"confirm\":5}", "", "{\"confirm\":\"yes\"}"] {
+        let reply = reset(&app, &alice, "application/json", body);
         assert_eq!(
             (reply.status, reply.code()),
             (400, "confirmation_required".into()),
@@ -559,28 +571,18 @@ fn reset_confirmation_and_result() {
         ("text/plain", "{\"confirm\":\"erase-all-my-data\"}"),
         ("application/json", "{\"confirm\":"),
     ] {
-        let reply = app.call(
-            "POST",
-            "/users/me/identity/reset",
-            Some(&alice),
-            Some((ctype, body.as_bytes().to_vec())),
-        );
+        let reply = reset(&app, &alice, ctype, body);
         assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()), "{body}");
     }
-    assert_eq!(
-        app.get("/users/me/relationships", &alice).json()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "nothing changed"
-    );
-    let reply = app.send(
-        "POST",
-        "/users/me/identity/reset",
-        &alice,
-        json!({"confirm": "erase-all-my-data"}),
-    );
+    let relationships = app.get("/users/me/relationships", &alice).json();
+    assert_eq!(relationships["items"].as_array().unwrap().len(), 1, "nothing changed");
+}
+
+#[test]
+fn a_confirmed_reset_erases_queues_and_keeps_the_alias() {
+    let app = spawn_app();
+    let alice = alice_with_a_peer(&app);
+    let reply = reset(&app, &alice, "application/json", r#"{"confirm":"erase-all-my-data"}"#);
     assert_eq!(reply.status, 200);
     let body = reply.json();
     assert_eq!(body["revocationsQueued"], 1);
@@ -588,14 +590,14 @@ fn reset_confirmation_and_result() {
     assert_eq!(body["identity"]["state"], "setup_required");
     assert_eq!(body["identity"]["alias"], "alice");
     assert!(body["identity"]["lastResetAt"].as_str().unwrap().ends_with('Z'));
-    let again = app
-        .send(
-            "POST",
-            "/users/me/identity/reset",
-            &alice,
-            json!({"confirm": "erase-all-my-data"}),
-        )
-        .json();
+}
+
+#[test]
+fn a_second_reset_finds_nothing_to_erase() {
+    let app = spawn_app();
+    let alice = alice_with_a_peer(&app);
+    reset(&app, &alice, "application/json", r#"{"confirm":"erase-all-my-data"}"#);
+    let again = reset(&app, &alice, "application/json", r#"{"confirm":"erase-all-my-data"}"#).json();
     assert_eq!(
         (
             again["revocationsQueued"].clone(),
@@ -603,6 +605,13 @@ fn reset_confirmation_and_result() {
         ),
         (json!(0), json!(0))
     );
+}
+
+#[test]
+fn after_a_reset_discovery_knows_no_keys() {
+    let app = spawn_app();
+    let alice = alice_with_a_peer(&app);
+    reset(&app, &alice, "application/json", r#"{"confirm":"erase-all-my-data"}"#);
     let discovery = app.call("GET", "/federation/users/alice", None, None);
     assert_eq!((discovery.status, discovery.code()), (404, "unknown_user".into()));
     assert_eq!(discovery.header("cache-control"), Some("no-store"));
