@@ -617,23 +617,79 @@ fn after_a_reset_discovery_knows_no_keys() {
     assert_eq!(discovery.header("cache-control"), Some("no-store"));
 }
 
-#[test]
-fn revocation_queue_over_http() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
+/// Alice after a reset that queued revocations to bob, carol and dave.
+struct ResetAlice {
+    token: String,
+    handle: Handle,
+    old_keys: ClientKeys,
+    peers: Vec<fedid_testkit::TestUser>,
+}
+
+fn alice_reset_with_three_peers(app: &TestApp) -> ResetAlice {
+    let (token, handle, old_keys) = app.user("alice");
     let mut peers = Vec::new();
     for name in ["bob", "carol", "dave"] {
         let peer = app.peer.user(name).unwrap();
-        app.outbox(&alice, &ak, &ah, &peer.handle, MessageType::RelationshipRequest);
+        app.outbox(
+            &token,
+            &old_keys,
+            &handle,
+            &peer.handle,
+            MessageType::RelationshipRequest,
+        );
         peers.push(peer);
     }
-    app.send(
+    let reply = app.send(
         "POST",
         "/users/me/identity/reset",
-        &alice,
+        &token,
         json!({"confirm": "erase-all-my-data"}),
     );
-    let page = app.get("/users/me/revocations/pending?limit=2", &alice).json();
+    assert_eq!(reply.status, 200);
+    ResetAlice {
+        token,
+        handle,
+        old_keys,
+        peers,
+    }
+}
+
+impl ResetAlice {
+    /// New keys registered, as the client does after a reset.
+    fn new_keys(&self, app: &TestApp) -> ClientKeys {
+        let keys = ClientKeys::generate().unwrap();
+        let (sk, ek) = keys.public_keys();
+        let reply = app.send(
+            "PUT",
+            "/users/me/keys",
+            &self.token,
+            json!({"signingKey": sk, "encryptionKey": ek}),
+        );
+        assert_eq!(reply.status, 200);
+        keys
+    }
+
+    /// One flush item for `peer`, signed with `keys`.
+    fn item(&self, app: &TestApp, keys: &ClientKeys, peer: &Handle) -> Value {
+        let i = keys.flush_item(&self.handle, peer, app.clock.now());
+        json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce, "timestamp": i.timestamp})
+    }
+
+    fn flush(&self, app: &TestApp, items: Vec<Value>) -> Reply {
+        app.send(
+            "POST",
+            "/users/me/revocations/flush",
+            &self.token,
+            json!({ "items": items }),
+        )
+    }
+}
+
+#[test]
+fn pending_revocations_are_paged_by_handle() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
+    let page = app.get("/users/me/revocations/pending?limit=2", &alice.token).json();
     assert_eq!(
         page["items"]
             .as_array()
@@ -645,15 +701,20 @@ fn revocation_queue_over_http() {
     );
     assert_eq!(page["nextAfter"], "carol@b.example");
     let rest = app
-        .get("/users/me/revocations/pending?after=CAROL%40b.example", &alice)
+        .get("/users/me/revocations/pending?after=CAROL%40b.example", &alice.token)
         .json();
     assert_eq!(rest["items"][0]["peerHandle"], "dave@b.example");
     assert_eq!(rest["nextAfter"], Value::Null);
     assert_eq!(rest["items"][0]["attempts"], 0);
+}
+
+#[test]
+fn bad_list_queries_are_400_but_a_missing_token_answers_401_first() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
     for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
-        let reply = app.get(&format!("/users/me/revocations/pending?{bad}"), &alice);
+        let reply = app.get(&format!("/users/me/revocations/pending?{bad}"), &alice.token);
         assert_eq!((reply.status, reply.code()), (400, "invalid_request".into()), "{bad}");
-        // Without a valid token the query is never judged: 401 first.
         for list in [
             "/users/me/revocations/pending",
             "/users/me/relationships",
@@ -667,48 +728,44 @@ fn revocation_queue_over_http() {
             );
         }
     }
-    let now = app.clock.now();
-    let item = |keys: &ClientKeys, peer: &Handle| {
-        let i = keys.flush_item(&ah, peer, now);
-        json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce, "timestamp": i.timestamp})
-    };
-    let reply = app.send(
-        "POST",
-        "/users/me/revocations/flush",
-        &alice,
-        json!({"items": [item(&ak, &peers[0].handle)]}),
-    );
+}
+
+#[test]
+fn a_flush_before_new_keys_answers_identity_not_set_up() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
+    let item = alice.item(&app, &alice.old_keys, &alice.peers[0].handle);
+    let reply = alice.flush(&app, vec![item]);
     assert_eq!((reply.status, reply.code()), (409, "identity_not_set_up".into()));
-    let reply = app.send("POST", "/users/me/revocations/flush", &alice, json!({"items": []}));
+}
+
+#[test]
+fn flush_bodies_name_the_member_at_fault() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
+    let reply = alice.flush(&app, vec![]);
     assert_eq!(
         (reply.code(), reply.json()["member"].clone()),
         ("invalid_request".into(), json!("items"))
     );
-    let reply = app.send(
-        "POST",
-        "/users/me/revocations/flush",
-        &alice,
-        json!({"items": [{"peerHandle": "bob@b.example"}]}),
-    );
+    let reply = alice.flush(&app, vec![json!({"peerHandle": "bob@b.example"})]);
     assert_eq!(reply.json()["member"], "items[0].signature");
-    let reply = app.send(
-        "POST",
-        "/users/me/revocations/flush",
-        &alice,
-        json!({"items": [{"peerHandle": 7, "signature": "x", "timestamp": "y"}]}),
-    );
+    let reply = alice.flush(&app, vec![json!({"peerHandle": 7, "signature": "x", "timestamp": "y"})]);
     assert_eq!(reply.json()["member"], "items[0].peerHandle");
+}
 
-    let keys = ClientKeys::generate().unwrap();
-    let (sk, ek) = keys.public_keys();
-    app.send(
-        "PUT",
-        "/users/me/keys",
-        &alice,
-        json!({"signingKey": sk, "encryptionKey": ek}),
-    );
+#[test]
+fn a_flush_reports_each_item_and_keeps_failed_rows_for_the_next() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
+    let keys = alice.new_keys(&app);
+    let bob = alice.peers[0].handle.clone();
+    let erin = Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     app.network.set_unreachable("b.example", true);
-    let reply = app.send("POST", "/users/me/revocations/flush", &alice, json!({"items": [item(&keys, &peers[0].handle), item(&keys, &Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap())]}));
+    let reply = alice.flush(
+        &app,
+        vec![alice.item(&app, &keys, &bob), alice.item(&app, &keys, &erin)],
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.json(),
@@ -718,38 +775,36 @@ fn revocation_queue_over_http() {
         "delivered": 0, "failed": 1, "remaining": 3})
     );
     app.network.set_unreachable("b.example", false);
-    let reply = app.send(
-        "POST",
-        "/users/me/revocations/flush",
-        &alice,
-        json!({"items": [item(&keys, &peers[0].handle)]}),
-    );
+    let reply = alice.flush(&app, vec![alice.item(&app, &keys, &bob)]);
     assert_eq!(reply.json()["results"][0]["outcome"], "delivered");
     assert_eq!(reply.json()["remaining"], 2);
-    assert_eq!(
-        app.call(
-            "DELETE",
-            "/users/me/revocations/pending/carol%40b.example",
-            Some(&alice),
-            None
-        )
-        .status,
-        204
-    );
-    let again = app.call(
-        "DELETE",
-        "/users/me/revocations/pending/carol%40b.example",
-        Some(&alice),
-        None,
-    );
-    assert_eq!((again.status, again.code()), (404, "not_queued".into()));
-    assert_eq!(app.get("/users/me/identity", &alice).json()["pendingRevocations"], 1);
     let metrics = app.call("GET", "/metrics", None, None).body;
     assert!(
         metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("fedid_revocations_queued 1"), "{metrics}");
+    assert!(metrics.contains("fedid_revocations_queued 2"), "{metrics}");
+}
+
+#[test]
+fn a_pending_revocation_can_be_dropped_once() {
+    let app = spawn_app();
+    let alice = alice_reset_with_three_peers(&app);
+    let drop = || {
+        app.call(
+            "DELETE",
+            "/users/me/revocations/pending/carol%40b.example",
+            Some(&alice.token),
+            None,
+        )
+    };
+    assert_eq!(drop().status, 204);
+    let again = drop();
+    assert_eq!((again.status, again.code()), (404, "not_queued".into()));
+    assert_eq!(
+        app.get("/users/me/identity", &alice.token).json()["pendingRevocations"],
+        2
+    );
 }
 
 #[test]
