@@ -807,8 +807,35 @@ fn a_pending_revocation_can_be_dropped_once() {
     );
 }
 
+/// Bob (of the peer instance) asks alice through his server and alice
+/// accepts through hers: an active relationship.
+fn befriend(app: &TestApp, alice: &str, ah: &Handle, ak: &ClientKeys, bob: &fedid_testkit::TestUser) {
+    let ask = bob.keys.outbox_request(
+        &bob.handle,
+        ah,
+        MessageType::RelationshipRequest,
+        Map::new(),
+        app.clock.now(),
+    );
+    assert_eq!(bob.node.send(bob.user, ask), Ok(fedid_domain::OutboxOutcome::Delivered));
+    let reply = app.outbox(alice, ak, ah, &bob.handle, MessageType::RelationshipAccept);
+    assert_eq!(reply.json(), json!({"outcome": "delivered"}));
+}
+
+fn request_from(app: &TestApp, bob: &fedid_testkit::TestUser, to: &Handle) -> String {
+    bob.keys
+        .envelope(
+            &bob.handle,
+            to,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            app.clock.now(),
+        )
+        .wire_form()
+}
+
 #[test]
-fn outbox_inbox_and_relationships_over_http() {
+fn the_outbox_applies_the_senders_side_rules() {
     let app = spawn_app();
     let (alice, ah, ak) = app.user("alice");
     let bob = app.peer.user("bob").unwrap();
@@ -820,7 +847,12 @@ fn outbox_inbox_and_relationships_over_http() {
     assert_eq!(edited("payload", json!({"x": 1})).code(), "invalid_signature");
     assert_eq!(edited("messageType", json!("POKE")).code(), "unsupported_message_type");
     assert_eq!(edited("to", json!("not a handle")).json()["member"], "to");
-    // The peer refuses: 502 with the peer's status and code.
+}
+
+#[test]
+fn a_peer_refusal_is_502_with_the_peers_status_and_code() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
     let stranger = Handle::parse("nobody@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     let reply = app.outbox(&alice, &ak, &ah, &stranger, MessageType::RelationshipRequest);
     assert_eq!((reply.status, reply.code()), (502, "delivery_failed".into()));
@@ -828,35 +860,43 @@ fn outbox_inbox_and_relationships_over_http() {
         (reply.json()["remoteStatus"].clone(), reply.json()["remoteCode"].clone()),
         (json!(404), json!("unknown_recipient"))
     );
+}
 
-    // Bob (remote) asks through his server's outbox; Alice accepts through hers.
-    let ask = bob.keys.outbox_request(
-        &bob.handle,
-        &ah,
-        MessageType::RelationshipRequest,
-        Map::new(),
-        app.clock.now(),
-    );
-    assert_eq!(bob.node.send(bob.user, ask), Ok(fedid_domain::OutboxOutcome::Delivered));
-    let request = bob
-        .keys
-        .envelope(
-            &bob.handle,
-            &ah,
-            MessageType::RelationshipRequest,
-            Map::new(),
-            app.clock.now(),
-        )
-        .wire_form();
+#[test]
+fn the_inbox_accepts_an_envelope_once_then_answers_duplicate() {
+    let app = spawn_app();
+    let (alice, ah, _) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    let request = request_from(&app, &bob, &ah);
     let reply = app.inbox(request.clone());
     assert_eq!((reply.status, reply.json()), (202, json!({"status": "accepted"})));
-    let reply = app.inbox(request.clone());
+    let reply = app.inbox(request);
     assert_eq!((reply.status, reply.json()), (200, json!({"status": "duplicate"})));
+    let rels = app.get("/users/me/relationships", &alice).json();
+    assert_eq!(
+        (
+            rels["items"][0]["peerHandle"].clone(),
+            rels["items"][0]["state"].clone()
+        ),
+        (json!("bob@b.example"), json!("incoming"))
+    );
+    let metrics = app.call("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("fedid_inbox_envelopes_total{code=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_inbox_refuses_other_media_types_forged_signatures_and_oversize_bodies() {
+    let app = spawn_app();
+    let (_, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
     let reply = app.call(
         "POST",
         "/federation/inbox",
         None,
-        Some(("text/plain", request.into_bytes())),
+        Some(("text/plain", request_from(&app, &bob, &ah).into_bytes())),
     );
     assert_eq!((reply.status, reply.code()), (400, "invalid_envelope".into()));
     let forged = ak
@@ -872,20 +912,31 @@ fn outbox_inbox_and_relationships_over_http() {
         Some(("application/json", vec![b' '; 70_000])),
     );
     assert_eq!((reply.status, reply.code()), (413, "payload_too_large".into()));
-    let rels = app.get("/users/me/relationships", &alice).json();
-    assert_eq!(
-        (
-            rels["items"][0]["peerHandle"].clone(),
-            rels["items"][0]["state"].clone()
-        ),
-        (json!("bob@b.example"), json!("incoming"))
-    );
-    let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipAccept);
-    assert_eq!(reply.json(), json!({"outcome": "delivered"}));
+}
+
+#[test]
+fn a_request_then_an_accept_makes_the_relationship_active() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    befriend(&app, &alice, &ah, &ak, &bob);
     assert_eq!(
         app.get("/users/me/relationships", &alice).json()["items"][0]["state"],
         "active"
     );
+    let metrics = app.call("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn inbox_pages_return_each_envelope_exactly_as_signed() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    befriend(&app, &alice, &ah, &ak, &bob);
     let message = bob.keys.envelope(
         &bob.handle,
         &ah,
@@ -893,9 +944,8 @@ fn outbox_inbox_and_relationships_over_http() {
         json!({"ciphertext": "3q2-7w", "n": 1e21}).as_object().cloned().unwrap(),
         app.clock.now(),
     );
-    app.inbox(message.wire_form());
-    let inbox = app.get("/users/me/inbox?limit=1", &alice);
-    let page = inbox.json();
+    assert_eq!(app.inbox(message.wire_form()).status, 202);
+    let page = app.get("/users/me/inbox?limit=1", &alice).json();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let id = page["items"][0]["id"].as_str().unwrap().to_owned();
     let second = app.get(&format!("/users/me/inbox?after={id}"), &alice);
@@ -904,42 +954,33 @@ fn outbox_inbox_and_relationships_over_http() {
         "the envelope exactly as signed: {}",
         second.body
     );
+}
 
-    // Another user never sees or deletes Alice's messages.
+#[test]
+fn a_message_is_acknowledged_once_and_only_by_its_recipient() {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    befriend(&app, &alice, &ah, &ak, &bob);
+    let page = app.get("/users/me/inbox", &alice).json();
+    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
     let (eve, _, _) = app.user("eve");
     assert_eq!(app.get("/users/me/inbox", &eve).json()["items"], json!([]));
     assert_eq!(app.get("/users/me/relationships", &eve).json()["items"], json!([]));
-    assert_eq!(
-        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&eve), None)
-            .code(),
-        "not_found"
-    );
-    assert_eq!(
-        app.call("DELETE", "/users/me/inbox/abc", Some(&alice), None).code(),
-        "not_found"
-    );
-    assert_eq!(
-        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&alice), None)
-            .status,
-        204
-    );
-    assert_eq!(
-        app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(&alice), None)
-            .status,
-        404
-    );
+    let delete = |token: &str, id: &str| app.call("DELETE", &format!("/users/me/inbox/{id}"), Some(token), None);
+    assert_eq!(delete(&eve, &id).code(), "not_found");
+    assert_eq!(delete(&alice, "abc").code(), "not_found");
+    assert_eq!(delete(&alice, &id).status, 204);
+    assert_eq!(delete(&alice, &id).status, 404);
+}
+
+#[test]
+fn discovery_publishes_keys_with_the_cache_lifetime() {
+    let app = spawn_app();
+    app.user("alice");
     let discovery = app.call("GET", "/federation/users/alice", None, None);
     assert_eq!(discovery.header("cache-control"), Some("max-age=300, must-revalidate"));
     assert_eq!(discovery.json()["handle"], "alice@a.example");
-    let metrics = app.call("GET", "/metrics", None, None).body;
-    assert!(
-        metrics.contains("fedid_inbox_envelopes_total{code=\"duplicate\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
-        "{metrics}"
-    );
 }
 
 #[test]
