@@ -163,6 +163,18 @@ impl TestApp {
         Reply { status, headers, body }
     }
 
+    /// `PATCH /users/me/alias`, which must succeed.
+    fn set_alias(&self, token: &str, alias: &str) {
+        let reply = self.send("PATCH", "/users/me/alias", token, json!({ "alias": alias }));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+
+    /// Asserts that `/metrics` shows `series`.
+    fn assert_metrics_show(&self, series: &str) {
+        let metrics = self.call("GET", "/metrics", None, None).body;
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+
     /// `POST /federation/inbox` with a JSON body.
     fn inbox(&self, body: String) -> Reply {
         self.call(
@@ -480,11 +492,7 @@ fn the_media_type_is_compared_without_case_or_parameters() {
 fn an_alias_once_held_is_taken_for_everyone_else() {
     let app = spawn_app();
     let token = new_user(&app);
-    assert_eq!(
-        app.send("PATCH", "/users/me/alias", &token, json!({"alias": "alice"}))
-            .status,
-        200
-    );
+    app.set_alias(&token, "alice");
     let other = new_user(&app);
     let reply = app.send("PATCH", "/users/me/alias", &other, json!({"alias": "ALICE"}));
     assert_eq!((reply.status, reply.code()), (409, "alias_taken".into()));
@@ -495,11 +503,7 @@ fn alias_changes_past_the_day_answer_429_with_retry_after() {
     let app = spawn_app_tweaked(None, 0, |s| s.alias_changes_per_day = 2);
     let token = new_user(&app);
     for alias in ["first", "second"] {
-        assert_eq!(
-            app.send("PATCH", "/users/me/alias", &token, json!({"alias": alias}))
-                .status,
-            200
-        );
+        app.set_alias(&token, alias);
     }
     let reply = app.send("PATCH", "/users/me/alias", &token, json!({"alias": "third"}));
     assert_eq!((reply.status, reply.code()), (429, "rate_limited".into()));
@@ -510,11 +514,7 @@ fn alias_changes_past_the_day_answer_429_with_retry_after() {
 fn keys_are_checked_one_by_one_then_make_the_identity_active() {
     let app = spawn_app();
     let token = new_user(&app);
-    assert_eq!(
-        app.send("PATCH", "/users/me/alias", &token, json!({"alias": "alice"}))
-            .status,
-        200
-    );
+    app.set_alias(&token, "alice");
     let keys = ClientKeys::generate().unwrap();
     let (sk, ek) = keys.public_keys();
     let put = |body: Value| app.send("PUT", "/users/me/keys", &token, body);
@@ -778,12 +778,8 @@ fn a_flush_reports_each_item_and_keeps_failed_rows_for_the_next() {
     let reply = alice.flush(&app, vec![alice.item(&app, &keys, &bob)]);
     assert_eq!(reply.json()["results"][0]["outcome"], "delivered");
     assert_eq!(reply.json()["remaining"], 2);
-    let metrics = app.call("GET", "/metrics", None, None).body;
-    assert!(
-        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("fedid_revocations_queued 2"), "{metrics}");
+    app.assert_metrics_show("fedid_deliveries_total{outcome=\"delivered\"}");
+    app.assert_metrics_show("fedid_revocations_queued 2");
 }
 
 #[test]
@@ -805,6 +801,15 @@ fn a_pending_revocation_can_be_dropped_once() {
         app.get("/users/me/identity", &alice.token).json()["pendingRevocations"],
         2
     );
+}
+
+/// An app with alice (alias and keys: token, handle, keys) and bob on the
+/// peer instance.
+fn alice_and_bob() -> (TestApp, String, Handle, ClientKeys, fedid_testkit::TestUser) {
+    let app = spawn_app();
+    let (alice, ah, ak) = app.user("alice");
+    let bob = app.peer.user("bob").unwrap();
+    (app, alice, ah, ak, bob)
 }
 
 /// Bob (of the peer instance) asks alice through his server and alice
@@ -836,9 +841,7 @@ fn request_from(app: &TestApp, bob: &fedid_testkit::TestUser, to: &Handle) -> St
 
 #[test]
 fn the_outbox_applies_the_senders_side_rules() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::Message);
     assert_eq!((reply.status, reply.code()), (409, "no_relationship".into()));
     let reply = app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipAccept);
@@ -880,11 +883,7 @@ fn the_inbox_accepts_an_envelope_once_then_answers_duplicate() {
         ),
         (json!("bob@b.example"), json!("incoming"))
     );
-    let metrics = app.call("GET", "/metrics", None, None).body;
-    assert!(
-        metrics.contains("fedid_inbox_envelopes_total{code=\"duplicate\"} 1"),
-        "{metrics}"
-    );
+    app.assert_metrics_show("fedid_inbox_envelopes_total{code=\"duplicate\"} 1");
 }
 
 #[test]
@@ -916,26 +915,18 @@ fn the_inbox_refuses_other_media_types_forged_signatures_and_oversize_bodies() {
 
 #[test]
 fn a_request_then_an_accept_makes_the_relationship_active() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     befriend(&app, &alice, &ah, &ak, &bob);
     assert_eq!(
         app.get("/users/me/relationships", &alice).json()["items"][0]["state"],
         "active"
     );
-    let metrics = app.call("GET", "/metrics", None, None).body;
-    assert!(
-        metrics.contains("fedid_deliveries_total{outcome=\"delivered\"}"),
-        "{metrics}"
-    );
+    app.assert_metrics_show("fedid_deliveries_total{outcome=\"delivered\"}");
 }
 
 #[test]
 fn inbox_pages_return_each_envelope_exactly_as_signed() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     befriend(&app, &alice, &ah, &ak, &bob);
     let message = bob.keys.envelope(
         &bob.handle,
@@ -958,9 +949,7 @@ fn inbox_pages_return_each_envelope_exactly_as_signed() {
 
 #[test]
 fn a_message_is_acknowledged_once_and_only_by_its_recipient() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     befriend(&app, &alice, &ah, &ak, &bob);
     let page = app.get("/users/me/inbox", &alice).json();
     let id = page["items"][0]["id"].as_str().unwrap().to_owned();
@@ -1007,9 +996,7 @@ fn the_inbox_rate_limit_answers_429_with_retry_after() {
 
 #[test]
 fn the_outbox_refuses_what_it_cannot_send() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     // Outbox before the identity is set up, then with a stale timestamp and a bad envelope.
     let (_, fresh) = app.fedid.create_user().unwrap();
     let reply = app.send(
@@ -1032,9 +1019,7 @@ fn the_outbox_refuses_what_it_cannot_send() {
 
 #[test]
 fn an_alias_cannot_change_while_peers_know_it() {
-    let app = spawn_app();
-    let (alice, ah, ak) = app.user("alice");
-    let bob = app.peer.user("bob").unwrap();
+    let (app, alice, ah, ak, bob) = alice_and_bob();
     // relationships_exist, then revocations_pending (alias and outbox).
     app.outbox(&alice, &ak, &ah, &bob.handle, MessageType::RelationshipRequest);
     let reply = app.send("PATCH", "/users/me/alias", &alice, json!({"alias": "alicia"}));
