@@ -493,9 +493,9 @@ fn alias_changes_are_bounded_per_day_with_the_wait_then_in_all() {
 }
 
 #[test]
-fn identity_rules() {
+fn an_alias_must_be_valid_and_free() {
     let w = world();
-    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let alice = person(&w.a, "alice");
     let (other, _) = alice.node.create_user().unwrap();
     assert!(matches!(
         alice.node.set_alias(other, "a"),
@@ -506,19 +506,37 @@ fn identity_rules() {
         alice.node.set_alias(alice.user, "Alice").is_ok(),
         "setting the same alias is a no-op"
     );
+}
+
+#[test]
+fn aliases_are_never_reused() {
+    let w = world();
+    let alice = person(&w.a, "alice");
+    let (other, _) = alice.node.create_user().unwrap();
     alice.node.set_alias(alice.user, "alicia").unwrap();
-    assert_eq!(
-        alice.node.set_alias(other, "alice"),
-        Err(IdentityError::AliasTaken),
-        "aliases are never reused"
+    assert_eq!(alice.node.set_alias(other, "alice"), Err(IdentityError::AliasTaken));
+    assert!(
+        alice.node.set_alias(alice.user, "alice").is_ok(),
+        "its holder may return to it"
     );
-    alice.node.set_alias(alice.user, "alice").unwrap();
+}
+
+#[test]
+fn an_alias_cannot_change_while_relationships_exist() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     w.befriend(&alice, &bob);
     assert_eq!(
         alice.node.set_alias(alice.user, "alice3"),
         Err(IdentityError::RelationshipsExist)
     );
-    let bad = |s: &str, e: &str| {
+}
+
+#[test]
+fn keys_are_checked_signing_key_first() {
+    let w = world();
+    let alice = person(&w.a, "alice");
+    let set = |s: &str, e: &str| {
         alice.node.set_keys(
             alice.user,
             fedid_domain::services::KeysInput {
@@ -527,28 +545,17 @@ fn identity_rules() {
             },
         )
     };
+    let member = |result: Result<_, IdentityError>| match result {
+        Err(IdentityError::InvalidKey { member, .. }) => member,
+        other => panic!("{other:?}"),
+    };
     let (sk, ek) = alice.keys.public_keys();
-    assert!(matches!(
-        bad("AAAA", &ek),
-        Err(IdentityError::InvalidKey {
-            member: "signingKey",
-            ..
-        })
-    ));
-    assert!(matches!(
-        bad(&sk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-        Err(IdentityError::InvalidKey {
-            member: "encryptionKey",
-            ..
-        })
-    ));
-    assert!(matches!(
-        bad("x", "y"),
-        Err(IdentityError::InvalidKey {
-            member: "signingKey",
-            ..
-        })
-    ));
+    assert_eq!(member(set("AAAA", &ek)), "signingKey");
+    assert_eq!(
+        member(set(&sk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+        "encryptionKey"
+    );
+    assert_eq!(member(set("x", "y")), "signingKey", "both wrong: the first is named");
 }
 
 #[test]
