@@ -124,33 +124,35 @@ where
         .collect()
 }
 
+/// A URL's parts around its user information: scheme, user information
+/// (what comes before `@`, if anything), host and port, and the rest.
+fn url_parts(url: &str) -> Option<(&str, Option<&str>, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    Some(match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (scheme, Some(userinfo), host, tail),
+        None => (scheme, None, authority, tail),
+    })
+}
+
 /// `url` with the password of its user information replaced by `***`, for
 /// messages and logs: `postgres://fedid:secret@db/fedid` becomes
 /// `postgres://fedid:***@db/fedid`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
+    match url_parts(url) {
+        Some((scheme, Some(userinfo), host, tail)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
     }
 }
 
 /// `message` with any copy of `url`'s password hidden: drivers may echo
 /// what they were given.
 fn redact_message(message: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .map(|(_, rest)| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
-        .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+    let password = url_parts(url)
+        .and_then(|(_, userinfo, _, _)| userinfo?.split_once(':'))
         .map(|(_, password)| password)
         .filter(|p| !p.is_empty());
     match password {
