@@ -90,6 +90,17 @@ impl RelationshipState {
     }
 }
 
+/// A user's alias changes, for the limits of an alias change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AliasChanges {
+    /// Every change ever recorded.
+    pub ever: u64,
+    /// Changes at or after the time asked about.
+    pub recent: u64,
+    /// The oldest of those recent changes.
+    pub oldest_recent: Option<UnixTime>,
+}
+
 /// One user's relationship with one peer (section 9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relationship {

@@ -46,11 +46,9 @@ pub trait Tx {
     /// `at`. `AliasTaken` when another user holds or held it (a race lost
     /// on the unique index included).
     fn set_alias(&mut self, user: UserId, alias: &Alias, at: UnixTime) -> Result<(), StoreError>;
-    /// The user's alias changes: (ever, at or after `since`). Changes made
+    /// The user's alias changes, ever and at or after `since`. Changes made
     /// before they were recorded with a time count as ever only.
-    fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError>;
-    /// When the oldest of the user's alias changes at or after `since` was.
-    fn oldest_alias_change_since(&mut self, user: UserId, since: UnixTime) -> Result<Option<UnixTime>, StoreError>;
+    fn alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<AliasChanges, StoreError>;
     /// Registers both keys; returns the user's relationships (for the audit).
     fn set_keys(
         &mut self,

@@ -9,8 +9,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
-    Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
-    RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
+    Alias, AliasChanges, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation,
+    Relationship, RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
 use crate::command::AdjustInboxCount;
@@ -182,30 +182,20 @@ macro_rules! impl_tx {
                 self.db(change).map(|_| ())
             }
 
-            fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError> {
+            fn alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<AliasChanges, StoreError> {
                 let mine = || alias_changes::table.filter(alias_changes::user_id.eq(user.0));
                 let ever = mine().count().get_result::<i64>(self.conn);
                 let ever = self.db(ever)?;
                 let recent = mine()
                     .filter(alias_changes::at.ge(nanos(since)))
-                    .count()
-                    .get_result::<i64>(self.conn);
-                let recent = self.db(recent)?;
-                Ok((ever as u64, recent as u64))
-            }
-
-            fn oldest_alias_change_since(
-                &mut self,
-                user: UserId,
-                since: UnixTime,
-            ) -> Result<Option<UnixTime>, StoreError> {
-                let oldest = alias_changes::table
-                    .filter(alias_changes::user_id.eq(user.0))
-                    .filter(alias_changes::at.ge(nanos(since)))
-                    .select(diesel::dsl::min(alias_changes::at))
-                    .get_result::<Option<i64>>(self.conn);
-                self.db(oldest)
-                    .map(|at| at.map(|n| UnixTime::from_nanos(i128::from(n))))
+                    .select((diesel::dsl::count_star(), diesel::dsl::min(alias_changes::at)))
+                    .get_result::<(i64, Option<i64>)>(self.conn);
+                let (recent, oldest) = self.db(recent)?;
+                Ok(AliasChanges {
+                    ever: ever as u64,
+                    recent: recent as u64,
+                    oldest_recent: oldest.map(|n| UnixTime::from_nanos(i128::from(n))),
+                })
             }
 
             fn set_keys(

@@ -55,13 +55,15 @@ pub fn tx_semantics(store: &dyn Store) {
         u1
     );
     // Alias changes are counted, refused ones not; back to an old alias too.
-    assert_eq!(read(store, |tx| tx.count_alias_changes(u1, t(10))).unwrap(), (3, 2));
-    assert_eq!(read(store, |tx| tx.count_alias_changes(u2, t(0))).unwrap(), (0, 0));
-    assert_eq!(
-        read(store, |tx| tx.oldest_alias_change_since(u1, t(5))).unwrap(),
-        Some(t(10))
-    );
-    assert_eq!(read(store, |tx| tx.oldest_alias_change_since(u1, t(21))).unwrap(), None);
+    let changes = |user, since| read(store, |tx| tx.alias_changes(user, since)).unwrap();
+    let expect = |ever, recent, oldest_recent| fedid_domain::AliasChanges {
+        ever,
+        recent,
+        oldest_recent,
+    };
+    assert_eq!(changes(u1, t(10)), expect(3, 2, Some(t(10))));
+    assert_eq!(changes(u1, t(21)), expect(3, 0, None));
+    assert_eq!(changes(u2, t(0)), expect(0, 0, None));
 
     // Keys and reset.
     let keys = ClientKeys::from_seed(&[3u8; 32]).unwrap();

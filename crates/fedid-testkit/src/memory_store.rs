@@ -156,21 +156,14 @@ impl Tx for State {
         Ok(())
     }
 
-    fn count_alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<(u64, u64), StoreError> {
+    fn alias_changes(&mut self, user: UserId, since: UnixTime) -> Result<fedid_domain::AliasChanges, StoreError> {
         let mine = || self.alias_changes.iter().filter(|(u, _)| *u == user);
-        Ok((
-            mine().count() as u64,
-            mine().filter(|(_, at)| *at >= since).count() as u64,
-        ))
-    }
-
-    fn oldest_alias_change_since(&mut self, user: UserId, since: UnixTime) -> Result<Option<UnixTime>, StoreError> {
-        Ok(self
-            .alias_changes
-            .iter()
-            .filter(|(u, at)| *u == user && *at >= since)
-            .map(|(_, at)| *at)
-            .min())
+        let recent = || mine().map(|(_, at)| *at).filter(|at| *at >= since);
+        Ok(fedid_domain::AliasChanges {
+            ever: mine().count() as u64,
+            recent: recent().count() as u64,
+            oldest_recent: recent().min(),
+        })
     }
 
     fn set_keys(

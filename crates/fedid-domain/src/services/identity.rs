@@ -177,12 +177,12 @@ impl Fedid {
         // The last 24 hours, the change exactly 24 hours ago excluded: what
         // `Retry-After` promises is free then.
         let day_ago = UnixTime::from_nanos(now.plus_secs(-DAY_SECS).as_nanos() + 1);
-        let (ever, today) = tx.count_alias_changes(user, day_ago)?;
-        if ever >= self.settings.alias_changes_total {
+        let changes = tx.alias_changes(user, day_ago)?;
+        if changes.ever >= self.settings.alias_changes_total {
             return Err(IdentityError::RateLimited { retry_after_secs: None });
         }
-        if today >= self.settings.alias_changes_per_day {
-            let oldest = tx.oldest_alias_change_since(user, day_ago)?.unwrap_or(now);
+        if changes.recent >= self.settings.alias_changes_per_day {
+            let oldest = changes.oldest_recent.unwrap_or(now);
             let free_at = oldest.plus_secs(DAY_SECS);
             // Whole seconds, rounded up, at least one.
             let wait_nanos = (free_at.as_nanos() - now.as_nanos()).max(1);
