@@ -19,6 +19,16 @@ pub struct ConnectionLimits {
     metrics: Arc<Metrics>,
 }
 
+/// What a new connection gets.
+pub enum Admission {
+    /// A place in its address's count, held while it stays open.
+    Counted(ConnectionSlot),
+    /// From a trusted proxy: not counted.
+    Uncounted,
+    /// Its address holds all of its places.
+    Refused,
+}
+
 /// An open connection's place in its address's count; dropping it (when
 /// the connection closes) frees the place.
 pub struct ConnectionSlot {
@@ -52,11 +62,10 @@ impl ConnectionLimits {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for a connection from `peer`, or `None` when its address has
-    /// all of its own. Trusted proxies always get one (uncounted).
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Option<ConnectionSlot>> {
+    /// A place for a connection from `peer`, if its address has one left.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Admission {
         if is_trusted(peer, &self.trusted) {
-            return Some(None);
+            return Admission::Uncounted;
         }
         let key = address_key(peer);
         let mut open = self.lock();
@@ -64,13 +73,13 @@ impl ConnectionLimits {
         if *count >= self.per_address {
             drop(open);
             self.metrics.connection_refused();
-            return None;
+            return Admission::Refused;
         }
         *count += 1;
-        Some(Some(ConnectionSlot {
+        Admission::Counted(ConnectionSlot {
             limits: Arc::clone(self),
             key,
-        }))
+        })
     }
 
     /// Addresses with an open connection (bounded by open connections).
@@ -89,11 +98,11 @@ impl ConnectionLimits {
             return;
         };
         match self.admit(peer.ip()) {
-            Some(Some(slot)) => {
+            Admission::Counted(slot) => {
                 data.insert(slot);
             }
-            Some(None) => {}
-            None => {
+            Admission::Uncounted => {}
+            Admission::Refused => {
                 // The dispatcher then reads end-of-stream and drops the
                 // connection without waiting for a request.
                 let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
@@ -115,16 +124,24 @@ mod tests {
         ConnectionLimits::new(per_address, trusted, Arc::new(Metrics::default()))
     }
 
+    fn counted(admission: Admission) -> bool {
+        matches!(admission, Admission::Counted(_))
+    }
+
+    fn refused(admission: Admission) -> bool {
+        matches!(admission, Admission::Refused)
+    }
+
     #[test]
     fn an_address_gets_its_limit_of_slots_and_others_are_unaffected() {
         let limits = limits(2, vec![]);
-        let first = limits.admit(ip("192.0.2.1")).unwrap();
-        let _second = limits.admit(ip("192.0.2.1")).unwrap();
-        assert!(limits.admit(ip("192.0.2.1")).is_none());
-        assert!(limits.admit(ip("192.0.2.2")).is_some());
-        drop(first);
+        let held = [limits.admit(ip("192.0.2.1")), limits.admit(ip("192.0.2.1"))];
+        assert!(held.iter().all(|a| matches!(a, Admission::Counted(_))));
+        assert!(refused(limits.admit(ip("192.0.2.1"))));
+        assert!(counted(limits.admit(ip("192.0.2.2"))));
+        drop(held);
         assert!(
-            limits.admit(ip("192.0.2.1")).is_some(),
+            counted(limits.admit(ip("192.0.2.1"))),
             "a closed connection frees its slot"
         );
         assert!(limits
@@ -136,16 +153,16 @@ mod tests {
     #[test]
     fn ipv6_addresses_of_one_64_share_their_slots() {
         let limits = limits(1, vec![]);
-        let _held = limits.admit(ip("2001:db8::1")).unwrap();
-        assert!(limits.admit(ip("2001:db8::2")).is_none());
-        assert!(limits.admit(ip("2001:db8:0:1::1")).is_some());
+        let _held = limits.admit(ip("2001:db8::1"));
+        assert!(refused(limits.admit(ip("2001:db8::2"))));
+        assert!(counted(limits.admit(ip("2001:db8:0:1::1"))));
     }
 
     #[test]
     fn trusted_proxies_are_not_counted() {
         let limits = limits(1, vec![Network::parse("10.0.0.0/8").unwrap()]);
-        let held: Vec<_> = (0..5).map(|_| limits.admit(ip("10.0.0.1")).unwrap()).collect();
-        assert!(held.iter().all(Option::is_none));
+        let held: Vec<_> = (0..5).map(|_| limits.admit(ip("10.0.0.1"))).collect();
+        assert!(held.iter().all(|a| matches!(a, Admission::Uncounted)));
         assert_eq!(limits.tracked_addresses(), 0);
     }
 

@@ -54,7 +54,7 @@ impl HttpSettings {
             body_bytes,
             metrics_token: None,
             trusted_proxies: Vec::new(),
-            body_timeout: std::time::Duration::from_secs(10),
+            body_timeout: request::DEFAULT_BODY_TIMEOUT,
             max_connections,
             max_connections_per_ip: 256,
         }

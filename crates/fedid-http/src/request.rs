@@ -99,7 +99,8 @@ pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -
         .unwrap_or_else(|_| Err(ApiError::request_timeout()))
 }
 
-const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// `server.body_timeout_secs` by default (OPERATIONS.md).
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn read_body_within(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = req
