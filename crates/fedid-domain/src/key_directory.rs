@@ -110,6 +110,34 @@ struct Refetches {
     waiters: usize,
 }
 
+impl Refetches {
+    fn busy(&self, handle: &Handle) -> bool {
+        self.turns.get(handle).is_some_and(|t| t.busy)
+    }
+
+    /// Whether one more request may wait for `handle`'s refetch.
+    fn may_wait(&self, handle: &Handle, domain: &str) -> bool {
+        self.turns.get(handle).map_or(0, |t| t.waiters) < MAX_WAITERS_PER_HANDLE
+            && self.waiters_per_domain.get(domain).copied().unwrap_or(0) < MAX_WAITERS_PER_DOMAIN
+            && self.waiters < MAX_REFETCH_WAITERS
+    }
+
+    /// Counts a request that starts (`true`) or stops waiting.
+    fn waiter(&mut self, handle: &Handle, domain: &str, starts: bool) {
+        if starts {
+            self.turns.entry(handle.clone()).or_default().waiters += 1;
+            *self.waiters_per_domain.entry(domain.to_owned()).or_default() += 1;
+            self.waiters += 1;
+        } else {
+            if let Some(turn) = self.turns.get_mut(handle) {
+                turn.waiters = turn.waiters.saturating_sub(1);
+            }
+            decrement(&mut self.waiters_per_domain, &domain.to_owned());
+            self.waiters = self.waiters.saturating_sub(1);
+        }
+    }
+}
+
 /// Remote signing keys for the inbox, with the bounds of the module's documentation.
 pub struct KeyDirectory {
     fetcher: Arc<dyn KeyFetcher>,
@@ -284,55 +312,40 @@ impl KeyDirectory {
     /// the waiter bounds allow, for at most the refetch wait.
     fn refetch_turn(&self, handle: &Handle) -> Option<Turn<'_>> {
         let deadline = Instant::now() + self.refetch_wait;
-        let domain = handle.domain_str().to_owned();
+        let domain = handle.domain_str();
         let mut refetches = lock(&self.refetches);
-        let turn = refetches.turns.entry(handle.clone()).or_default();
-        if !turn.busy {
-            turn.busy = true;
-            return Some(Turn {
-                directory: self,
-                handle: handle.clone(),
-            });
+        if let Some(turn) = self.take_turn(&mut refetches, handle) {
+            return Some(turn);
         }
-        let over = turn.waiters >= MAX_WAITERS_PER_HANDLE
-            || refetches.waiters_per_domain.get(&domain).copied().unwrap_or(0) >= MAX_WAITERS_PER_DOMAIN
-            || refetches.waiters >= MAX_REFETCH_WAITERS;
-        if over {
+        if !refetches.may_wait(handle, domain) {
             return None;
         }
-        let waiting = |r: &mut Refetches, delta: isize| {
-            if let Some(turn) = r.turns.get_mut(handle) {
-                turn.waiters = turn.waiters.saturating_add_signed(delta);
-            }
-            r.waiters = r.waiters.saturating_add_signed(delta);
-            if delta > 0 {
-                *r.waiters_per_domain.entry(domain.clone()).or_default() += 1;
-            } else {
-                decrement(&mut r.waiters_per_domain, &domain);
-            }
-        };
-        waiting(&mut refetches, 1);
+        refetches.waiter(handle, domain, true);
         loop {
             let now = Instant::now();
-            let busy = refetches.turns.get(handle).is_some_and(|t| t.busy);
-            if !busy || now >= deadline {
-                waiting(&mut refetches, -1);
-                let turn = refetches.turns.entry(handle.clone()).or_default();
-                if turn.busy {
-                    // Timed out behind a refetch that still runs.
-                    return None;
-                }
-                turn.busy = true;
-                return Some(Turn {
-                    directory: self,
-                    handle: handle.clone(),
-                });
+            if !refetches.busy(handle) || now >= deadline {
+                refetches.waiter(handle, domain, false);
+                // `None` when timed out behind a refetch that still runs.
+                return self.take_turn(&mut refetches, handle);
             }
             refetches = self
                 .refetch_done
                 .wait_timeout(refetches, deadline - now)
                 .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
         }
+    }
+
+    /// `handle`'s turn if no refetch of it is in progress.
+    fn take_turn(&self, refetches: &mut Refetches, handle: &Handle) -> Option<Turn<'_>> {
+        let turn = refetches.turns.entry(handle.clone()).or_default();
+        if turn.busy {
+            return None;
+        }
+        turn.busy = true;
+        Some(Turn {
+            directory: self,
+            handle: handle.clone(),
+        })
     }
 
     /// The 30-second rule: records the refetch when allowed.
