@@ -453,6 +453,21 @@ fn one_sender_without_consent_stores_at_most_its_limit_even_when_requests_and_re
 }
 
 #[test]
+fn a_revoke_is_stored_even_past_a_strangers_limit() {
+    let w = world_with(|s| s.unsolicited_per_sender = 1);
+    let (mallory, bob) = (person(&w.a, "mallory"), person(&w.b, "bob"));
+    let receive = |kind| bob.node.receive(w.envelope(&mallory, &bob, kind).as_bytes());
+    assert_eq!(receive(MessageType::RelationshipRequest), Ok(Received::Accepted));
+    assert_eq!(receive(MessageType::RelationshipRevoke), Ok(Received::Accepted));
+    assert_eq!(
+        inbox_len(&bob),
+        2,
+        "the REVOKE removed the request and was stored past the limit"
+    );
+    assert_eq!(receive(MessageType::RelationshipRequest), Err(InboxError::InboxFull));
+}
+
+#[test]
 fn a_peer_with_an_active_relationship_is_not_bounded_as_a_stranger() {
     let w = world_with(|s| s.unsolicited_per_sender = 2);
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
