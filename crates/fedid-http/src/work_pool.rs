@@ -34,9 +34,9 @@ impl WorkPool {
         Ok(Self { threads })
     }
 
-    /// Runs `read` (any work) on the pool inside the current tracing span; a panic
+    /// Runs `work` on the pool inside the current tracing span; a panic
     /// becomes `500 internal_error`, as it would on the blocking pool.
-    pub async fn run<T, F>(&self, read: F) -> Result<T, ApiError>
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -45,7 +45,7 @@ impl WorkPool {
         let span = tracing::Span::current();
         self.threads.spawn(move || {
             let outcome =
-                catch_unwind(AssertUnwindSafe(|| span.in_scope(read))).unwrap_or_else(|_| Err(ApiError::internal()));
+                catch_unwind(AssertUnwindSafe(|| span.in_scope(work))).unwrap_or_else(|_| Err(ApiError::internal()));
             // The request may have gone (client disconnected): nothing to do.
             let _ = answer.send(outcome);
         });
