@@ -15,7 +15,8 @@ fn main() {
     let clock = Arc::new(ManualClock::at(fedid_domain::ports::SystemClock.now()));
     let network = Network::new(Duration::from_secs(1));
     let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
-    let b = start_on(&network, settings("b.example").unwrap(), Arc::new(store), clock.clone());
+    let store = Arc::new(store);
+    let b = start_on(&network, settings("b.example").unwrap(), store.clone(), clock.clone());
     let alice = a.user("alice").unwrap();
     let (bob, bob_token) = b.create_user().unwrap();
     b.set_alias(bob, "bob").unwrap();
@@ -105,7 +106,7 @@ fn main() {
         assert_eq!(b.receive(w.as_bytes()), Ok(Received::Accepted));
     }
     println!("receive (sqlite): {:?}/env", t.elapsed() / n as u32);
-    let store = b.store();
+    let store = store.as_ref();
     let now = clock.now();
     let t = Instant::now();
     for i in 0..n as u32 {
@@ -120,17 +121,24 @@ fn main() {
             nonce: Nonce::empty(),
             expires_at: now.plus_secs(300),
         };
-        fedid_domain::ports::write(store, |tx| tx.record_replay(&rec, now)).unwrap();
+        fedid_domain::ports::write(store, None, move |tx| tx.record_replay(&rec, now))
+            .wait()
+            .unwrap();
     }
     println!("record_replay tx: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();
     for _ in 0..n {
-        fedid_domain::ports::write(store, |tx| tx.insert_message(bob, now, None, &wires[0])).unwrap();
+        let wire = wires[0].clone();
+        fedid_domain::ports::write(store, None, move |tx| tx.insert_message(bob, now, None, &wire))
+            .wait()
+            .unwrap();
     }
     println!("insert_message tx: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();
     for _ in 0..n {
-        fedid_domain::ports::write(store, |tx| tx.identity(bob)).unwrap();
+        fedid_domain::ports::write(store, None, move |tx| tx.identity(bob))
+            .wait()
+            .unwrap();
     }
     println!("empty-ish write tx: {:?}", t.elapsed() / n as u32);
     let t = Instant::now();

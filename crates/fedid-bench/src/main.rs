@@ -92,13 +92,13 @@ fn verify_raw_per_s() -> f64 {
 }
 
 /// Envelopes per second accepted by the inbox of a server on `db_url`, and
-/// `verify_raw_per_s`, in `rounds` alternated rounds of `count` envelopes:
-/// (inbox, verify) medians.
+/// `verify_raw_per_s`, in `rounds` alternated rounds of `count` envelopes
+/// spread over `recipients` users: (inbox, verify) medians.
 fn inbox_vs_verify(
     bin: &Path,
     dir: &std::path::Path,
     db_url: &str,
-    (rounds, count): (usize, usize),
+    (rounds, count, recipients): (usize, usize, usize),
     rss: &mut (f64, f64),
 ) -> Result<(f64, f64), Failure> {
     let label = if db_url.starts_with("sqlite") {
@@ -113,18 +113,22 @@ fn inbox_vs_verify(
     )?;
     let server = Server::start(bin, db_url, &[])?;
     let idle = server.rss_mb().0;
-    let recipient = user(&server, "recipient")?;
+    let recipients: Vec<User> = (0..recipients)
+        .map(|i| user(&server, &format!("recipient{i}")))
+        .collect::<Result<_, _>>()?;
     let senders: Vec<User> = (0..8)
         .map(|i| user(&senders_home, &format!("sender{i}")))
         .collect::<Result<_, _>>()?;
-    for sender in &senders {
-        outbox(
-            &senders_home,
-            sender,
-            &recipient.handle,
-            MessageType::RelationshipRequest,
-        )?;
-        outbox(&server, &recipient, &sender.handle, MessageType::RelationshipAccept)?;
+    for recipient in &recipients {
+        for sender in &senders {
+            outbox(
+                &senders_home,
+                sender,
+                &recipient.handle,
+                MessageType::RelationshipRequest,
+            )?;
+            outbox(&server, recipient, &sender.handle, MessageType::RelationshipAccept)?;
+        }
     }
     let mut payload = Map::new();
     payload.insert("ciphertext".into(), Value::String("3q2-7w-".repeat(20)));
@@ -137,6 +141,7 @@ fn inbox_vs_verify(
         let envelopes: Vec<Option<String>> = (0..count)
             .map(|i| {
                 let s = &senders[i % senders.len()];
+                let recipient = &recipients[(i / senders.len()) % recipients.len()];
                 let envelope =
                     s.keys
                         .envelope(&s.handle, &recipient.handle, MessageType::Message, payload.clone(), now);
@@ -222,17 +227,22 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
         .collect::<Result<_, _>>()?;
     let store = open_store(&db)?;
     let now = SystemClock.now();
-    let relationship = |peer: &Handle| Relationship {
-        peer: peer.clone(),
-        state: RelationshipState::Active,
-        since: now,
-    };
-    write(&store, |tx| {
-        for peer in &peers {
-            tx.put_relationship(alice.id, &relationship(peer))?;
+    let relationships: Vec<Relationship> = peers
+        .iter()
+        .map(|peer| Relationship {
+            peer: peer.clone(),
+            state: RelationshipState::Active,
+            since: now,
+        })
+        .collect();
+    let alice_id = alice.id;
+    write(&store, None, move |tx| {
+        for relationship in &relationships {
+            tx.put_relationship(alice_id, relationship)?;
         }
         Ok::<_, fedid_domain::StoreError>(())
     })
+    .wait()
     .map_err(|e| e.to_string())?;
     let reset = json!({"confirm": "erase-all-my-data"}).to_string();
     let body = request(&server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
@@ -268,12 +278,13 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
     let other = user(&server, "other")?;
     let store = open_store(&db)?;
     let now = SystemClock.now();
-    write(&store, |tx| {
+    let big_id = big.id;
+    write(&store, None, move |tx| {
         for i in 0..10_000 {
             let peer = Handle::parse(&format!("peer{i}@b.example"), DomainPolicy::ANY)
                 .map_err(|e| fedid_domain::StoreError::Unavailable(e.to_string()))?;
             tx.put_relationship(
-                big.id,
+                big_id,
                 &Relationship {
                     peer,
                     state: RelationshipState::Active,
@@ -283,10 +294,11 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
         }
         let envelope = json!({"from": "peer1@b.example", "payload": {"ciphertext": "x".repeat(200)}}).to_string();
         for _ in 0..100_000 {
-            tx.insert_message(big.id, now, None, &envelope)?;
+            tx.insert_message(big_id, now, None, &envelope)?;
         }
         Ok::<_, fedid_domain::StoreError>(())
     })
+    .wait()
     .map_err(|e| e.to_string())?;
     drop(store);
 
@@ -454,20 +466,29 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
         &bin,
         dir.path(),
         &format!("sqlite://{}", dir.path().join("inbox.db").display()),
-        (ROUNDS, 20_000),
+        (ROUNDS, 20_000, 1),
         &mut rss,
+    )?;
+    eprintln!("measuring inbox on PostgreSQL, one recipient, then 64 ...");
+    let mut rss_pg = (0.0, 0.0);
+    let (inbox_pg, _) = inbox_vs_verify(&bin, dir.path(), &postgres_url("inbox")?, (1, 10_000, 1), &mut rss_pg)?;
+    let (inbox_pg_64, _) = inbox_vs_verify(
+        &bin,
+        dir.path(),
+        &postgres_url("inbox64")?,
+        (1, 10_000, 64),
+        &mut rss_pg,
     )?;
     if std::env::args().nth(1).as_deref() == Some("inbox") {
         // A quick look at the inbox alone, for profiling.
         figures.insert("verify_raw_per_s", verify);
         figures.insert("inbox_accepted_per_s", inbox);
         figures.insert("inbox_vs_verify_ratio", inbox / verify);
+        figures.insert("inbox_accepted_per_s_postgres", inbox_pg);
+        figures.insert("inbox_postgres_vs_verify_ratio", inbox_pg / verify);
+        figures.insert("inbox_accepted_per_s_postgres_64_recipients", inbox_pg_64);
         return Ok(figures);
     }
-    eprintln!("measuring inbox on PostgreSQL ...");
-    let mut rss_pg = (0.0, 0.0);
-    // One round: every envelope to one recipient commits one at a time.
-    let (inbox_pg, _) = inbox_vs_verify(&bin, dir.path(), &postgres_url("inbox")?, (1, 10_000), &mut rss_pg)?;
     eprintln!("measuring flush ...");
     let flush = flush_1000_seconds(&bin, dir.path())?;
     eprintln!("measuring reset, then reads against hello ...");
@@ -476,6 +497,8 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     figures.insert("inbox_accepted_per_s", inbox);
     figures.insert("inbox_vs_verify_ratio", inbox / verify);
     figures.insert("inbox_accepted_per_s_postgres", inbox_pg);
+    figures.insert("inbox_postgres_vs_verify_ratio", inbox_pg / verify);
+    figures.insert("inbox_accepted_per_s_postgres_64_recipients", inbox_pg_64);
     figures.insert("flush_1000_seconds", flush);
     figures.insert("flush_vs_ideal_ratio", flush / ((1000f64 / 16.0).ceil() * 0.1));
     figures.insert("reset_seconds", reset);
@@ -497,6 +520,8 @@ fn main() -> std::process::ExitCode {
                 "inbox_accepted_per_s",
                 "inbox_vs_verify_ratio",
                 "inbox_accepted_per_s_postgres",
+                "inbox_postgres_vs_verify_ratio",
+                "inbox_accepted_per_s_postgres_64_recipients",
                 "flush_1000_seconds",
                 "flush_vs_ideal_ratio",
                 "reset_seconds",

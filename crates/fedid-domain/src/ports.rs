@@ -147,90 +147,163 @@ pub trait Tx {
     fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
-/// A unit of work: gets the transaction, returns `Err` to roll back. It is
-/// `Send` so that an adapter may run it on a thread of its own (the SQLite
-/// store runs every write on one writer thread).
+/// A read: gets the transaction on a consistent snapshot and must not
+/// write. It runs on the caller's thread, so it may borrow.
 pub type Work<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + Send + 'a;
 
-/// Storage with transactions. `write` runs `work` in one serializable,
-/// all-or-nothing transaction and may run it again after a serialization
-/// conflict; `read` runs it on a consistent snapshot and must not write.
-/// A unit of work never calls the store itself (no nested units): it has
-/// its `Tx`, and adapters may serialize units.
-pub trait Store: Send + Sync {
-    /// Runs `work` in one all-or-nothing transaction (see the trait).
-    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
-    /// Runs `work` on a consistent, read-only snapshot.
-    fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+/// A unit of write work, owned, so that the store may run it wherever it
+/// writes (the SQLite store on one writer thread, the PostgreSQL store on a
+/// few) and answer it from there. [`write()`] makes one from a closure.
+pub trait WriteUnit: Send {
+    /// Runs inside the transaction; `Err` rolls back what this unit did.
+    /// May run again after a serialization conflict.
+    fn run(&mut self, tx: &mut dyn Tx) -> Result<(), StoreError>;
+    /// Called once with how the unit ended: `Ok` only after the commit that
+    /// holds it. A store that drops a unit uncalled is reported to its
+    /// caller as unavailable.
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// Units that share a lane run one after another, in the order they
+    /// were handed over, on a store that writes in parallel; the units of
+    /// one user share one, so that they share commits rather than wait on
+    /// each other's row locks. `None`: any lane.
+    fn lane(&self) -> Option<Lane>;
+}
 
-    /// Whether [`Store::write_detached`] queues the work for a thread of
-    /// the store's own and returns at once (so that a caller on an async
-    /// runtime may use it), rather than running it on the caller's thread.
-    fn queues_writes(&self) -> bool {
-        false
+/// Which units a store keeps in one line (see [`WriteUnit::lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lane(pub u64);
+
+impl Lane {
+    /// The lane of a local user's writes. Inbox writes, which know the
+    /// recipient by alias, use [`Lane::of_alias`].
+    pub fn of_user(user: UserId) -> Self {
+        Self(user.0 as u64)
     }
 
-    /// Runs `work` as [`Store::write`] does and hands the outcome to `done`.
-    /// By default on the caller's thread, before returning.
-    fn write_detached(&self, mut work: Box<Work<'static>>, done: WriteDone) {
-        done(self.write(&mut *work))
+    /// The lane of writes to the user who holds `alias` (FNV-1a of its text:
+    /// stable across processes and cheap).
+    pub fn of_alias(alias: &Alias) -> Self {
+        let hash = alias.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Self(hash)
     }
 }
 
-/// What receives a detached write's outcome.
-pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Storage with transactions. A store runs each write unit in one
+/// all-or-nothing transaction (which it may share with other units, each
+/// undone alone on failure) and answers it through [`WriteUnit::finish`]
+/// once that transaction has ended; `read` runs its work on a consistent
+/// snapshot, on the caller's thread. A unit of work never calls the store
+/// itself: it has its `Tx`.
+pub trait Store: Send + Sync {
+    /// Hands `unit` over; its outcome comes through [`WriteUnit::finish`].
+    fn write(&self, unit: Box<dyn WriteUnit>);
+    /// Runs `work` on a consistent, read-only snapshot.
+    fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+}
 
-/// Runs `work` in a write transaction and hands back its value or error.
-pub fn write<T: Send, E: From<StoreError> + Send>(
-    store: &dyn Store,
-    work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
-) -> Result<T, E> {
-    run(store, work, true)
+/// The outcome of a write handed to the store: a one-shot that a
+/// synchronous caller [`waits`](Completion::wait) for and an async caller
+/// awaits, on any runtime.
+#[must_use = "a write's outcome says whether it was stored"]
+pub struct Completion<T, E> {
+    answer: oneshot::Receiver<Result<T, E>>,
+}
+
+impl<T, E: From<StoreError>> Completion<T, E> {
+    /// Blocks the calling thread until the write has ended.
+    pub fn wait(self) -> Result<T, E> {
+        self.answer.recv().unwrap_or_else(|_| Err(dropped().into()))
+    }
+}
+
+impl<T, E: From<StoreError>> std::future::IntoFuture for Completion<T, E> {
+    type Output = Result<T, E>;
+    type IntoFuture = Completing<T, E>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Completing {
+            answer: self.answer.into_future(),
+        }
+    }
+}
+
+/// A [`Completion`] being awaited.
+pub struct Completing<T, E> {
+    answer: oneshot::AsyncReceiver<Result<T, E>>,
+}
+
+impl<T, E: From<StoreError>> std::future::Future for Completing<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(dropped().into())))
+    }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Unavailable("the store dropped a write without answering it".into())
+}
+
+/// Hands `work` to the store as a write unit in `lane`; the completion
+/// gives the work's own value or error if the store ran it, else the
+/// store's error.
+pub fn write<T, E, F>(store: &dyn Store, lane: Option<Lane>, work: F) -> Completion<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnMut(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+{
+    let (answer, answered) = oneshot::channel();
+    store.write(Box::new(ClosureUnit {
+        work,
+        lane,
+        outcome: None,
+        answer,
+    }));
+    Completion { answer: answered }
 }
 
 /// Runs `work` in a read transaction and hands back its value or error.
 pub fn read<T: Send, E: From<StoreError> + Send>(
     store: &dyn Store,
-    work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
-) -> Result<T, E> {
-    run(store, work, false)
-}
-
-fn run<T: Send, E: From<StoreError> + Send>(
-    store: &dyn Store,
     mut work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send,
-    writing: bool,
 ) -> Result<T, E> {
     let mut outcome: Option<Result<T, E>> = None;
-    let mut unit = |tx: &mut dyn Tx| keep_outcome(work(tx), &mut outcome);
-    let result = if writing {
-        store.write(&mut unit)
-    } else {
-        store.read(&mut unit)
-    };
+    let result = store.read(&mut |tx: &mut dyn Tx| keep_outcome(work(tx), &mut outcome));
     settle(result, outcome)
 }
 
-/// [`write()`] without waiting: `done` gets what `write` would return, on
-/// the thread that ran the work (see [`Store::write_detached`]).
-pub fn write_detached<T: Send + 'static, E: From<StoreError> + Send + 'static>(
-    store: &dyn Store,
-    mut work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send + 'static,
-    done: impl FnOnce(Result<T, E>) + Send + 'static,
-) {
-    let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let kept = std::sync::Arc::clone(&outcome);
-    let unit = move |tx: &mut dyn Tx| {
-        let mut slot = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        keep_outcome(work(tx), &mut slot)
-    };
-    store.write_detached(
-        Box::new(unit),
-        Box::new(move |result| {
-            let outcome = outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-            done(settle(result, outcome))
-        }),
-    );
+/// A closure as a [`WriteUnit`]: it keeps the closure's last outcome and
+/// sends it, settled against the store's, to its [`Completion`].
+struct ClosureUnit<F, T, E> {
+    work: F,
+    lane: Option<Lane>,
+    outcome: Option<Result<T, E>>,
+    answer: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> WriteUnit for ClosureUnit<F, T, E>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnMut(&mut dyn Tx) -> Result<T, E> + Send,
+{
+    fn run(&mut self, tx: &mut dyn Tx) -> Result<(), StoreError> {
+        keep_outcome((self.work)(tx), &mut self.outcome)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
+        // A dropped completion: the caller has gone; nothing to tell.
+        let _ = self.answer.send(settle(outcome, self.outcome));
+    }
+
+    fn lane(&self) -> Option<Lane> {
+        self.lane
+    }
 }
 
 /// Keeps the work's own value or error; an error rolls the unit back.

@@ -1183,15 +1183,17 @@ fn a_sender_off_the_allow_list_answers_domain_not_allowed() {
 /// A database that no longer answers.
 struct DownStore;
 
+fn refused() -> fedid_domain::StoreError {
+    fedid_domain::StoreError::Unavailable("connection refused at db.internal:5432".into())
+}
+
 impl fedid_domain::Store for DownStore {
-    fn write(&self, _work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
-        Err(fedid_domain::StoreError::Unavailable(
-            "connection refused at db.internal:5432".into(),
-        ))
+    fn write(&self, unit: Box<dyn fedid_domain::ports::WriteUnit>) {
+        unit.finish(Err(refused()))
     }
 
-    fn read(&self, work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
-        self.write(work)
+    fn read(&self, _work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
+        Err(refused())
     }
 }
 
@@ -1199,8 +1201,10 @@ impl fedid_domain::Store for DownStore {
 struct FullDiskStore(fedid_testkit::MemoryStore);
 
 impl fedid_domain::Store for FullDiskStore {
-    fn write(&self, _work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {
-        Err(fedid_domain::StoreError::Unavailable("database or disk is full".into()))
+    fn write(&self, unit: Box<dyn fedid_domain::ports::WriteUnit>) {
+        unit.finish(Err(fedid_domain::StoreError::Unavailable(
+            "database or disk is full".into(),
+        )))
     }
 
     fn read(&self, work: &mut fedid_domain::ports::Work<'_>) -> Result<(), fedid_domain::StoreError> {

@@ -8,7 +8,7 @@ use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::BigInt;
-use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
 
 /// One constant statement; diesel caches its prepared form by its text.
@@ -21,17 +21,21 @@ impl QueryId for Command {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl QueryFragment<Sqlite> for Command {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+impl<DB: Backend> QueryFragment<DB> for Command {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql(self.0);
         Ok(())
     }
 }
 
-impl RunQueryDsl<SqliteConnection> for Command {}
+impl<C: Connection> RunQueryDsl<C> for Command {}
 
 impl Command {
-    pub(crate) fn run(self, conn: &mut SqliteConnection) -> QueryResult<()> {
+    pub(crate) fn run<C>(self, conn: &mut C) -> QueryResult<()>
+    where
+        C: Connection,
+        Self: diesel::query_dsl::methods::ExecuteDsl<C>,
+    {
         self.execute(conn).map(|_| ())
     }
 

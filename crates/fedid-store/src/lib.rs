@@ -6,10 +6,10 @@
 #![forbid(unsafe_code)]
 
 mod command;
-mod group_commit;
 mod rows;
 pub mod schema;
 mod tx;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use fedid_domain::ports::{StoreError, Work, WriteDone};
+use fedid_domain::ports::{StoreError, Work, WriteUnit};
 use fedid_domain::Store;
 
 use crate::command::Command;
@@ -30,8 +30,9 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migration
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 /// Serializes migrations of instances starting together on one PostgreSQL.
 const MIGRATION_LOCK: i64 = 0x6665_6469_6400;
-/// How often a PostgreSQL transaction is retried after a serialization failure or deadlock.
-const RETRIES: usize = 5;
+/// The most PostgreSQL writers, whatever the pool size: past a few, more
+/// connections only split batches.
+const MAX_POSTGRES_WRITERS: u32 = 4;
 
 /// Why the store could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +70,37 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     }
 }
 
-/// A SQLite pool with its in-process writer: units of work run one after
-/// the other on a writer thread (far cheaper than SQLite's sleeping busy
-/// handler) and share commits (`group_commit.rs`). Other processes on the
-/// same file still meet `busy_timeout`.
-#[derive(Clone)]
-pub struct SqlitePool {
-    pool: Pool<ConnectionManager<SqliteConnection>>,
-    writer: Arc<group_commit::GroupCommit>,
+/// A pool of connections for reads and the writer threads that run every
+/// write (`writer.rs`), on one backend.
+pub struct Connections<C: diesel::r2d2::R2D2Connection + 'static> {
+    pool: Pool<ConnectionManager<C>>,
+    writers: Arc<writer::Writers>,
 }
 
-impl std::ops::Deref for SqlitePool {
-    type Target = Pool<ConnectionManager<SqliteConnection>>;
+impl<C: diesel::r2d2::R2D2Connection + 'static> Clone for Connections<C> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writers: Arc::clone(&self.writers),
+        }
+    }
+}
+
+impl<C: diesel::r2d2::R2D2Connection + 'static> std::ops::Deref for Connections<C> {
+    type Target = Pool<ConnectionManager<C>>;
 
     fn deref(&self) -> &Self::Target {
         &self.pool
     }
 }
 
-/// The diesel store, on either backend.
+/// The diesel store, on either backend. SQLite has one writer thread (far
+/// cheaper than SQLite's sleeping busy handler; other processes on the same
+/// file still meet `busy_timeout`); PostgreSQL a few.
 #[derive(Clone)]
 pub enum DieselStore {
-    Sqlite(SqlitePool),
-    Postgres(Pool<ConnectionManager<PgConnection>>),
+    Sqlite(Connections<SqliteConnection>),
+    Postgres(Connections<PgConnection>),
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -177,8 +186,7 @@ impl DieselStore {
             // or an unreadable file until its timeout, then hide the cause.
             SqliteConnection::establish(path).map_err(|e| OpenError::Connect(format!("{path}: {e}")))?;
             let pool = Pool::builder()
-                // One more: the writer thread keeps a connection of its own.
-                .max_size(size + 1)
+                .max_size(size)
                 .connection_timeout(Duration::from_secs(10))
                 // A file cannot go stale the way a network connection can:
                 // no `SELECT 1` before every checkout.
@@ -186,9 +194,17 @@ impl DieselStore {
                 .connection_customizer(Box::new(SqliteSetup))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
                 .map_err(|e| OpenError::Connect(format!("{path}: {e}")))?;
-            Ok(Self::Sqlite(SqlitePool {
+            let path = path.to_owned();
+            let connect = move || {
+                let mut conn = SqliteConnection::establish(&path).map_err(unavailable)?;
+                SqliteSetup.on_acquire(&mut conn).map_err(unavailable)?;
+                Ok(conn)
+            };
+            let writers =
+                writer::Writers::start("sqlite", 1, connect).map_err(|e| OpenError::Connect(e.to_string()))?;
+            Ok(Self::Sqlite(Connections {
                 pool,
-                writer: Arc::new(group_commit::GroupCommit::new().map_err(OpenError::Connect)?),
+                writers: Arc::new(writers),
             }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // One connection first, for the same reason: a closed port or a
@@ -196,14 +212,26 @@ impl DieselStore {
             PgConnection::establish(url).map_err(|e| {
                 OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url)))
             })?;
+            // `pool_size` connections in all: half for the writers (at
+            // most four), the rest for reads.
+            let writers = (size / 2).clamp(1, MAX_POSTGRES_WRITERS);
             let pool = Pool::builder()
-                .max_size(size)
+                .max_size(size.saturating_sub(writers).max(1))
                 .connection_timeout(Duration::from_secs(10))
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| {
                     OpenError::Connect(format!("{}: {}", redact_url(url), redact_message(&e.to_string(), url)))
                 })?;
-            Ok(Self::Postgres(pool))
+            let owned_url = url.to_owned();
+            let connect = move || {
+                PgConnection::establish(&owned_url).map_err(|e| unavailable(redact_message(&e.to_string(), &owned_url)))
+            };
+            let writers = writer::Writers::start("postgres", writers as usize, connect)
+                .map_err(|e| OpenError::Connect(e.to_string()))?;
+            Ok(Self::Postgres(Connections {
+                pool,
+                writers: Arc::new(writers),
+            }))
         } else {
             Err(OpenError::UnsupportedUrl(redact_url(url)))
         }
@@ -288,72 +316,24 @@ fn read_sqlite(conn: &mut SqliteConnection, work: &mut Work<'_>) -> Result<(), S
     outcome
 }
 
-/// Carries the unit of work's own error through diesel's transaction.
-enum Failure {
-    Store(StoreError),
-    Db(diesel::result::Error),
+fn settle(result: Result<(), diesel::result::Error>) -> Result<(), StoreError> {
+    result.map_err(unavailable)
 }
 
-impl From<diesel::result::Error> for Failure {
+/// Carries the read's own error through diesel's transaction.
+struct ReadFailure(Result<StoreError, diesel::result::Error>);
+
+impl From<diesel::result::Error> for ReadFailure {
     fn from(e: diesel::result::Error) -> Self {
-        Self::Db(e)
-    }
-}
-
-fn retryable(failure: &Failure, retry_flag: bool) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    retry_flag
-        || matches!(
-            failure,
-            Failure::Db(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
-        )
-        || matches!(failure, Failure::Db(Error::DatabaseError(_, info)) if info.message().contains("deadlock"))
-}
-
-fn settle(result: Result<(), Failure>) -> Result<(), StoreError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(Failure::Store(e)) => Err(e),
-        Err(Failure::Db(e)) => Err(unavailable(e)),
+        Self(Err(e))
     }
 }
 
 impl Store for DieselStore {
-    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+    fn write(&self, unit: Box<dyn WriteUnit>) {
         match self {
-            Self::Sqlite(pool) => pool.writer.write(&pool.pool, work),
-            Self::Postgres(pool) => {
-                let mut conn = pool.get().map_err(unavailable)?;
-                let mut attempt = 0;
-                loop {
-                    let mut retry = false;
-                    let result = conn.transaction(|conn| {
-                        let mut tx = DbTx {
-                            conn: &mut **conn,
-                            lock_rows: true,
-                            retry: false,
-                        };
-                        let outcome = work(&mut tx).map_err(Failure::Store);
-                        retry = tx.retry;
-                        outcome
-                    });
-                    match result {
-                        Err(failure) if attempt < RETRIES && retryable(&failure, retry) => attempt += 1,
-                        other => return settle(other),
-                    }
-                }
-            }
-        }
-    }
-
-    fn queues_writes(&self) -> bool {
-        matches!(self, Self::Sqlite(_))
-    }
-
-    fn write_detached(&self, mut work: Box<Work<'static>>, done: WriteDone) {
-        match self {
-            Self::Sqlite(pool) => pool.writer.write_detached(&pool.pool, work, done),
-            Self::Postgres(_) => done(self.write(&mut *work)),
+            Self::Sqlite(connections) => connections.writers.submit(unit),
+            Self::Postgres(connections) => connections.writers.submit(unit),
         }
     }
 
@@ -365,14 +345,19 @@ impl Store for DieselStore {
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.get().map_err(unavailable)?;
-                settle(conn.build_transaction().read_only().repeatable_read().run(|conn| {
+                let read = conn.build_transaction().read_only().repeatable_read().run(|conn| {
                     let mut tx = DbTx {
                         conn,
                         lock_rows: false,
                         retry: false,
                     };
-                    work(&mut tx).map_err(Failure::Store)
-                }))
+                    work(&mut tx).map_err(|e| ReadFailure(Ok(e)))
+                });
+                match read {
+                    Ok(()) => Ok(()),
+                    Err(ReadFailure(Ok(e))) => Err(e),
+                    Err(ReadFailure(Err(e))) => settle(Err(e)),
+                }
             }
         }
     }

@@ -28,9 +28,13 @@ pub(crate) struct DbTx<'c, C> {
 impl<C> DbTx<'_, C> {
     fn db<T>(&mut self, result: QueryResult<T>) -> Result<T, StoreError> {
         result.map_err(|e| {
-            if let DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) = &e {
-                self.retry = true;
-            }
+            // Conflicts that PostgreSQL resolves by failing one side: the
+            // writer runs that unit again.
+            self.retry |= match &e {
+                DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+                DieselError::DatabaseError(_, info) => info.message().contains("deadlock"),
+                _ => false,
+            };
             StoreError::Unavailable(e.to_string())
         })
     }

@@ -15,6 +15,18 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
+/// Runs `work` as one write unit and waits for its outcome.
+fn write<T, E>(
+    store: &DieselStore,
+    work: impl FnMut(&mut dyn fedid_domain::Tx) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<fedid_domain::StoreError> + Send + 'static,
+{
+    fedid_domain::ports::write(store, None, work).wait()
+}
+
 fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
@@ -135,16 +147,18 @@ fn reset_is_all_or_nothing(store: DieselStore) {
     let keys = fedid_testkit::ClientKeys::generate().unwrap();
     keys.with_keys(|k| node.set_keys(user, k)).unwrap();
     let peer = fedid_domain::Handle::parse("alice@a.example", fedid_domain::DomainPolicy::HTTPS_PUBLIC).unwrap();
-    fedid_domain::ports::write(store.as_ref(), |tx| {
+    let now = clock_now(&clock);
+    let relationship_peer = peer.clone();
+    write(&store, move |tx| {
         tx.put_relationship(
             user,
             &fedid_domain::Relationship {
-                peer: peer.clone(),
+                peer: relationship_peer.clone(),
                 state: fedid_domain::RelationshipState::Active,
-                since: clock_now(&clock),
+                since: now,
             },
         )?;
-        tx.insert_message(user, clock_now(&clock), None, "{}")?;
+        tx.insert_message(user, now, None, "{}")?;
         Ok::<_, fedid_domain::StoreError>(())
     })
     .unwrap();
@@ -413,15 +427,18 @@ fn told_ok_from_threads(
     })
 }
 
-/// Units of work from many threads share SQLite commits; a unit that fails
+/// A fresh user to number messages for.
+fn numbering_user(store: &DieselStore) -> fedid_domain::UserId {
+    write(store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap()
+}
+
+/// Units of work from many threads share commits; a unit that fails
 /// leaves nothing behind and takes none of its batch-mates with it.
-#[test]
-fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
-    use fedid_domain::ports::{write, StoreError};
-    let (_dir, store) = sqlite();
-    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+fn failing_units_fail_alone_on(store: &DieselStore) {
+    use fedid_domain::StoreError;
+    let user = numbering_user(store);
     let kept = told_ok_from_threads(8, 50, |n| {
-        write(&store, |tx| {
+        write(store, move |tx| {
             insert_numbered(tx, user, n)?;
             if n % 3 == 0 {
                 return Err(StoreError::Unavailable("refused".into()));
@@ -432,50 +449,115 @@ fn sqlite_group_commit_keeps_each_unit_all_or_nothing() {
     });
     assert_eq!(kept.len(), 400 - 134, "every unit but the refused ones");
     assert!(kept.iter().all(|n| n % 3 != 0));
-    assert_eq!(stored_numbers(&store, user), kept);
+    assert_eq!(stored_numbers(store, user), kept);
 }
 
-/// A unit of work that panics on the writer thread fails its caller, takes
-/// its own changes with it, and leaves the writer working for the next one.
 #[test]
-fn sqlite_writer_survives_a_panicking_unit() {
-    use fedid_domain::ports::{read, write, StoreError};
-    let (_dir, store) = sqlite();
-    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+fn sqlite_failing_units_fail_alone() {
+    failing_units_fail_alone_on(&sqlite().1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_failing_units_fail_alone() {
+    failing_units_fail_alone_on(&postgres("fail_alone"));
+}
+
+/// A unit of work that panics on a writer thread fails its caller, takes
+/// its own changes with it, and leaves the writer working for the next one.
+fn writer_survives_a_panicking_unit_on(store: &DieselStore) {
+    use fedid_domain::ports::read;
+    use fedid_domain::StoreError;
+    let user = numbering_user(store);
     let at = fedid_domain::UnixTime::from_secs(1);
-    let outcome: Result<(), StoreError> = write(&store, |tx| {
+    let outcome: Result<(), StoreError> = write(store, move |tx| {
         tx.insert_message(user, at, None, "{\"n\":1}")?;
         panic!("a bug in a unit of work");
     });
     assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
-    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 0);
-    write(&store, |tx| tx.insert_message(user, at, None, "{\"n\":2}").map(|_| ())).unwrap();
-    assert_eq!(read(&store, |tx| tx.count_messages(user)).unwrap(), 1);
+    assert_eq!(read(store, |tx| tx.count_messages(user)).unwrap(), 0);
+    write(store, move |tx| {
+        tx.insert_message(user, at, None, "{\"n\":2}").map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(read(store, |tx| tx.count_messages(user)).unwrap(), 1);
 }
 
-/// Units that panic amid concurrent ones roll back the batch they were in:
-/// whatever each caller is told, its unit is stored exactly when it was
-/// told `Ok`, and the writer goes on with the next batch.
 #[test]
-fn sqlite_group_commit_answers_match_what_is_stored_when_units_panic() {
-    use fedid_domain::ports::{write, StoreError};
-    let (_dir, store) = sqlite();
-    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
+fn sqlite_writer_survives_a_panicking_unit() {
+    writer_survives_a_panicking_unit_on(&sqlite().1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_writer_survives_a_panicking_unit() {
+    writer_survives_a_panicking_unit_on(&postgres("panicking_unit"));
+}
+
+/// Units that panic amid concurrent ones fail alone: every other unit is
+/// stored, and each caller is told exactly what was stored.
+fn panicking_units_fail_alone_on(store: &DieselStore) {
+    use fedid_domain::StoreError;
+    let user = numbering_user(store);
     let told_ok = told_ok_from_threads(8, 40, |n| {
-        let outcome: Result<(), StoreError> = write(&store, |tx| {
+        let outcome: Result<(), StoreError> = write(store, move |tx| {
             insert_numbered(tx, user, n)?;
             assert!(n % 11 != 0, "a bug in unit {n}");
             Ok(())
         });
         outcome.is_ok()
     });
-    assert!(told_ok.iter().all(|n| n % 11 != 0));
-    assert!(
-        told_ok.len() >= 100,
-        "batches without a panicking unit commit ({})",
-        told_ok.len()
-    );
-    assert_eq!(stored_numbers(&store, user), told_ok);
+    let expected: std::collections::BTreeSet<usize> = (0..320).filter(|n| n % 11 != 0).collect();
+    assert_eq!(told_ok, expected);
+    assert_eq!(stored_numbers(store, user), told_ok);
+}
+
+#[test]
+fn sqlite_panicking_units_fail_alone() {
+    panicking_units_fail_alone_on(&sqlite().1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_panicking_units_fail_alone() {
+    panicking_units_fail_alone_on(&postgres("panicking_units"));
+}
+
+/// Units handed over without waiting (as the inbox does from an async
+/// handler) queue behind each other and share batches; each completion,
+/// read later, tells what was stored.
+fn queued_completions_tell_what_was_stored_on(store: &DieselStore) {
+    use fedid_domain::StoreError;
+    let user = numbering_user(store);
+    let completions: Vec<_> = (0..300)
+        .map(|n| {
+            let completion = fedid_domain::ports::write(store, Some(fedid_domain::ports::Lane(n as u64)), move |tx| {
+                insert_numbered(tx, user, n)?;
+                if n % 4 == 0 {
+                    return Err(StoreError::Unavailable("refused".into()));
+                }
+                Ok(())
+            });
+            (n, completion)
+        })
+        .collect();
+    let told_ok: std::collections::BTreeSet<usize> = completions
+        .into_iter()
+        .filter_map(|(n, completion)| completion.wait().is_ok().then_some(n))
+        .collect();
+    assert_eq!(told_ok.len(), 225);
+    assert_eq!(stored_numbers(store, user), told_ok);
+}
+
+#[test]
+fn sqlite_queued_completions_tell_what_was_stored() {
+    queued_completions_tell_what_was_stored_on(&sqlite().1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_queued_completions_tell_what_was_stored() {
+    queued_completions_tell_what_was_stored_on(&postgres("queued_completions"));
 }
 
 macro_rules! at_the_second_migration_with_replays {
@@ -502,7 +584,6 @@ macro_rules! at_the_second_migration_with_replays {
 /// nonce one index (2026-11-27-000003) still count after it, on both
 /// backends: their duplicates and nonce reuses are still refused.
 fn replay_records_outlive_the_replay_index_migration_on(store: &DieselStore) {
-    use fedid_domain::ports::write;
     use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
     assert_eq!(store.migrate().unwrap().len(), 2);
     let record = |key: u8, nonce: &str| ReplayRecord {
@@ -519,7 +600,11 @@ fn replay_records_outlive_the_replay_index_migration_on(store: &DieselStore) {
         (4, "", ReplayOutcome::Recorded),
     ] {
         assert_eq!(
-            write(store, |tx| tx.record_replay(&record(key, nonce), now)).unwrap(),
+            write(store, {
+                let record = record(key, nonce);
+                move |tx| tx.record_replay(&record, now)
+            })
+            .unwrap(),
             outcome,
             "{store:?} key {key}"
         );
@@ -603,47 +688,4 @@ fn postgres_messages_and_aliases_outlive_the_sender_migration() {
     let url = postgres_url("upgrade_senders");
     at_the_third_migration_with_a_message!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
     messages_and_aliases_outlive_the_sender_migration_on(&DieselStore::open(&url, 2).unwrap());
-}
-
-/// Detached writes (the inbox's path on SQLite) share batches with waiting
-/// ones; each callback gets the outcome, and what it is told is what was
-/// stored.
-#[test]
-fn sqlite_detached_writes_report_what_was_stored() {
-    use fedid_domain::ports::{write, write_detached, StoreError};
-    use fedid_domain::Store;
-    let (_dir, store) = sqlite();
-    assert!(store.queues_writes());
-    let user = write(&store, |tx| tx.create_user(fedid_domain::UnixTime::from_secs(0))).unwrap();
-    let unit = move |n: usize| {
-        move |tx: &mut dyn fedid_domain::Tx| {
-            insert_numbered(tx, user, n)?;
-            if n.is_multiple_of(4) {
-                return Err(StoreError::Unavailable("refused".into()));
-            }
-            Ok(())
-        }
-    };
-    // Even threads write detached, odd ones wait; callbacks report here.
-    let (told, answers) = std::sync::mpsc::channel();
-    let waited = told_ok_from_threads(4, 50, |n| {
-        if (n / 50) % 2 == 0 {
-            let told = told.clone();
-            write_detached(&store, unit(n), move |outcome| told.send((n, outcome.is_ok())).unwrap());
-            false
-        } else {
-            write(&store, unit(n)).is_ok()
-        }
-    });
-    drop(told);
-    let detached: Vec<(usize, bool)> = answers.iter().collect();
-    assert_eq!(detached.len(), 100, "every callback ran");
-    let told_ok: std::collections::BTreeSet<usize> = detached
-        .iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(n, _)| *n)
-        .chain(waited)
-        .collect();
-    assert_eq!(told_ok.len(), 150);
-    assert_eq!(stored_numbers(&store, user), told_ok);
 }

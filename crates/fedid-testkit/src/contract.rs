@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedid_domain::ports::{read, write, StoreError};
+use fedid_domain::ports::{read, StoreError, Tx};
 use fedid_domain::{
     Alias, AuditRecord, DomainPolicy, Handle, MessageType, Nonce, PageLimit, QueuedRevocation, Relationship,
     RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, UnixTime, UserId,
@@ -24,24 +24,43 @@ fn t(secs: i64) -> UnixTime {
     UnixTime::from_secs(1_795_774_530 + secs)
 }
 
+/// Runs `work` as a write unit and waits for its outcome.
+fn write<T, E>(store: &dyn Store, work: impl FnMut(&mut dyn Tx) -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fedid_domain::ports::write(store, None, work).wait()
+}
+
 /// Every `Tx` method's documented behaviour.
 pub fn tx_semantics(store: &dyn Store) {
-    let (u1, u2) = write(store, |tx| {
+    let (u1, u2) = write(store, move |tx| {
         Ok::<_, StoreError>((tx.create_user(t(0))?, tx.create_user(t(0))?))
     })
     .unwrap();
     assert_ne!(u1, u2);
     // Aliases: unique and never reused.
     let alice = Alias::parse("alice").unwrap();
-    write(store, |tx| tx.set_alias(u1, &alice, t(0))).unwrap();
+    let held = alice.clone();
+    write(store, move |tx| tx.set_alias(u1, &held, t(0))).unwrap();
     assert_eq!(
-        write(store, |tx| tx.set_alias(u2, &alice, t(0))),
+        write(store, {
+            let alice = alice.clone();
+            move |tx| tx.set_alias(u2, &alice, t(0))
+        }),
         Err(StoreError::AliasTaken)
     );
-    write(store, |tx| tx.set_alias(u1, &Alias::parse("alicia").unwrap(), t(10))).unwrap();
+    write(store, move |tx| {
+        tx.set_alias(u1, &Alias::parse("alicia").unwrap(), t(10))
+    })
+    .unwrap();
     assert_eq!(read(store, |tx| tx.alias_holder(&alice)).unwrap(), Some(u1));
     assert_eq!(
-        write(store, |tx| tx.set_alias(u2, &alice, t(10))),
+        write(store, {
+            let alice = alice.clone();
+            move |tx| tx.set_alias(u2, &alice, t(10))
+        }),
         Err(StoreError::AliasTaken)
     );
     assert_eq!(
@@ -49,7 +68,8 @@ pub fn tx_semantics(store: &dyn Store) {
         None,
         "alice is no one's current alias"
     );
-    write(store, |tx| tx.set_alias(u1, &alice, t(20))).unwrap();
+    let back = alice.clone();
+    write(store, move |tx| tx.set_alias(u1, &back, t(20))).unwrap();
     assert_eq!(
         read(store, |tx| tx.identity_by_alias(&alice)).unwrap().unwrap().user,
         u1
@@ -72,11 +92,11 @@ pub fn tx_semantics(store: &dyn Store) {
         fedid_domain::SigningKey::parse(&sk).unwrap(),
         fedid_domain::EncryptionKey::parse(&ek).unwrap(),
     );
-    write(store, |tx| tx.set_keys(u1, &sk, &ek, t(1))).unwrap();
+    write(store, move |tx| tx.set_keys(u1, &sk, &ek, t(1))).unwrap();
     let id = read(store, |tx| tx.identity(u1)).unwrap().unwrap();
     assert!(id.is_active());
     assert_eq!((id.signing_key, id.keys_updated_at), (Some(sk), Some(t(1))));
-    write(store, |tx| tx.clear_keys(u1, t(2))).unwrap();
+    write(store, move |tx| tx.clear_keys(u1, t(2))).unwrap();
     let id = read(store, |tx| tx.identity(u1)).unwrap().unwrap();
     assert_eq!(
         (id.signing_key, id.encryption_key, id.last_reset_at),
@@ -85,8 +105,8 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(read(store, |tx| tx.identity(UserId(987_654))).unwrap(), None);
 
     // Sessions.
-    write(store, |tx| tx.insert_session(u1, &[1u8; 32], t(100))).unwrap();
-    write(store, |tx| tx.insert_session(u1, &[2u8; 32], t(100))).unwrap();
+    write(store, move |tx| tx.insert_session(u1, &[1u8; 32], t(100))).unwrap();
+    write(store, move |tx| tx.insert_session(u1, &[2u8; 32], t(100))).unwrap();
     assert_eq!(read(store, |tx| tx.session_user(&[1u8; 32], t(99))).unwrap(), Some(u1));
     assert_eq!(
         read(store, |tx| tx.session_user(&[1u8; 32], t(100))).unwrap(),
@@ -94,7 +114,7 @@ pub fn tx_semantics(store: &dyn Store) {
         "expired"
     );
     assert_eq!(read(store, |tx| tx.session_user(&[9u8; 32], t(0))).unwrap(), None);
-    assert_eq!(write(store, |tx| tx.revoke_sessions(u1, t(5))).unwrap(), 2);
+    assert_eq!(write(store, move |tx| tx.revoke_sessions(u1, t(5))).unwrap(), 2);
     assert_eq!(
         read(store, |tx| tx.session_user(&[2u8; 32], t(6))).unwrap(),
         None,
@@ -112,7 +132,7 @@ pub fn tx_semantics(store: &dyn Store) {
         } else {
             RelationshipState::Active
         };
-        write(store, |tx| {
+        write(store, move |tx| {
             tx.put_relationship(
                 u1,
                 &Relationship {
@@ -124,7 +144,7 @@ pub fn tx_semantics(store: &dyn Store) {
         })
         .unwrap();
     }
-    write(store, |tx| {
+    write(store, move |tx| {
         tx.put_relationship(
             u2,
             &Relationship {
@@ -147,7 +167,7 @@ pub fn tx_semantics(store: &dyn Store) {
         .map(|r| r.peer.to_string())
         .collect();
     assert_eq!(after, vec!["aab@b.example"]);
-    write(store, |tx| {
+    write(store, move |tx| {
         tx.put_relationship(
             u1,
             &Relationship {
@@ -167,9 +187,9 @@ pub fn tx_semantics(store: &dyn Store) {
         read(store, |tx| tx.count_relationships(u1, Some(RelationshipState::Active))).unwrap(),
         2
     );
-    assert!(write(store, |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
-    assert!(!write(store, |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
-    let gone = write(store, |tx| tx.delete_relationships(u1)).unwrap();
+    assert!(write(store, move |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
+    assert!(!write(store, move |tx| tx.delete_relationship(u1, &h("aab@b.example"))).unwrap());
+    let gone = write(store, move |tx| tx.delete_relationships(u1)).unwrap();
     assert_eq!(gone, vec![h("aaa@b.example"), h("bbb@z.example")]);
     assert_eq!(
         read(store, |tx| tx.count_relationships(u2, None)).unwrap(),
@@ -178,12 +198,12 @@ pub fn tx_semantics(store: &dyn Store) {
     );
 
     // Inbox: ids increase, pages by id, per user.
-    let m1 = write(store, |tx| {
+    let m1 = write(store, move |tx| {
         tx.insert_message(u1, t(1), Some("x@b.example"), "{\"a\":1}")
     })
     .unwrap();
-    let m2 = write(store, |tx| tx.insert_message(u2, t(1), Some("x@b.example"), "{}")).unwrap();
-    let m3 = write(store, |tx| {
+    let m2 = write(store, move |tx| tx.insert_message(u2, t(1), Some("x@b.example"), "{}")).unwrap();
+    let m3 = write(store, move |tx| {
         tx.insert_message(u1, t(2), Some("y@b.example"), "{\"b\":2}")
     })
     .unwrap();
@@ -206,35 +226,38 @@ pub fn tx_semantics(store: &dyn Store) {
     let count = |user| read(store, |tx| tx.count_messages(user)).unwrap();
     assert_eq!((count(u1), count(u2)), (2, 1));
     assert!(
-        !write(store, |tx| tx.delete_message(u2, m1)).unwrap(),
+        !write(store, move |tx| tx.delete_message(u2, m1)).unwrap(),
         "not another user's message"
     );
     assert_eq!((count(u1), count(u2)), (2, 1));
-    assert!(write(store, |tx| tx.delete_message(u1, m1)).unwrap());
-    assert!(!write(store, |tx| tx.delete_message(u1, m1)).unwrap(), "once");
+    assert!(write(store, move |tx| tx.delete_message(u1, m1)).unwrap());
+    assert!(!write(store, move |tx| tx.delete_message(u1, m1)).unwrap(), "once");
     assert_eq!(count(u1), 1);
-    assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
+    assert_eq!(write(store, move |tx| tx.delete_messages(u1)).unwrap(), 1);
     assert_eq!((count(u1), count(u2)), (0, 1));
     // A consented message counts for the inbox, not as unsolicited.
-    write(store, |tx| tx.insert_message(u1, t(3), None, "{}")).unwrap();
+    write(store, move |tx| tx.insert_message(u1, t(3), None, "{}")).unwrap();
     assert_eq!((count(u1), from(u1, "x@b.example"), from(u1, "")), (1, 0, 0));
-    assert_eq!(write(store, |tx| tx.delete_messages(u1)).unwrap(), 1);
+    assert_eq!(write(store, move |tx| tx.delete_messages(u1)).unwrap(), 1);
 
     // Revocation queue.
     let row = QueuedRevocation::new(h("bob@b.example"), t(0));
-    assert!(write(store, |tx| tx.enqueue(u1, &row)).unwrap());
-    assert!(!write(store, |tx| tx.enqueue(u1, &row)).unwrap(), "queued once");
+    let first = row.clone();
+    assert!(write(store, move |tx| tx.enqueue(u1, &first)).unwrap());
+    let again = row.clone();
+    assert!(!write(store, move |tx| tx.enqueue(u1, &again)).unwrap(), "queued once");
     let mut updated = row.clone();
     updated.attempts = 2;
     updated.last_error = Some("http 503".into());
     updated.last_attempt_at = Some(t(3));
     updated.claimed_until = Some(t(40));
-    write(store, |tx| tx.update_queued(u1, &updated)).unwrap();
+    let change = updated.clone();
+    write(store, move |tx| tx.update_queued(u1, &change)).unwrap();
     assert_eq!(
         read(store, |tx| tx.queued(u1, &h("bob@b.example"))).unwrap(),
         Some(updated)
     );
-    write(store, |tx| {
+    write(store, move |tx| {
         tx.enqueue(u1, &QueuedRevocation::new(h("amy@b.example"), t(0)))
     })
     .unwrap();
@@ -246,8 +269,8 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(q, vec!["amy@b.example", "bob@b.example"]);
     assert_eq!(read(store, |tx| tx.queue_len(u1)).unwrap(), 2);
     assert!(read(store, |tx| tx.total_queue_len()).unwrap() >= 2);
-    assert!(write(store, |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
-    assert!(!write(store, |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
+    assert!(write(store, move |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
+    assert!(!write(store, move |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
 
     // Replay keys: duplicate, nonce reuse, expiry, empty nonces never collide, pruning.
     let rec = |key: u8, nonce: &str, exp: i64| ReplayRecord {
@@ -258,53 +281,53 @@ pub fn tx_semantics(store: &dyn Store) {
     };
     let n1 = "AAAAAAAAAAAAAAAAAAAAAA";
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
         ReplayOutcome::Recorded
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(1, n1, 10), t(0))).unwrap(),
         ReplayOutcome::Duplicate
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(2, n1, 10), t(0))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(2, n1, 10), t(0))).unwrap(),
         ReplayOutcome::NonceReused
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(3, "", 10), t(0))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(3, "", 10), t(0))).unwrap(),
         ReplayOutcome::Recorded
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(4, "", 10), t(0))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(4, "", 10), t(0))).unwrap(),
         ReplayOutcome::Recorded
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(3, "", 10), t(9))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(3, "", 10), t(9))).unwrap(),
         ReplayOutcome::Duplicate,
         "live until it expires"
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(1, n1, 10), t(10))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(1, n1, 10), t(10))).unwrap(),
         ReplayOutcome::Recorded,
         "expired"
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(4, "", 10), t(10))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(4, "", 10), t(10))).unwrap(),
         ReplayOutcome::Recorded,
         "expired, without a nonce"
     );
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(2, n1, 30), t(11))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(2, n1, 30), t(11))).unwrap(),
         ReplayOutcome::Recorded,
         "expired rows no longer count"
     );
     assert!(
-        write(store, |tx| tx.prune_replays(t(20), 1)).unwrap() == 1,
+        write(store, move |tx| tx.prune_replays(t(20), 1)).unwrap() == 1,
         "pruning takes batches"
     );
-    assert!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap() >= 1);
-    assert_eq!(write(store, |tx| tx.prune_replays(t(20), 1000)).unwrap(), 0);
+    assert!(write(store, move |tx| tx.prune_replays(t(20), 1000)).unwrap() >= 1);
+    assert_eq!(write(store, move |tx| tx.prune_replays(t(20), 1000)).unwrap(), 0);
     assert_eq!(
-        write(store, |tx| tx.record_replay(&rec(2, n1, 30), t(20))).unwrap(),
+        write(store, move |tx| tx.record_replay(&rec(2, n1, 30), t(20))).unwrap(),
         ReplayOutcome::Duplicate,
         "pruning keeps live rows"
     );
@@ -317,7 +340,7 @@ pub fn tx_semantics(store: &dyn Store) {
             action: action.into(),
             details: serde_json::json!({"n": 1}),
         };
-        write(store, |tx| tx.append_audit(&record)).unwrap();
+        write(store, move |tx| tx.append_audit(&record)).unwrap();
     }
     let audit = read(store, |tx| tx.audit_records(u1)).unwrap();
     assert_eq!(
@@ -328,7 +351,7 @@ pub fn tx_semantics(store: &dyn Store) {
     assert!(read(store, |tx| tx.audit_records(u2)).unwrap().is_empty());
 
     // A unit of work that fails leaves nothing behind.
-    let failed = write(store, |tx| {
+    let failed = write(store, move |tx| {
         tx.enqueue(u2, &QueuedRevocation::new(h("zed@b.example"), t(0)))?;
         tx.insert_message(u2, t(0), None, "{}")?;
         Err::<(), _>(StoreError::Unavailable("injected".into()))
@@ -336,7 +359,7 @@ pub fn tx_semantics(store: &dyn Store) {
     assert!(failed.is_err());
     assert_eq!(read(store, |tx| tx.queue_len(u2)).unwrap(), 0);
     assert_eq!(read(store, |tx| tx.count_messages(u2)).unwrap(), 1);
-    assert!(write(store, |tx| tx.record_readiness(t(0))).is_ok());
+    assert!(write(store, move |tx| tx.record_readiness(t(0))).is_ok());
 }
 
 /// The product story with `store` behind the instance of `b.example`,

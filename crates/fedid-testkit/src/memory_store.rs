@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use fedid_domain::ports::{StoreError, Tx, Work};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use fedid_domain::ports::{StoreError, Tx, Work, WriteUnit};
 use fedid_domain::{
     Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
     RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, Store, UnixTime, UserId,
@@ -51,12 +53,20 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut copy = state.clone();
-        work(&mut copy)?;
-        *state = copy;
-        Ok(())
+    /// Runs the unit on the caller's thread and answers it before returning.
+    fn write(&self, mut unit: Box<dyn WriteUnit>) {
+        let outcome = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut copy = state.clone();
+            // A unit that panics fails alone, as on the database stores.
+            let ran = catch_unwind(AssertUnwindSafe(|| unit.run(&mut copy)))
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("a unit of work panicked".into())));
+            if ran.is_ok() {
+                *state = copy;
+            }
+            ran
+        };
+        unit.finish(outcome);
     }
 
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {

@@ -840,11 +840,13 @@ fn a_claim_lapses_after_the_delivery_timeout_plus_30_seconds() {
         .now()
         .plus_millis(alice.node.settings().delivery_timeout_ms)
         .plus_secs(30);
-    fedid_domain::ports::write(alice.node.store(), |tx| {
-        let mut row = tx.queued(alice.user, &bob.handle)?.unwrap();
+    let (user, peer) = (alice.user, bob.handle.clone());
+    fedid_domain::ports::write(w.a.store.as_ref(), None, move |tx| {
+        let mut row = tx.queued(user, &peer)?.unwrap();
         row.claimed_until = Some(lapse);
-        tx.update_queued(alice.user, &row)
+        tx.update_queued(user, &row)
     })
+    .wait()
     .unwrap();
     let flush = |w: &World| {
         alice

@@ -5,8 +5,11 @@ use serde_json::json;
 use crate::handle::{Alias, Handle};
 use crate::keys::{EncryptionKey, SigningKey};
 use crate::model::{AuditRecord, IdentityRecord, UserId};
-use crate::ports::{self, StoreError, Tx};
+use std::sync::Arc;
+
+use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::Fedid;
+use crate::settings::Settings;
 use crate::time::UnixTime;
 
 const DAY_SECS: i64 = 86_400;
@@ -132,14 +135,7 @@ impl Fedid {
     }
 
     pub(crate) fn view(&self, tx: &mut dyn Tx, user: UserId) -> Result<IdentityView, ViewError> {
-        let record = tx.identity(user)?.ok_or(ViewError::UnknownUser)?;
-        let pending_revocations = tx.queue_len(user)?;
-        let handle = record.handle(&self.settings.domain);
-        Ok(IdentityView {
-            record,
-            handle,
-            pending_revocations,
-        })
+        identity_view(&self.settings, tx, user)
     }
 
     /// Sets the alias (ASCII folded). Aliases are never reused, and the
@@ -151,13 +147,14 @@ impl Fedid {
     pub fn set_alias(&self, user: UserId, input: &str) -> Result<IdentityView, IdentityError> {
         let alias = Alias::parse_user_input(input).map_err(|e| IdentityError::InvalidAlias(e.to_string()));
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        let settings = Arc::clone(&self.settings);
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
             if alias.as_ref().is_ok_and(|alias| record.alias.as_ref() == Some(alias)) {
-                return Ok(self.view(tx, user)?);
+                return Ok(identity_view(&settings, tx, user)?);
             }
             // API.md's order: 429 before 400.
-            self.check_alias_budget(tx, user, now)?;
+            check_alias_budget(&settings, tx, user, now)?;
             let alias = alias.clone()?;
             if tx.alias_holder(&alias)?.is_some_and(|holder| holder != user) {
                 return Err(IdentityError::AliasTaken);
@@ -169,29 +166,9 @@ impl Fedid {
                 return Err(IdentityError::RevocationsPending);
             }
             tx.set_alias(user, &alias, now)?;
-            Ok(self.view(tx, user)?)
+            Ok(identity_view(&settings, tx, user)?)
         })
-    }
-
-    fn check_alias_budget(&self, tx: &mut dyn Tx, user: UserId, now: UnixTime) -> Result<(), IdentityError> {
-        // The last 24 hours, the change exactly 24 hours ago excluded: what
-        // `Retry-After` promises is free then.
-        let day_ago = UnixTime::from_nanos(now.plus_secs(-DAY_SECS).as_nanos() + 1);
-        let changes = tx.alias_changes(user, day_ago)?;
-        if changes.ever >= self.settings.alias_changes_total {
-            return Err(IdentityError::RateLimited { retry_after_secs: None });
-        }
-        if changes.recent >= self.settings.alias_changes_per_day {
-            let oldest = changes.oldest_recent.unwrap_or(now);
-            let free_at = oldest.plus_secs(DAY_SECS);
-            // Whole seconds, rounded up, at least one.
-            let wait_nanos = (free_at.as_nanos() - now.as_nanos()).max(1);
-            let retry_after_secs = u64::try_from((wait_nanos + 999_999_999) / 1_000_000_000).unwrap_or(DAY_SECS as u64);
-            return Err(IdentityError::RateLimited {
-                retry_after_secs: Some(retry_after_secs),
-            });
-        }
-        Ok(())
+        .wait()
     }
 
     /// Registers or replaces both keys, with an audit record.
@@ -205,7 +182,8 @@ impl Fedid {
             reason: e.to_string(),
         })?;
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        let settings = Arc::clone(&self.settings);
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
             tx.set_keys(user, &signing, &encryption, now)?;
             audit(
@@ -215,9 +193,45 @@ impl Fedid {
                 "keys_set",
                 json!({ "signingKey": signing.to_base64url() }),
             )?;
-            Ok(self.view(tx, user)?)
+            Ok(identity_view(&settings, tx, user)?)
         })
+        .wait()
     }
+}
+
+/// The alias change budget of `limits.alias_changes_*`.
+fn check_alias_budget(settings: &Settings, tx: &mut dyn Tx, user: UserId, now: UnixTime) -> Result<(), IdentityError> {
+    // The last 24 hours, the change exactly 24 hours ago excluded: what
+    // `Retry-After` promises is free then.
+    let day_ago = UnixTime::from_nanos(now.plus_secs(-DAY_SECS).as_nanos() + 1);
+    let changes = tx.alias_changes(user, day_ago)?;
+    if changes.ever >= settings.alias_changes_total {
+        return Err(IdentityError::RateLimited { retry_after_secs: None });
+    }
+    if changes.recent >= settings.alias_changes_per_day {
+        let oldest = changes.oldest_recent.unwrap_or(now);
+        let free_at = oldest.plus_secs(DAY_SECS);
+        // Whole seconds, rounded up, at least one.
+        let wait_nanos = (free_at.as_nanos() - now.as_nanos()).max(1);
+        let retry_after_secs = u64::try_from((wait_nanos + 999_999_999) / 1_000_000_000).unwrap_or(DAY_SECS as u64);
+        return Err(IdentityError::RateLimited {
+            retry_after_secs: Some(retry_after_secs),
+        });
+    }
+    Ok(())
+}
+
+/// The identity object of `user`, as the settings' domain names it.
+pub(crate) fn identity_view(settings: &Settings, tx: &mut dyn Tx, user: UserId) -> Result<IdentityView, ViewError> {
+    let record = tx.identity(user)?.ok_or(ViewError::UnknownUser)?;
+    let pending_revocations = tx.queue_len(user)?;
+    let handle = record.handle(&settings.domain);
+
+    Ok(IdentityView {
+        record,
+        handle,
+        pending_revocations,
+    })
 }
 
 pub(crate) fn audit(

@@ -6,10 +6,9 @@ use crate::handle::{Alias, Handle};
 use crate::key_directory::KeyCheckError;
 use crate::keys::SigningKey;
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, UserId};
-use crate::ports::{self, StoreError, Tx};
+use crate::ports::{self, Completion, Lane, StoreError, Tx};
 use crate::services::Fedid;
 use crate::time::UnixTime;
-use std::sync::Arc;
 
 /// Why the inbox refused an envelope (section 8), in its order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,11 +102,11 @@ pub enum Received {
     Duplicate,
 }
 
-/// An envelope past step 1 that still needs a thread that may block: for
-/// steps 2 to 5 (the store or the network), or for its write.
-pub struct PendingEnvelope(Box<Pending>);
+/// An envelope that passed step 1 ([`Fedid::check_envelope`]), to be
+/// finished by [`Fedid::receive_checked`].
+pub struct CheckedEnvelope(Box<Checked>);
 
-enum Pending {
+enum Checked {
     /// Steps 2 to 5 to run; `failed_key` is a cached key that the
     /// signature did not verify against.
     Unchecked {
@@ -118,17 +117,18 @@ enum Pending {
     Verified(VerifiedEnvelope),
 }
 
-/// What [`Fedid::receive_queued`] did with an envelope.
-pub enum Queued {
-    /// Its write is queued; the callback will get the answer.
-    Queued,
-    /// Finish it with [`Fedid::receive_pending`].
-    Pending(PendingEnvelope),
+impl CheckedEnvelope {
+    /// Whether only the write is left: [`Fedid::receive_checked`] then
+    /// neither reads the store nor asks a peer, and returns at once.
+    pub fn is_verified(&self) -> bool {
+        matches!(*self.0, Checked::Verified(_))
+    }
 }
 
-/// Everything the write of steps 6 and 7 needs, owned, so that it can be
-/// queued. Only this crosses to the store's thread (and is freed there):
-/// the parsed envelope, a tree of small allocations, stays behind.
+/// Everything the write of steps 6 and 7 needs, owned, so that the store
+/// may run it on a thread of its own. Only this crosses to the store's
+/// thread (and is freed there): the parsed envelope, a tree of small
+/// allocations, stays behind.
 struct Delivery {
     kind: MessageType,
     seen: Option<IdentityRecord>,
@@ -136,6 +136,15 @@ struct Delivery {
     alias: Alias,
     wire: String,
     now: UnixTime,
+    limits: InboxLimits,
+}
+
+/// The recipient's limits (`limits.*`), copied from the settings.
+#[derive(Clone, Copy)]
+struct InboxLimits {
+    messages_per_user: u64,
+    unsolicited_per_sender: u64,
+    incoming_requests_per_user: u64,
 }
 
 /// What the recipient's rule decided (section 9, received side).
@@ -149,43 +158,27 @@ enum Effect {
 }
 
 impl Fedid {
-    /// Receives one envelope from another server (or from this one).
+    /// Receives one envelope from another server (or from this one) and
+    /// waits for its answer: [`Fedid::check_envelope`], then
+    /// [`Fedid::receive_checked`].
     pub fn receive(&self, body: &[u8]) -> Result<Received, InboxError> {
-        self.finish(self.first_look(body)?)
+        self.receive_checked(self.check_envelope(body)?)?.wait()
     }
 
-    /// Receives one envelope without blocking the caller when it can: when
-    /// steps 1 to 5 need neither the store nor the network and the store
-    /// queues writes ([`crate::Store::queues_writes`]), the write is queued
-    /// and `done` gets the answer later, from the store's thread. Otherwise
-    /// the envelope comes back, to be finished by [`Fedid::receive_pending`]
-    /// on a thread that may block; `done` is then dropped uncalled.
-    pub fn receive_queued(
-        self: &Arc<Self>,
-        body: &[u8],
-        done: impl FnOnce(Result<Received, InboxError>) + Send + 'static,
-    ) -> Result<Queued, InboxError> {
-        match self.first_look(body)? {
-            Pending::Verified(envelope) if self.store.queues_writes() => {
-                let delivery = self.delivery(&envelope, None);
-                let fedid = Arc::clone(self);
-                ports::write_detached(self.store.as_ref(), move |tx| fedid.store_delivery(tx, &delivery), done);
-                Ok(Queued::Queued)
-            }
-            pending => Ok(Queued::Pending(PendingEnvelope(Box::new(pending)))),
-        }
+    /// Step 1 and, when the sender's key is cached, steps 2 to 5 as far as
+    /// they need neither the store nor the network: CPU only, never blocks.
+    pub fn check_envelope(&self, body: &[u8]) -> Result<CheckedEnvelope, InboxError> {
+        self.first_look(body).map(|checked| CheckedEnvelope(Box::new(checked)))
     }
 
-    /// The rest of [`Fedid::receive`] for an envelope that
-    /// [`Fedid::receive_queued`] gave back.
-    pub fn receive_pending(&self, pending: PendingEnvelope) -> Result<Received, InboxError> {
-        self.finish(*pending.0)
-    }
-
-    fn finish(&self, pending: Pending) -> Result<Received, InboxError> {
-        let (envelope, failed_key) = match pending {
-            Pending::Verified(envelope) => return self.apply(envelope, None),
-            Pending::Unchecked { envelope, failed_key } => (envelope, failed_key),
+    /// The rest of the steps: 2 to 5 if they are left (reads and key
+    /// lookups, which block), then hands steps 6 and 7 to the store and
+    /// returns the write's completion. A refusal before the write comes
+    /// back at once.
+    pub fn receive_checked(&self, checked: CheckedEnvelope) -> Result<Completion<Received, InboxError>, InboxError> {
+        let (envelope, failed_key) = match *checked.0 {
+            Checked::Verified(envelope) => return Ok(self.apply(&envelope, None)),
+            Checked::Unchecked { envelope, failed_key } => (envelope, failed_key),
         };
         // Step 2: recipient, then allow-list.
         let recipient = self.local_recipient(&envelope)?;
@@ -204,25 +197,25 @@ impl Fedid {
             None => self.verify_sender(envelope)?,
         };
         // Steps 6 and 7 in one transaction with the re-check of step 2.
-        self.apply(verified, Some(recipient))
+        Ok(self.apply(&verified, Some(recipient)))
     }
 
     /// Step 1, then steps 2 to 5 if they need no read: every check of
     /// steps 2 to 5 but the recipient's passes without the store (the
     /// sender's key is cached). The write transaction checks the recipient
     /// before anything else, so refusals keep their order.
-    fn first_look(&self, body: &[u8]) -> Result<Pending, InboxError> {
+    fn first_look(&self, body: &[u8]) -> Result<Checked, InboxError> {
         // Step 1: size, I-JSON, protocol version, member rules, type.
         let envelope = Envelope::parse(body, self.settings.policy())?;
         Ok(match self.cached_sender_key(&envelope) {
             Some(key) => match envelope.verify(&key) {
-                Ok(verified) => Pending::Verified(verified),
-                Err(envelope) => Pending::Unchecked {
+                Ok(verified) => Checked::Verified(verified),
+                Err(envelope) => Checked::Unchecked {
                     envelope: *envelope,
                     failed_key: Some(key),
                 },
             },
-            None => Pending::Unchecked {
+            None => Checked::Unchecked {
                 envelope,
                 failed_key: None,
             },
@@ -280,11 +273,12 @@ impl Fedid {
         envelope.verify(&key).map_err(|_| InboxError::InvalidSignature)
     }
 
-    /// Steps 6 and 7. `seen` is the recipient as step 2 read it, if it was
-    /// read before this transaction.
-    fn apply(&self, envelope: VerifiedEnvelope, seen: Option<IdentityRecord>) -> Result<Received, InboxError> {
-        let delivery = self.delivery(&envelope, seen);
-        ports::write(self.store.as_ref(), |tx| self.store_delivery(tx, &delivery))
+    /// Steps 6 and 7, handed to the store. `seen` is the recipient as step
+    /// 2 read it, if it was read before this transaction.
+    fn apply(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>) -> Completion<Received, InboxError> {
+        let delivery = self.delivery(envelope, seen);
+        let lane = Some(Lane::of_alias(&delivery.alias));
+        ports::write(self.store.as_ref(), lane, move |tx| delivery.store(tx))
     }
 
     fn delivery(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>) -> Delivery {
@@ -305,11 +299,18 @@ impl Fedid {
             now: self.clock.now(),
             seen,
             record,
+            limits: InboxLimits {
+                messages_per_user: self.settings.inbox_messages_per_user,
+                unsolicited_per_sender: self.settings.unsolicited_per_sender,
+                incoming_requests_per_user: self.settings.incoming_requests_per_user,
+            },
         }
     }
+}
 
+impl Delivery {
     /// The write transaction of steps 6 and 7.
-    fn store_delivery(&self, tx: &mut dyn Tx, delivery: &Delivery) -> Result<Received, InboxError> {
+    fn store(&self, tx: &mut dyn Tx) -> Result<Received, InboxError> {
         let Delivery {
             kind,
             seen,
@@ -317,7 +318,8 @@ impl Fedid {
             alias,
             wire,
             now,
-        } = delivery;
+            limits,
+        } = self;
         // Step 2 (again), under the recipient's lock: never apply to an
         // identity reset (or an alias moved) since a first check.
         let recipient = tx
@@ -333,75 +335,77 @@ impl Fedid {
             ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
             ReplayOutcome::Recorded => {}
         }
-        if let Effect::Store { consented } = self.apply_rule(tx, *kind, &record.sender, &recipient, *now)? {
+        if let Effect::Store { consented } = apply_rule(tx, limits, *kind, &record.sender, &recipient, *now)? {
             // A REVOKE is never refused for limits (section 8).
             if *kind != MessageType::RelationshipRevoke {
-                self.check_limits(tx, recipient.user, &record.sender, consented)?;
+                limits.check(tx, recipient.user, &record.sender, consented)?;
             }
             let unsolicited_from = (!consented).then(|| record.sender.as_str());
             tx.insert_message(recipient.user, *now, unsolicited_from, wire)?;
         }
         Ok(Received::Accepted)
     }
+}
 
+impl InboxLimits {
     /// The recipient's limits, for a message about to be stored: the whole
     /// inbox, then, without the recipient's consent, what one sender may
     /// leave there (`limits.unsolicited_per_sender`), so that no stranger
     /// fills an inbox alone.
-    fn check_limits(&self, tx: &mut dyn Tx, user: UserId, sender: &Handle, consented: bool) -> Result<(), InboxError> {
-        if tx.count_messages(user)? >= self.settings.inbox_messages_per_user {
+    fn check(&self, tx: &mut dyn Tx, user: UserId, sender: &Handle, consented: bool) -> Result<(), InboxError> {
+        if tx.count_messages(user)? >= self.messages_per_user {
             return Err(InboxError::InboxFull);
         }
-        if !consented && tx.count_unsolicited(user, sender.as_str())? >= self.settings.unsolicited_per_sender {
+        if !consented && tx.count_unsolicited(user, sender.as_str())? >= self.unsolicited_per_sender {
             return Err(InboxError::InboxFull);
         }
         Ok(())
     }
+}
 
-    /// Section 9, received side: the state change and whether to store.
-    fn apply_rule(
-        &self,
-        tx: &mut dyn Tx,
-        kind: MessageType,
-        peer: &Handle,
-        recipient: &IdentityRecord,
-        now: UnixTime,
-    ) -> Result<Effect, InboxError> {
-        use RelationshipState::*;
-        let user = recipient.user;
-        let state = tx.relationship(user, peer)?.map(|r| r.state);
-        let set = |tx: &mut dyn Tx, state| {
-            tx.put_relationship(
-                user,
-                &Relationship {
-                    peer: peer.clone(),
-                    state,
-                    since: now,
-                },
-            )
-        };
-        match (kind, state) {
-            (MessageType::RelationshipRequest, None) => {
-                if tx.count_relationships(user, Some(Incoming))? >= self.settings.incoming_requests_per_user {
-                    return Err(InboxError::InboxFull);
-                }
-                set(tx, Incoming)?;
-                Ok(Effect::Store { consented: false })
+/// Section 9, received side: the state change and whether to store.
+fn apply_rule(
+    tx: &mut dyn Tx,
+    limits: &InboxLimits,
+    kind: MessageType,
+    peer: &Handle,
+    recipient: &IdentityRecord,
+    now: UnixTime,
+) -> Result<Effect, InboxError> {
+    use RelationshipState::*;
+    let user = recipient.user;
+    let state = tx.relationship(user, peer)?.map(|r| r.state);
+    let set = |tx: &mut dyn Tx, state| {
+        tx.put_relationship(
+            user,
+            &Relationship {
+                peer: peer.clone(),
+                state,
+                since: now,
+            },
+        )
+    };
+    match (kind, state) {
+        (MessageType::RelationshipRequest, None) => {
+            if tx.count_relationships(user, Some(Incoming))? >= limits.incoming_requests_per_user {
+                return Err(InboxError::InboxFull);
             }
-            (MessageType::RelationshipRequest, Some(Outgoing)) | (MessageType::RelationshipAccept, Some(Outgoing)) => {
-                set(tx, Active)?;
-                Ok(Effect::Store { consented: true })
-            }
-            (MessageType::RelationshipRequest, Some(Incoming | Active)) => Ok(Effect::Nothing),
-            (MessageType::RelationshipAccept, None | Some(Incoming)) => Err(InboxError::NoPendingRequest),
-            (MessageType::RelationshipAccept, Some(Active)) => Ok(Effect::Nothing),
-            (MessageType::RelationshipRevoke, None) => Ok(Effect::Nothing),
-            (MessageType::RelationshipRevoke, Some(_)) => {
-                tx.delete_relationship(user, peer)?;
-                Ok(Effect::Store { consented: false })
-            }
-            (MessageType::Message, Some(Active)) => Ok(Effect::Store { consented: true }),
-            (MessageType::Message, _) => Err(InboxError::NoRelationship),
+            set(tx, Incoming)?;
+            Ok(Effect::Store { consented: false })
         }
+        (MessageType::RelationshipRequest, Some(Outgoing)) | (MessageType::RelationshipAccept, Some(Outgoing)) => {
+            set(tx, Active)?;
+            Ok(Effect::Store { consented: true })
+        }
+        (MessageType::RelationshipRequest, Some(Incoming | Active)) => Ok(Effect::Nothing),
+        (MessageType::RelationshipAccept, None | Some(Incoming)) => Err(InboxError::NoPendingRequest),
+        (MessageType::RelationshipAccept, Some(Active)) => Ok(Effect::Nothing),
+        (MessageType::RelationshipRevoke, None) => Ok(Effect::Nothing),
+        (MessageType::RelationshipRevoke, Some(_)) => {
+            tx.delete_relationship(user, peer)?;
+            Ok(Effect::Store { consented: false })
+        }
+        (MessageType::Message, Some(Active)) => Ok(Effect::Store { consented: true }),
+        (MessageType::Message, _) => Err(InboxError::NoRelationship),
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 pub use discovery::PublishedIdentity;
 pub use identity::{IdentityError, IdentityView, KeysInput};
-pub use inbox::{InboxError, PendingEnvelope, Queued, Received};
+pub use inbox::{CheckedEnvelope, InboxError, Received};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
 pub use reads::{ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};
@@ -50,7 +50,8 @@ pub struct Ports {
 
 /// One fedid instance: settings, ports, and every use case.
 pub struct Fedid {
-    settings: Settings,
+    /// Shared with write units, which own what they use.
+    settings: Arc<Settings>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
@@ -65,7 +66,7 @@ impl Fedid {
     pub fn new(settings: Settings, ports: Ports) -> Self {
         let deliveries = Semaphore::new(settings.delivery_max_in_flight.max(1));
         Self {
-            settings,
+            settings: Arc::new(settings),
             store: ports.store,
             clock: ports.clock,
             random: ports.random,
@@ -85,11 +86,6 @@ impl Fedid {
     /// The settings it runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
-    }
-
-    /// The store port.
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
     }
 
     /// The clock port.
@@ -126,13 +122,13 @@ impl Fedid {
     /// Prunes expired replay keys, a batch at a time; returns how many.
     pub fn prune_replay_keys(&self, batch: usize) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        crate::ports::write(self.store.as_ref(), |tx| tx.prune_replays(now, batch))
+        crate::ports::write(self.store.as_ref(), None, move |tx| tx.prune_replays(now, batch)).wait()
     }
 
     /// Whether the store answers and accepts a write (`/readyz`).
     pub fn ready(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        crate::ports::write(self.store.as_ref(), |tx| tx.record_readiness(now))
+        crate::ports::write(self.store.as_ref(), None, move |tx| tx.record_readiness(now)).wait()
     }
 
     /// The number of queued revocations of every user (a gauge).

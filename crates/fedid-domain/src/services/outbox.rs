@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::envelope::{Envelope, EnvelopeError, MessageType};
 use crate::handle::Handle;
 use crate::model::{QueuedRevocation, Relationship, RelationshipState, UserId};
-use crate::ports::{self, DeliveryFailure, StoreError};
+use crate::ports::{self, DeliveryFailure, Lane, StoreError};
 use crate::services::identity::ViewError;
 use crate::services::Fedid;
 
@@ -147,7 +147,7 @@ impl Fedid {
         self.deliver(&envelope).map_err(OutboxError::DeliveryFailed)?;
         // The transition applies to the state at the moment delivery succeeded.
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             let state = tx.relationship(user, &to)?.map(|r| r.state);
             let next = match (kind, state) {
                 (MessageType::RelationshipRequest, None) => Some(RelationshipState::Outgoing),
@@ -168,17 +168,21 @@ impl Fedid {
                 )?;
             }
             Ok::<_, OutboxError>(())
-        })?;
+        })
+        .wait()?;
         Ok(OutboxOutcome::Delivered)
     }
 
     /// A REVOKE removes the relationship at once; delivery failures queue it.
     fn send_revoke(&self, user: UserId, envelope: &Envelope) -> Result<OutboxOutcome, OutboxError> {
         let to = envelope.to().clone();
-        ports::write(self.store.as_ref(), |tx| tx.delete_relationship(user, &to))?;
+        let lane = Some(Lane::of_user(user));
+        let peer = to.clone();
+        ports::write(self.store.as_ref(), lane, move |tx| tx.delete_relationship(user, &peer)).wait()?;
         let result = self.deliver(envelope);
+        let delivered = result.is_ok();
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        ports::write(self.store.as_ref(), lane, move |tx| {
             match &result {
                 Ok(()) => {
                     tx.dequeue(user, &to)?;
@@ -199,8 +203,9 @@ impl Fedid {
                 }
             }
             Ok::<_, OutboxError>(())
-        })?;
-        Ok(if result.is_ok() {
+        })
+        .wait()?;
+        Ok(if delivered {
             OutboxOutcome::Delivered
         } else {
             OutboxOutcome::Queued

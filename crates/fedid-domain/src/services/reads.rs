@@ -3,7 +3,7 @@
 
 use crate::handle::Handle;
 use crate::model::{AuditRecord, InboxMessage, Page, PageLimit, QueuedRevocation, Relationship, UserId};
-use crate::ports::{self, StoreError, Tx};
+use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::{Fedid, IdentityError, IdentityView};
 
 /// Why a read failed.
@@ -97,7 +97,10 @@ impl Fedid {
 
     /// Deletes one of the user's own messages.
     pub fn acknowledge(&self, user: UserId, id: i64) -> Result<(), ReadError> {
-        let deleted = ports::write(self.store.as_ref(), |tx| tx.delete_message(user, id))?;
+        let deleted = ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
+            tx.delete_message(user, id)
+        })
+        .wait()?;
         if deleted {
             Ok(())
         } else {

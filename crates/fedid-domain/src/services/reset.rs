@@ -5,8 +5,10 @@
 use serde_json::json;
 
 use crate::model::{QueuedRevocation, UserId};
-use crate::ports::{self, StoreError};
-use crate::services::identity::{audit, IdentityView, ViewError};
+use crate::ports::{self, Lane, StoreError};
+use std::sync::Arc;
+
+use crate::services::identity::{audit, identity_view, IdentityView, ViewError};
 use crate::services::Fedid;
 
 /// The exact confirmation a client must send.
@@ -68,7 +70,8 @@ impl Fedid {
             return Err(ResetError::ConfirmationRequired);
         }
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        let settings = Arc::clone(&self.settings);
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             tx.identity(user)?.ok_or(ResetError::UnknownUser)?;
             let inbox_messages_erased = tx.delete_messages(user)?;
             let peers = tx.delete_relationships(user)?;
@@ -89,8 +92,9 @@ impl Fedid {
                 revocations_queued,
                 relationships_erased: peers.len() as u64,
                 inbox_messages_erased,
-                identity: self.view(tx, user)?,
+                identity: identity_view(&settings, tx, user)?,
             })
         })
+        .wait()
     }
 }

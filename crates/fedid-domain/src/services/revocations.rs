@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::envelope::{Envelope, VerifiedEnvelope};
 use crate::handle::Handle;
 use crate::model::UserId;
-use crate::ports::{self, StoreError};
+use crate::ports::{self, Lane, StoreError};
 use crate::services::identity::{audit, ViewError};
 use crate::services::outbox::OutboxRequest;
 use crate::services::Fedid;
@@ -152,8 +152,9 @@ impl Fedid {
     /// Drops a queued row without delivering it, with an audit record.
     pub fn drop_revocation(&self, user: UserId, peer: &Handle) -> Result<(), FlushError> {
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
-            if !tx.dequeue(user, peer)? {
+        let peer = peer.clone();
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
+            if !tx.dequeue(user, &peer)? {
                 return Err(FlushError::NotQueued);
             }
             audit(
@@ -165,6 +166,7 @@ impl Fedid {
             )?;
             Ok(())
         })
+        .wait()
     }
 
     /// Delivers the signed REVOKE of each item whose row is queued.
@@ -260,9 +262,10 @@ impl Fedid {
     fn claim(&self, user: UserId, peers: &[Handle]) -> Result<Vec<Option<FlushOutcome>>, FlushError> {
         let now = self.clock.now();
         let claim_until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
-        ports::write(self.store.as_ref(), |tx| {
+        let peers = peers.to_vec();
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             let mut outcomes = Vec::with_capacity(peers.len());
-            for peer in peers {
+            for peer in &peers {
                 let outcome = match tx.queued(user, peer)? {
                     None => Some(FlushOutcome::NotQueued),
                     Some(row) if row.claimed_until.is_some_and(|until| until > now) => Some(FlushOutcome::InProgress),
@@ -276,6 +279,7 @@ impl Fedid {
             }
             Ok::<_, FlushError>(outcomes)
         })
+        .wait()
     }
 
     /// Checks a claimed item; a refused item releases the claim with its
@@ -308,7 +312,7 @@ impl Fedid {
             },
         };
         let code = refusal.error().unwrap_or_default().to_owned();
-        self.release(user, peer, |row| row.last_error = Some(code.clone()))?;
+        self.release(user, peer, move |row| row.last_error = Some(code.clone()))?;
         Ok(Claim::Outcome(refusal))
     }
 
@@ -320,16 +324,21 @@ impl Fedid {
                 // until it lapses (a later flush delivers it again, and the
                 // peer answers `duplicate`); the client sees the delivery's
                 // own outcome.
-                let _ = ports::write(self.store.as_ref(), |tx| tx.dequeue(user, peer));
+                let peer = peer.clone();
+                let _ = ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
+                    tx.dequeue(user, &peer)
+                })
+                .wait();
                 FlushOutcome::Delivered
             }
             Err(failure) => {
                 let reason = failure.to_string();
                 let now = self.clock.now();
-                let _ = self.release(user, peer, |row| {
+                let recorded = reason.clone();
+                let _ = self.release(user, peer, move |row| {
                     row.attempts += 1;
                     row.last_attempt_at = Some(now);
-                    row.last_error = Some(reason.clone());
+                    row.last_error = Some(recorded.clone());
                 });
                 FlushOutcome::Failed(reason)
             }
@@ -340,15 +349,17 @@ impl Fedid {
         &self,
         user: UserId,
         peer: &Handle,
-        change: impl Fn(&mut crate::model::QueuedRevocation) + Sync,
+        change: impl Fn(&mut crate::model::QueuedRevocation) + Send + 'static,
     ) -> Result<(), StoreError> {
-        ports::write(self.store.as_ref(), |tx| {
-            if let Some(mut row) = tx.queued(user, peer)? {
+        let peer = peer.clone();
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
+            if let Some(mut row) = tx.queued(user, &peer)? {
                 change(&mut row);
                 row.claimed_until = None;
                 tx.update_queued(user, &row)?;
             }
             Ok(())
         })
+        .wait()
     }
 }

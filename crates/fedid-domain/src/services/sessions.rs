@@ -3,7 +3,7 @@
 
 use crate::base64url;
 use crate::model::UserId;
-use crate::ports::{self, RandomUnavailable, StoreError};
+use crate::ports::{self, Lane, RandomUnavailable, StoreError};
 use crate::services::Fedid;
 
 /// Why a token could not be issued or revoked.
@@ -64,11 +64,12 @@ impl Fedid {
         let (token, hash) = self.new_token()?;
         let now = self.clock.now();
         let expires = now.plus_secs(i64::from(self.settings.token_ttl_days) * 86_400);
-        let user = ports::write(self.store.as_ref(), |tx| {
+        let user = ports::write(self.store.as_ref(), None, move |tx| {
             let user = tx.create_user(now)?;
             tx.insert_session(user, &hash, expires)?;
             Ok::<_, SessionError>(user)
-        })?;
+        })
+        .wait()?;
         Ok((user, token))
     }
 
@@ -80,21 +81,23 @@ impl Fedid {
         }
         let (token, hash) = self.new_token()?;
         let expires = self.clock.now().plus_secs(i64::from(days) * 86_400);
-        ports::write(self.store.as_ref(), |tx| {
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             tx.identity(user)?.ok_or(SessionError::UnknownUser)?;
             tx.insert_session(user, &hash, expires)?;
             Ok::<_, SessionError>(())
-        })?;
+        })
+        .wait()?;
         Ok(token)
     }
 
     /// Revokes all of a user's tokens; returns how many were live.
     pub fn revoke_tokens(&self, user: UserId) -> Result<u64, SessionError> {
         let now = self.clock.now();
-        ports::write(self.store.as_ref(), |tx| {
+        ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             tx.identity(user)?.ok_or(SessionError::UnknownUser)?;
             Ok(tx.revoke_sessions(user, now)?)
         })
+        .wait()
     }
 
     /// The user of a live token; `None` for anything else, alike.

@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::envelope::MAX_ENVELOPE_BYTES;
-use fedid_domain::{Queued, Received};
+use fedid_domain::Received;
 
 use crate::dto::{EnvelopeDocument as Envelope, PublishedKeys, Status};
 use crate::error::{ApiError, Problem};
@@ -48,20 +48,26 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<App
         return Err(ApiError::envelope_not_json());
     }
     let fedid = state.fedid.clone();
-    if body.len() > INLINE_ENVELOPE_BYTES {
-        return state.federation.run(move || Ok(fedid.receive(&body)?)).await;
-    }
-    // Parsing and verifying with a cached key run here, on the worker:
-    // CPU only, and cheaper than a hand-off. The write then queues for the
-    // store's writer thread without holding a thread while it waits.
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    match fedid.receive_queued(&body, move |result| {
-        // A dropped receiver: the client has gone; nothing to tell.
-        let _ = answer.send(result);
-    })? {
-        Queued::Queued => Ok(answered.await.map_err(|_| ApiError::internal())??),
-        Queued::Pending(pending) => state.federation.run(move || Ok(fedid.receive_pending(pending)?)).await,
-    }
+    // Step 1 and a verify with a cached key are CPU only, and cheaper here
+    // than a hand-off; a large envelope goes to the federation pool so that
+    // none holds a worker long.
+    let checked = if body.len() > INLINE_ENVELOPE_BYTES {
+        let fedid = fedid.clone();
+        state.federation.run(move || Ok(fedid.check_envelope(&body)?)).await?
+    } else {
+        fedid.check_envelope(&body)?
+    };
+    // What is left may read the store or wait on a peer: never on a worker.
+    // The write itself is awaited without holding any thread.
+    let written = if checked.is_verified() {
+        fedid.receive_checked(checked)?
+    } else {
+        state
+            .federation
+            .run(move || Ok(fedid.receive_checked(checked)?))
+            .await?
+    };
+    Ok(written.await?)
 }
 
 /// Envelopes up to this size are parsed and verified on the worker. Parsing

@@ -1,0 +1,251 @@
+//! The write path of both backends: writer threads that each own one
+//! connection and run the units handed to them in batches. A writer takes
+//! the first queued unit, opens a transaction, runs it in a savepoint, then
+//! runs whatever else is queued behind it the same way (up to
+//! [`MAX_BATCH`]), commits once and answers each unit with its outcome. So
+//! units that arrive together share one commit (one WAL append and sync on
+//! SQLite, one round trip and flush on PostgreSQL), while each stays all or
+//! nothing: a unit that fails or panics is rolled back to its savepoint and
+//! fails alone. A unit is answered only after the commit that holds it.
+//!
+//! SQLite has one writer (it allows one at a time); PostgreSQL has several,
+//! and units of one lane ([`WriteUnit::lane`]: one user's) always go to the
+//! same writer, so they share commits instead of waiting on each other's row
+//! locks from different connections.
+//!
+//! Queues are unbounded on purpose: every unit has a caller waiting for it
+//! (a request, bounded by the server's connection limits, or a command), so
+//! the queue cannot outgrow the callers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use diesel::pg::PgConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::QueryResult;
+use fedid_domain::ports::{StoreError, WriteUnit};
+
+use crate::command::Command;
+use crate::tx::DbTx;
+
+/// At most this many units share one commit, bounding how long the first
+/// of them waits for its answer.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// How often a unit is run again after a serialization failure or a
+/// deadlock before it fails.
+const RETRIES: usize = 5;
+
+/// A connection a writer can batch on.
+pub(crate) trait BatchConnection: Send + 'static {
+    /// Opens the batch's transaction.
+    const BEGIN: &'static str;
+    /// Runs one constant statement.
+    fn command(&mut self, sql: &'static str) -> QueryResult<()>;
+    /// Runs `unit` on this connection's open transaction; whether the
+    /// database asked for it to be run again comes back beside its outcome.
+    fn run(&mut self, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool);
+}
+
+impl BatchConnection for SqliteConnection {
+    // IMMEDIATE: take the write lock now, so that a read inside the batch
+    // never has to upgrade (other processes wait on busy_timeout).
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    fn command(&mut self, sql: &'static str) -> QueryResult<()> {
+        Command(sql).run(self)
+    }
+
+    fn run(&mut self, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool) {
+        let mut tx = DbTx {
+            conn: self,
+            lock_rows: false,
+            retry: false,
+        };
+        let outcome = unit.run(&mut tx);
+        (outcome, tx.retry)
+    }
+}
+
+impl BatchConnection for PgConnection {
+    // READ COMMITTED, with the rows a unit changes locked as it reads them.
+    const BEGIN: &'static str = "BEGIN";
+
+    fn command(&mut self, sql: &'static str) -> QueryResult<()> {
+        Command(sql).run(self)
+    }
+
+    fn run(&mut self, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool) {
+        let mut tx = DbTx {
+            conn: self,
+            lock_rows: true,
+            retry: false,
+        };
+        let outcome = unit.run(&mut tx);
+        (outcome, tx.retry)
+    }
+}
+
+/// The writer threads of one store and the queues that feed them.
+pub(crate) struct Writers {
+    queues: Vec<mpsc::Sender<Box<dyn WriteUnit>>>,
+    /// Where the next unit without a lane goes.
+    next: AtomicUsize,
+}
+
+impl Writers {
+    /// Starts `count` writer threads named `fedid-{name}-writer-N`, each
+    /// with a connection from `connect` (made again after a failure).
+    pub(crate) fn start<C: BatchConnection>(
+        name: &str,
+        count: usize,
+        connect: impl Fn() -> Result<C, StoreError> + Clone + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let mut queues = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let (queue, units) = mpsc::channel();
+            let connect = connect.clone();
+            std::thread::Builder::new()
+                .name(format!("fedid-{name}-writer-{index}"))
+                .spawn(move || Writer { conn: None, connect }.serve(units))?;
+            queues.push(queue);
+        }
+        Ok(Self {
+            queues,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Queues `unit` for its lane's writer; its outcome comes through
+    /// [`WriteUnit::finish`].
+    pub(crate) fn submit(&self, unit: Box<dyn WriteUnit>) {
+        let writers = self.queues.len();
+        let index = match unit.lane() {
+            Some(lane) => (lane.0 % writers as u64) as usize,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % writers,
+        };
+        if let Err(mpsc::SendError(unit)) = self.queues[index].send(unit) {
+            // Only when the writer thread is gone (it never returns while
+            // its queue is open); the caller must still hear.
+            unit.finish(Err(StoreError::Unavailable("the store's writer has stopped".into())));
+        }
+    }
+}
+
+/// One writer thread's state: its connection, kept from batch to batch
+/// (its statement cache stays warm).
+struct Writer<C, F> {
+    conn: Option<C>,
+    connect: F,
+}
+
+/// A unit that ran in the open batch, and how it ended there.
+struct Ran {
+    unit: Box<dyn WriteUnit>,
+    outcome: Result<(), StoreError>,
+}
+
+/// The open transaction can no longer be trusted: a statement around the
+/// units failed.
+struct Broken(StoreError);
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>> Writer<C, F> {
+    /// Runs batches until every queue sender is gone (the store dropped).
+    fn serve(mut self, units: mpsc::Receiver<Box<dyn WriteUnit>>) {
+        while let Ok(first) = units.recv() {
+            self.batch(first, &units);
+        }
+    }
+
+    /// One batch: `first`, then what is queued behind it, one commit.
+    fn batch(&mut self, first: Box<dyn WriteUnit>, units: &mpsc::Receiver<Box<dyn WriteUnit>>) {
+        let conn = match self.begin() {
+            Ok(conn) => conn,
+            Err(e) => return first.finish(Err(e)),
+        };
+        let (ran, ended) = run_batch(conn, first, units);
+        if ended.is_err() {
+            // Connect afresh: whatever broke may have broken the connection.
+            self.conn = None;
+        }
+        answer(ran, ended);
+    }
+
+    /// The writer's connection inside a new transaction, connecting first
+    /// if it has none.
+    fn begin(&mut self) -> Result<&mut C, StoreError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => (self.connect)()?,
+        };
+        if let Err(first) = conn.command(C::BEGIN) {
+            // A transaction left open by a failure: roll it back, once.
+            let _ = conn.command("ROLLBACK");
+            conn.command(C::BEGIN).map_err(|_| unavailable(first))?;
+        }
+        Ok(self.conn.insert(conn))
+    }
+}
+
+/// Runs `first` and the units queued behind it in the open transaction,
+/// then commits; how the batch ended comes back beside them.
+fn run_batch<C: BatchConnection>(
+    conn: &mut C,
+    first: Box<dyn WriteUnit>,
+    units: &mpsc::Receiver<Box<dyn WriteUnit>>,
+) -> (Vec<Ran>, Result<(), StoreError>) {
+    let mut ran: Vec<Ran> = Vec::with_capacity(MAX_BATCH);
+    let mut next = Some(first);
+    while let Some(mut unit) = next.take() {
+        match run_unit(conn, unit.as_mut()) {
+            Ok(outcome) => ran.push(Ran { unit, outcome }),
+            Err(Broken(e)) => {
+                let _ = conn.command("ROLLBACK");
+                let reason = format!("the batch holding this unit was rolled back: {e}");
+                ran.push(Ran { unit, outcome: Err(e) });
+                return (ran, Err(StoreError::Unavailable(reason)));
+            }
+        }
+        if ran.len() < MAX_BATCH {
+            next = units.try_recv().ok();
+        }
+    }
+    let committed = conn.command("COMMIT").map_err(|e| {
+        let _ = conn.command("ROLLBACK");
+        unavailable(e)
+    });
+    (ran, committed)
+}
+
+/// Runs one unit in its own savepoint, again after a conflict the database
+/// asks to retry; its own failure (or panic) rolls back only its savepoint.
+fn run_unit<C: BatchConnection>(conn: &mut C, unit: &mut dyn WriteUnit) -> Result<Result<(), StoreError>, Broken> {
+    let mut attempt = 0;
+    loop {
+        conn.command("SAVEPOINT unit").map_err(|e| Broken(unavailable(e)))?;
+        let (outcome, retry) = catch_unwind(AssertUnwindSafe(|| conn.run(unit)))
+            .unwrap_or_else(|_| (Err(StoreError::Unavailable("a unit of work panicked".into())), false));
+        if outcome.is_err() {
+            conn.command("ROLLBACK TO unit").map_err(|e| Broken(unavailable(e)))?;
+        }
+        conn.command("RELEASE unit").map_err(|e| Broken(unavailable(e)))?;
+        if outcome.is_err() && retry && attempt < RETRIES {
+            attempt += 1;
+            continue;
+        }
+        return Ok(outcome);
+    }
+}
+
+/// Answers every unit of a batch that ended `ended`: a unit that failed
+/// hears its own error, the others how the batch ended.
+fn answer(ran: Vec<Ran>, ended: Result<(), StoreError>) {
+    for Ran { unit, outcome } in ran {
+        unit.finish(outcome.and_then(|()| ended.clone()));
+    }
+}
