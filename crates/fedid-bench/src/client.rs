@@ -102,12 +102,27 @@ pub fn set_keys(server: &Server, token: &str, keys: &ClientKeys) -> Result<Value
     serde_json::from_str(&answer).map_err(|e| e.to_string())
 }
 
+/// Sends an envelope `from` signs through its server's outbox.
+///
+/// A peer that answers `sender_keys_unavailable` is asked again a second
+/// later, a few times: it may be pacing its key lookups of a new domain
+/// (8 a second, docs/security.md), as it does when a setup introduces many
+/// users at once.
 pub fn outbox(server: &Server, from: &User, to: &Handle, kind: MessageType) -> Result<(), Failure> {
-    let r = from
-        .keys
-        .outbox_request(&from.handle, to, kind, Map::new(), SystemClock.now());
-    let body = json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce,
-                      "timestamp": r.timestamp, "signature": r.signature})
-    .to_string();
-    request(server, "POST", "/users/me/outbox", &from.token, &body, 200).map(|_| ())
+    let mut tries = 0;
+    loop {
+        let r = from
+            .keys
+            .outbox_request(&from.handle, to, kind, Map::new(), SystemClock.now());
+        let body = json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce,
+                          "timestamp": r.timestamp, "signature": r.signature})
+        .to_string();
+        match request(server, "POST", "/users/me/outbox", &from.token, &body, 200) {
+            Err(e) if tries < 5 && e.contains("sender_keys_unavailable") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }

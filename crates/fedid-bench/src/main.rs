@@ -108,7 +108,10 @@ fn inbox_vs_verify(
     };
     let senders_home = Server::start(
         bin,
-        &format!("sqlite://{}", dir.join(format!("senders-{label}.db")).display()),
+        &format!(
+            "sqlite://{}",
+            dir.join(format!("senders-{label}-{recipients}.db")).display()
+        ),
         &[],
     )?;
     let server = Server::start(bin, db_url, &[])?;

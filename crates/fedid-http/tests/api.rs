@@ -5,48 +5,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use fedid_domain::{Clock, Domain, DomainPolicy, Fedid, Handle, MessageType, Settings};
-use fedid_http::{AppState, HttpSettings, Metrics};
+use fedid_http::{HttpSettings, Metrics};
 use fedid_store::DieselStore;
+use fedid_testkit::http::{Reply, TestServer};
 use fedid_testkit::{ClientKeys, Instance, ManualClock, Network};
 use serde_json::{json, Map, Value};
 
 struct TestApp {
-    base: String,
+    server: TestServer,
     fedid: Arc<Fedid>,
     peer: Instance,
     clock: Arc<ManualClock>,
     network: Arc<Network>,
-    agent: ureq::Agent,
-    system: actix_web::rt::System,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.system.stop();
-    }
+/// The problem code of an answer that must be a problem.
+trait ProblemCode {
+    fn code(&self) -> String;
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
+impl ProblemCode for Reply {
     fn code(&self) -> String {
         assert_eq!(
             self.header("content-type"),
@@ -54,7 +34,7 @@ impl Reply {
             "{}",
             self.body
         );
-        self.json()["code"].as_str().unwrap().to_owned()
+        self.problem_code().unwrap()
     }
 }
 
@@ -86,36 +66,22 @@ fn spawn_on(
     );
     network.join(&fedid.settings().domain.clone(), &fedid);
     let peer = Instance::start(&network, "b.example", clock.clone()).unwrap();
-    let state = web::Data::new(AppState {
-        fedid: fedid.clone(),
+    let mut state = fedid_testkit::http::app_state(
+        fedid.clone(),
         metrics,
-        http: HttpSettings {
+        HttpSettings {
             metrics_token: metrics_token.map(str::to_owned),
             ..HttpSettings::new(65_536, 1_000)
         },
-        inbox_limiter: (rate > 0).then(|| fedid_http::RateLimiter::new(rate)),
-        readers: fedid_http::WorkPool::new("reader", 2).unwrap(),
-        federation: fedid_http::WorkPool::new("federation", 8).unwrap(),
-        readiness: Default::default(),
-    });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let system = actix_web::rt::System::new();
-        tx.send(actix_web::rt::System::current()).unwrap();
-        system.block_on(async move { fedid_http::server(listener, state, 2, 1).unwrap().await.unwrap() });
-    });
-    let system = rx.recv().unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    )
+    .unwrap();
+    state.inbox_limiter = (rate > 0).then(|| fedid_http::RateLimiter::new(rate));
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
+        server: TestServer::start_with(state).unwrap(),
         fedid,
         peer,
         clock,
         network,
-        agent,
-        system,
         _dir: dir,
     }
 }
@@ -126,41 +92,7 @@ fn spawn_app() -> TestApp {
 
 impl TestApp {
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Reply {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut response = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", auth.as_deref().unwrap_or(""))
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", auth.as_deref().unwrap_or(""))
-                .call(),
-            (m, body) => {
-                let (ctype, bytes) = body.unwrap_or(("application/json", Vec::new()));
-                let request = match m {
-                    "POST" => self.agent.post(&url),
-                    "PUT" => self.agent.put(&url),
-                    _ => self.agent.patch(&url),
-                };
-                request
-                    .header("Authorization", auth.as_deref().unwrap_or(""))
-                    .header("Content-Type", ctype)
-                    .send(&bytes[..])
-            }
-        }
-        .unwrap();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Reply { status, headers, body }
+        self.server.call(method, path, token, body).unwrap()
     }
 
     /// `PATCH /users/me/alias`, which must succeed.
@@ -415,10 +347,10 @@ fn every_kind_of_bad_token_gets_the_same_401() {
 fn the_bearer_scheme_is_case_insensitive() {
     let app = spawn_app();
     let (_, token) = app.fedid.create_user().unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let reply = app
-            .agent
-            .get(&format!("{}/users/me/identity", app.base))
+        let reply = agent
+            .get(&app.server.url("/users/me/identity"))
             .header("Authorization", &format!("{scheme} {}", token.expose()))
             .call()
             .unwrap();

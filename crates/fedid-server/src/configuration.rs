@@ -139,6 +139,9 @@ fn check_log_level(level: &str) -> Result<(), String> {
     ))
 }
 
+/// The defaults of the keys only the server reads. Those the domain reads
+/// too come from [`Settings::for_domain`] ([`domain_defaults`]), so that the
+/// two never disagree.
 const DEFAULTS: &str = r#"
 [server]
 bind = "127.0.0.1:8080"
@@ -152,38 +155,52 @@ url = "sqlite://fedid.db"
 pool_size = 8
 
 [auth]
-token_ttl_days = 30
 
 [federation]
 domain = "localhost:8080"
 scheme = "https"
-allow_private_networks = false
 allowed_domains = []
-max_clock_skew_secs = 300
-key_cache_ttl_secs = 300
 fetch_connect_timeout_ms = 5000
 fetch_timeout_ms = 10000
-max_key_fetches = 32
 
 [delivery]
-concurrency = 16
-max_in_flight = 64
 connect_timeout_ms = 5000
-timeout_ms = 10000
 
 [limits]
 body_bytes = 65536
-inbox_messages_per_user = 10000
-incoming_requests_per_user = 1000
 inbox_requests_per_ip_per_s = 0
-unsolicited_per_sender = 16
-alias_changes_per_day = 5
-alias_changes_total = 20
 
 [log]
 format = "pretty"
 level = "info"
 "#;
+
+/// The defaults of the keys the domain reads, from the domain's own.
+fn domain_defaults(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    let domain = Domain::parse("localhost:8080", DomainPolicy::ANY)
+        .map_err(|e| config::ConfigError::Message(format!("the default domain: {e}")))?;
+    let d = Settings::for_domain(domain, Scheme::Https, false);
+    let numbers: [(&str, u64); 12] = [
+        ("auth.token_ttl_days", u64::from(d.token_ttl_days)),
+        ("federation.max_clock_skew_secs", d.max_clock_skew_secs.unsigned_abs()),
+        ("federation.key_cache_ttl_secs", d.key_cache_ttl_secs.unsigned_abs()),
+        ("federation.max_key_fetches", d.max_key_fetches as u64),
+        ("delivery.concurrency", d.delivery_concurrency as u64),
+        ("delivery.max_in_flight", d.delivery_max_in_flight as u64),
+        ("delivery.timeout_ms", d.delivery_timeout_ms),
+        ("limits.inbox_messages_per_user", d.inbox_messages_per_user),
+        ("limits.incoming_requests_per_user", d.incoming_requests_per_user),
+        ("limits.unsolicited_per_sender", d.unsolicited_per_sender),
+        ("limits.alias_changes_per_day", d.alias_changes_per_day),
+        ("limits.alias_changes_total", d.alias_changes_total),
+    ];
+    let builder = numbers
+        .into_iter()
+        .try_fold(builder, |builder, (key, value)| builder.set_default(key, value))?;
+    Ok(builder.set_default("federation.allow_private_networks", d.allow_private_networks)?)
+}
 
 impl Config {
     /// Loads defaults, then `file`, then the environment (`FEDID__SECTION__KEY`).
@@ -196,8 +213,8 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut builder =
-            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        let mut builder = domain_defaults(config::Config::builder())?
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
         }

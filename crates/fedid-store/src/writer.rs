@@ -41,6 +41,12 @@ const RETRIES: usize = 5;
 pub(crate) trait BatchConnection: Send + 'static {
     /// Opens the batch's transaction.
     const BEGIN: &'static str;
+    /// Whether a unit that succeeded releases its savepoint at once. On
+    /// PostgreSQL it does not: each statement is a round trip, and the
+    /// next `SAVEPOINT unit` nests inside it (at most [`MAX_BATCH`] deep,
+    /// within PostgreSQL's cache of 64 subtransactions); `ROLLBACK TO unit`
+    /// still names the newest, the unit's own.
+    const RELEASE_EACH_UNIT: bool;
     /// Runs one constant statement.
     fn command(&mut self, sql: &'static str) -> QueryResult<()>;
     /// Runs `unit` on this connection's open transaction; whether the
@@ -52,6 +58,7 @@ impl BatchConnection for SqliteConnection {
     // IMMEDIATE: take the write lock now, so that a read inside the batch
     // never has to upgrade (other processes wait on busy_timeout).
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const RELEASE_EACH_UNIT: bool = true;
 
     fn command(&mut self, sql: &'static str) -> QueryResult<()> {
         Command(sql).run(self)
@@ -71,6 +78,7 @@ impl BatchConnection for SqliteConnection {
 impl BatchConnection for PgConnection {
     // READ COMMITTED, with the rows a unit changes locked as it reads them.
     const BEGIN: &'static str = "BEGIN";
+    const RELEASE_EACH_UNIT: bool = false;
 
     fn command(&mut self, sql: &'static str) -> QueryResult<()> {
         Command(sql).run(self)
@@ -233,7 +241,9 @@ fn run_unit<C: BatchConnection>(conn: &mut C, unit: &mut dyn WriteUnit) -> Resul
         if outcome.is_err() {
             conn.command("ROLLBACK TO unit").map_err(|e| Broken(unavailable(e)))?;
         }
-        conn.command("RELEASE unit").map_err(|e| Broken(unavailable(e)))?;
+        if outcome.is_err() || C::RELEASE_EACH_UNIT {
+            conn.command("RELEASE unit").map_err(|e| Broken(unavailable(e)))?;
+        }
         if outcome.is_err() && retry && attempt < RETRIES {
             attempt += 1;
             continue;

@@ -39,6 +39,8 @@
 pub mod client;
 pub mod clock;
 pub mod contract;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod memory_store;
 pub mod network;
 

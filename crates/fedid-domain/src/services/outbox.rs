@@ -215,7 +215,10 @@ impl Fedid {
     /// Builds the envelope the inbox would read, and checks it the same way.
     pub(crate) fn build_envelope(&self, from: &Handle, r: &OutboxRequest) -> Result<Envelope, OutboxError> {
         let mut object = Map::new();
-        object.insert("protocol_version".into(), Value::from(1));
+        object.insert(
+            "protocol_version".into(),
+            Value::from(crate::envelope::PROTOCOL_VERSION),
+        );
         object.insert("message_type".into(), Value::String(r.message_type.clone()));
         object.insert("message_version".into(), Value::from(r.message_version));
         if let Some(nonce) = &r.nonce {
