@@ -137,6 +137,8 @@ fn inbox_vs_verify(
     payload.insert("ciphertext".into(), Value::String("3q2-7w-".repeat(20)));
     let url = server.url("/federation/inbox");
     let (mut inbox, mut verify) = (Vec::new(), Vec::new());
+    let cpu_before = server.cpu_seconds();
+    let mut accepted_in_all = 0usize;
     for _ in 0..rounds {
         verify.push(verify_raw_per_s());
         // Fresh envelopes every round: a repeated one would be a duplicate.
@@ -156,7 +158,12 @@ fn inbox_vs_verify(
             return Err(format!("inbox accepted {accepted} of {count}"));
         }
         inbox.push(accepted as f64 / elapsed.as_secs_f64());
+        accepted_in_all += accepted;
     }
+    eprintln!(
+        "server CPU per accepted envelope ({label}): {:.1} µs",
+        (server.cpu_seconds() - cpu_before) * 1e6 / accepted_in_all as f64
+    );
     *rss = (idle, server.rss_mb().1);
     Ok((median(inbox), median(verify)))
 }

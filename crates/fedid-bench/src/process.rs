@@ -156,6 +156,21 @@ impl Server {
         )
     }
 
+    /// CPU seconds the process has used, user and system (`/proc/PID/stat`,
+    /// in clock ticks of 1/100 s).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// The process's threads now.
     pub fn threads(&self) -> usize {
         self.status_field("Threads:") as usize

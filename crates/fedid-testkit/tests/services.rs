@@ -88,70 +88,95 @@ fn edit(wire: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap()
 }
 
-#[test]
-fn inbox_step_one_refusals() {
+/// The inbox's step-1 code for alice's REQUEST to bob edited by `change`.
+fn step_one_code(change: impl FnOnce(&mut Map<String, Value>)) -> &'static str {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
-    let code = |body: &[u8]| bob.node.receive(body).unwrap_err().code();
-    assert_eq!(code(b"not json"), "invalid_envelope");
-    assert_eq!(code(b"[]"), "invalid_envelope");
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("protocol_version".into(), json!(2));
-            o.remove("from");
-        })),
-        "unsupported_protocol_version"
-    );
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("message_type".into(), json!("POKE"));
-            o.insert("type".into(), json!("POKE"));
-        })),
-        "unsupported_message_type"
-    );
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("message_type".into(), json!("poke"));
-            o.remove("type");
-        })),
-        "invalid_envelope"
-    );
+    bob.node.receive(&edit(&wire, change)).unwrap_err().code()
+}
+
+#[test]
+fn a_body_that_is_not_a_json_object_is_an_invalid_envelope() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    for body in [&b"not json"[..], b"[]"] {
+        assert_eq!(bob.node.receive(body).unwrap_err().code(), "invalid_envelope");
+    }
+}
+
+#[test]
+fn another_protocol_version_is_refused_before_any_member_rule() {
+    let code = step_one_code(|o| {
+        o.insert("protocol_version".into(), json!(2));
+        o.remove("from");
+    });
+    assert_eq!(code, "unsupported_protocol_version");
+}
+
+#[test]
+fn an_unknown_message_type_is_unsupported() {
+    let code = step_one_code(|o| {
+        o.insert("message_type".into(), json!("POKE"));
+        o.insert("type".into(), json!("POKE"));
+    });
+    assert_eq!(code, "unsupported_message_type");
+}
+
+#[test]
+fn a_message_type_not_in_upper_case_is_an_invalid_envelope() {
+    let code = step_one_code(|o| {
+        o.insert("message_type".into(), json!("poke"));
+    });
+    assert_eq!(code, "invalid_envelope");
+}
+
+#[test]
+fn a_payload_over_the_size_limit_is_too_large() {
     let mut big = Map::new();
     big.insert("x".into(), json!("y".repeat(70_000)));
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("payload".into(), Value::Object(big));
-        })),
-        "payload_too_large"
-    );
-    let deep = (0..32).fold(json!({}), |inner, _| json!({ "d": inner }));
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("payload".into(), deep);
-        })),
-        "invalid_envelope"
-    );
-    let ok_depth = (0..31).fold(json!({}), |inner, _| json!({ "d": inner }));
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("payload".into(), ok_depth);
-        })),
-        "invalid_signature",
-        "depth 32 is allowed"
-    );
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("nonce".into(), Value::Null);
-        })),
-        "invalid_envelope"
-    );
-    assert_eq!(
-        code(&edit(&wire, |o| {
-            o.insert("message_version".into(), json!(0));
-        })),
-        "invalid_envelope"
-    );
+    let code = step_one_code(|o| {
+        o.insert("payload".into(), Value::Object(big));
+    });
+    assert_eq!(code, "payload_too_large");
+}
+
+/// A payload of `depth` nested objects.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!({}), |inner, _| json!({ "d": inner }))
+}
+
+#[test]
+fn a_payload_nested_to_the_depth_limit_passes_step_one() {
+    // Step 1 passes; the edit then breaks the signature (step 5).
+    let code = step_one_code(|o| {
+        o.insert("payload".into(), nested(31));
+    });
+    assert_eq!(code, "invalid_signature");
+}
+
+#[test]
+fn a_payload_nested_past_the_depth_limit_is_an_invalid_envelope() {
+    let code = step_one_code(|o| {
+        o.insert("payload".into(), nested(32));
+    });
+    assert_eq!(code, "invalid_envelope");
+}
+
+#[test]
+fn a_null_nonce_is_an_invalid_envelope() {
+    let code = step_one_code(|o| {
+        o.insert("nonce".into(), Value::Null);
+    });
+    assert_eq!(code, "invalid_envelope");
+}
+
+#[test]
+fn a_message_version_of_zero_is_an_invalid_envelope() {
+    let code = step_one_code(|o| {
+        o.insert("message_version".into(), json!(0));
+    });
+    assert_eq!(code, "invalid_envelope");
 }
 
 #[test]
@@ -243,27 +268,33 @@ fn recipient_without_keys_takes_only_revokes() {
     );
 }
 
+/// An envelope of `kind` from `from` to `to`, signed with `keys`.
+fn signed_by(keys: &ClientKeys, from: &Handle, to: &Handle, kind: MessageType, w: &World) -> String {
+    keys.envelope(from, to, kind, Map::new(), w.now()).wire_form()
+}
+
 #[test]
-fn sender_keys_and_signatures() {
+fn a_sender_with_no_published_key_is_sender_keys_unavailable() {
     let w = world();
-    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    // Unknown sender: no key obtainable, remembered for 60 s.
-    let ghost = ClientKeys::generate().unwrap();
-    let ghost_handle = Handle::parse("ghost@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
-    let from_ghost = ghost
-        .envelope(
-            &ghost_handle,
-            &bob.handle,
-            MessageType::RelationshipRequest,
-            Map::new(),
-            w.now(),
-        )
-        .wire_form();
+    let bob = person(&w.b, "bob");
+    let ghost = Handle::parse("ghost@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let wire = signed_by(
+        &ClientKeys::generate().unwrap(),
+        &ghost,
+        &bob.handle,
+        MessageType::RelationshipRequest,
+        &w,
+    );
     assert_eq!(
-        bob.node.receive(from_ghost.as_bytes()),
+        bob.node.receive(wire.as_bytes()),
         Err(InboxError::SenderKeysUnavailable)
     );
-    // Unreachable sender domain.
+}
+
+#[test]
+fn an_unreachable_sender_domain_is_not_asked_again_for_60_seconds() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     w.network.set_unreachable("a.example", true);
     let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
     assert_eq!(
@@ -274,68 +305,70 @@ fn sender_keys_and_signatures() {
     assert_eq!(
         bob.node.receive(wire.as_bytes()),
         Err(InboxError::SenderKeysUnavailable),
-        "a failure is remembered"
+        "the failure is remembered"
     );
     w.clock.advance_secs(61);
     let wire = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
     assert_eq!(bob.node.receive(wire.as_bytes()), Ok(Received::Accepted));
+}
 
-    // Signed by someone else: the cached key fails, one refetch, still fails.
-    let forged = ghost
-        .envelope(&alice.handle, &bob.handle, MessageType::Message, Map::new(), w.now())
-        .wire_form();
+#[test]
+fn a_signature_by_another_key_is_invalid() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let forged = signed_by(
+        &ClientKeys::generate().unwrap(),
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipRequest,
+        &w,
+    );
     assert_eq!(bob.node.receive(forged.as_bytes()), Err(InboxError::InvalidSignature));
-    // Alice rotates her keys: within 30 s of the last refetch the new key is not fetched.
+}
+
+#[test]
+fn a_rotated_key_is_fetched_again_only_30_seconds_after_the_last_refetch() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let first = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(bob.node.receive(first.as_bytes()), Ok(Received::Accepted));
     let rotated = ClientKeys::generate().unwrap();
     rotated.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
-    let fresh = rotated
-        .envelope(
-            &alice.handle,
-            &bob.handle,
-            MessageType::RelationshipRequest,
-            Map::new(),
-            w.now(),
-        )
-        .wire_form();
-    assert_eq!(bob.node.receive(fresh.as_bytes()), Err(InboxError::InvalidSignature));
-    w.clock.advance_secs(31);
-    let fresh = rotated
-        .envelope(
-            &alice.handle,
-            &bob.handle,
-            MessageType::RelationshipRequest,
-            Map::new(),
-            w.now(),
-        )
-        .wire_form();
+    // The cached key fails: one refetch, which finds the new key.
+    let fresh = signed_by(&rotated, &alice.handle, &bob.handle, MessageType::Message, &w);
+    assert_eq!(bob.node.receive(fresh.as_bytes()), Err(InboxError::NoRelationship));
+    let again = ClientKeys::generate().unwrap();
+    again.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    let within = signed_by(&again, &alice.handle, &bob.handle, MessageType::Message, &w);
     assert_eq!(
-        bob.node.receive(fresh.as_bytes()),
-        Ok(Received::Accepted),
-        "refetched after 30 s"
+        bob.node.receive(within.as_bytes()),
+        Err(InboxError::InvalidSignature),
+        "no second refetch within 30 s"
     );
-    // A refetch that finds no key answers sender_keys_unavailable.
+    w.clock.advance_secs(31);
+    let after = signed_by(&again, &alice.handle, &bob.handle, MessageType::Message, &w);
+    assert_eq!(bob.node.receive(after.as_bytes()), Err(InboxError::NoRelationship));
+}
+
+#[test]
+fn a_refetch_that_finds_no_key_is_sender_keys_unavailable() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let first = w.envelope(&alice, &bob, MessageType::RelationshipRequest);
+    assert_eq!(bob.node.receive(first.as_bytes()), Ok(Received::Accepted));
     alice
         .node
         .reset_identity(alice.user, Some("erase-all-my-data"))
         .unwrap();
-    w.clock.advance_secs(31);
-    let stale = rotated.envelope(
+    let forged = signed_by(
+        &ClientKeys::generate().unwrap(),
         &alice.handle,
         &bob.handle,
-        MessageType::RelationshipAccept,
-        Map::new(),
-        w.now(),
+        MessageType::RelationshipRevoke,
+        &w,
     );
-    let forged_again = ghost.envelope(
-        &alice.handle,
-        &bob.handle,
-        MessageType::RelationshipAccept,
-        Map::new(),
-        w.now(),
-    );
-    assert!(stale.signature() != forged_again.signature());
     assert_eq!(
-        bob.node.receive(forged_again.wire_form().as_bytes()),
+        bob.node.receive(forged.as_bytes()),
         Err(InboxError::SenderKeysUnavailable)
     );
 }
@@ -573,61 +606,102 @@ fn keys_are_checked_signing_key_first() {
     assert_eq!(member(set("x", "y")), "signingKey", "both wrong: the first is named");
 }
 
-#[test]
-fn outbox_rules() {
-    let w = world();
-    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    let (fresh, _) = alice.node.create_user().unwrap();
-    let request = alice.keys.outbox_request(
+/// alice's REQUEST to bob as her client would post it, at `at`.
+fn request_at(w: &World, alice: &Person, bob: &Person, at: UnixTime) -> fedid_domain::services::OutboxRequest {
+    alice.keys.outbox_request(
         &alice.handle,
         &bob.handle,
         MessageType::RelationshipRequest,
         Map::new(),
-        w.now(),
-    );
+        at,
+    )
+}
+
+#[test]
+fn the_outbox_needs_an_identity_set_up() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let (fresh, _) = alice.node.create_user().unwrap();
     assert_eq!(
-        alice.node.send(fresh, request.clone()),
+        alice.node.send(fresh, request_at(&w, &alice, &bob, w.now())),
         Err(OutboxError::IdentityNotSetUp)
     );
-    let mut tampered = request.clone();
+}
+
+#[test]
+fn the_outbox_refuses_an_envelope_its_signature_does_not_cover() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let mut tampered = request_at(&w, &alice, &bob, w.now());
     tampered.payload = Some(json!({"x": 1}).as_object().cloned().unwrap());
     assert_eq!(
         alice.node.send(alice.user, tampered),
         Err(OutboxError::InvalidSignature)
     );
-    let mut stale = alice.keys.outbox_request(
-        &alice.handle,
-        &bob.handle,
-        MessageType::RelationshipRequest,
-        Map::new(),
-        w.now().plus_secs(-400),
-    );
+}
+
+#[test]
+fn the_outbox_refuses_a_timestamp_outside_the_skew() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let stale = request_at(&w, &alice, &bob, w.now().plus_secs(-400));
     assert_eq!(
-        alice.node.send(alice.user, stale.clone()),
+        alice.node.send(alice.user, stale),
         Err(OutboxError::TimestampOutOfWindow)
     );
-    stale.message_type = "NOPE".into();
+}
+
+#[test]
+fn the_outbox_refuses_an_unknown_message_type() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let mut request = request_at(&w, &alice, &bob, w.now());
+    request.message_type = "NOPE".into();
     assert_eq!(
-        alice.node.send(alice.user, stale).unwrap_err().code(),
+        alice.node.send(alice.user, request).unwrap_err().code(),
         "unsupported_message_type"
     );
+}
+
+#[test]
+fn the_outbox_refuses_a_local_recipient_who_does_not_exist() {
+    let w = world();
+    let alice = person(&w.a, "alice");
     let nobody = Handle::parse("nobody@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
-    let local = alice.keys.outbox_request(
+    let request = alice.keys.outbox_request(
         &alice.handle,
         &nobody,
         MessageType::RelationshipRequest,
         Map::new(),
         w.now(),
     );
-    assert_eq!(alice.node.send(alice.user, local), Err(OutboxError::UnknownRecipient));
+    assert_eq!(alice.node.send(alice.user, request), Err(OutboxError::UnknownRecipient));
+}
+
+#[test]
+fn an_accept_without_a_request_to_accept_is_refused() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipAccept),
         Err(OutboxError::NoPendingRequest)
     );
+}
+
+#[test]
+fn a_message_without_an_active_relationship_is_refused() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     assert_eq!(
         w.send(&alice, &bob, MessageType::Message),
         Err(OutboxError::NoRelationship)
     );
+}
+
+#[test]
+fn a_failed_delivery_changes_no_relationship() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     w.network.set_unreachable("b.example", true);
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipRequest),
@@ -635,10 +709,14 @@ fn outbox_rules() {
             fedid_domain::DeliveryFailure::ConnectRefused
         ))
     );
-    assert_eq!(state(&alice, &bob.handle), None, "a failed delivery changes nothing");
-    w.network.set_unreachable("b.example", false);
+    assert_eq!(state(&alice, &bob.handle), None);
+}
+
+#[test]
+fn a_revoke_that_cannot_be_delivered_is_queued_and_the_relationship_is_gone() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     w.befriend(&alice, &bob);
-    // REVOKE: removed at once; a failed delivery queues it; queued blocks other types.
     w.network.set_unreachable("b.example", true);
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipRevoke),
@@ -651,122 +729,204 @@ fn outbox_rules() {
         .unwrap()
         .items[0];
     assert_eq!((row.attempts, row.last_error.as_deref()), (1, Some("connect refused")));
+}
+
+#[test]
+fn a_queued_revoke_blocks_other_envelopes_to_that_peer() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    w.network.set_unreachable("b.example", true);
+    w.send(&alice, &bob, MessageType::RelationshipRevoke).unwrap();
+    w.network.set_unreachable("b.example", false);
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipRequest),
         Err(OutboxError::RevocationsPending)
     );
+}
+
+#[test]
+fn a_delivered_revoke_clears_its_queued_row() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    w.network.set_unreachable("b.example", true);
+    w.send(&alice, &bob, MessageType::RelationshipRevoke).unwrap();
     w.network.set_unreachable("b.example", false);
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipRevoke),
         Ok(OutboxOutcome::Delivered)
     );
-    assert_eq!(
-        alice.node.identity(alice.user).unwrap().pending_revocations,
-        0,
-        "a delivered REVOKE clears the row"
-    );
-    // A refusal by the peer is reported with its status and code.
-    let failure = w.send(&alice, &bob, MessageType::RelationshipAccept);
-    assert_eq!(failure, Err(OutboxError::NoPendingRequest));
+    assert_eq!(alice.node.identity(alice.user).unwrap().pending_revocations, 0);
     assert_eq!(state(&bob, &alice.handle), None);
 }
 
 #[test]
-fn flush_outcomes() {
+fn a_peers_refusal_is_reported_with_its_status_and_code() {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    let carol = person(&w.b, "carol");
-    let dave = person(&w.a, "dave");
     w.befriend(&alice, &bob);
-    w.befriend(&alice, &carol);
-    w.befriend(&alice, &dave);
+    // Bob's identity is reset: his server knows no active bob.
+    bob.node.reset_identity(bob.user, Some("erase-all-my-data")).unwrap();
+    assert_eq!(
+        w.send(&alice, &bob, MessageType::Message),
+        Err(OutboxError::DeliveryFailed(fedid_domain::DeliveryFailure::Http {
+            status: 404,
+            code: Some("unknown_recipient".into())
+        }))
+    );
+}
+
+/// alice, reset after befriending `peers`, with her new keys.
+fn reset_alice_with(w: &World, peers: &[&Person]) -> (Person, ClientKeys) {
+    let alice = person(&w.a, "alice");
+    for peer in peers {
+        w.befriend(&alice, peer);
+    }
     alice
         .node
         .reset_identity(alice.user, Some("erase-all-my-data"))
         .unwrap();
     let keys = ClientKeys::generate().unwrap();
     keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
-    let now = w.now();
-    let shape = |items: &[fedid_domain::services::FlushItem]| match alice.node.flush(alice.user, items) {
+    (alice, keys)
+}
+
+/// The member an invalid flush request names.
+fn refused_member(alice: &Person, items: &[fedid_domain::services::FlushItem]) -> String {
+    match alice.node.flush(alice.user, items) {
         Err(FlushError::InvalidRequest { member, .. }) => member,
         other => panic!("{other:?}"),
-    };
-    assert_eq!(shape(&[]), "items");
-    let mut twice = vec![
-        keys.flush_item(&alice.handle, &bob.handle, now),
-        keys.flush_item(&alice.handle, &bob.handle, now),
-    ];
-    twice[1].peer_handle = "BOB@b.example".into();
-    assert_eq!(shape(&twice), "items[1].peerHandle");
-    let mut bad = keys.flush_item(&alice.handle, &bob.handle, now);
-    bad.peer_handle = "not a handle".into();
-    assert_eq!(shape(&[bad]), "items[0].peerHandle");
+    }
+}
 
-    let stranger = Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
-    let mut stale = keys.flush_item(&alice.handle, &carol.handle, now.plus_secs(-600));
-    stale.peer_handle = carol.handle.as_str().into();
-    let forged = alice.keys.flush_item(&alice.handle, &dave.handle, now);
-    let items = vec![
-        keys.flush_item(&alice.handle, &stranger, now),
-        stale,
-        forged,
-        keys.flush_item(&alice.handle, &bob.handle, now),
-    ];
-    let report = alice.node.flush(alice.user, &items).unwrap();
-    let outcomes: Vec<_> = report.results.iter().map(|r| r.outcome.clone()).collect();
-    assert_eq!(
-        outcomes,
-        vec![
-            FlushOutcome::NotQueued,
-            FlushOutcome::InvalidItem("timestamp_out_of_window"),
-            FlushOutcome::InvalidSignature,
-            FlushOutcome::Delivered,
-        ]
-    );
-    assert_eq!((report.delivered, report.failed, report.remaining), (1, 0, 2));
-    let rows = alice
+/// alice's queued rows: (last error, attempts), by peer.
+fn queued_rows(alice: &Person) -> Vec<(Option<String>, u32)> {
+    alice
         .node
         .pending_revocations(alice.user, None, PageLimit::DEFAULT)
         .unwrap()
-        .items;
+        .items
+        .into_iter()
+        .map(|r| (r.last_error, r.attempts))
+        .collect()
+}
+
+#[test]
+fn an_empty_flush_is_refused_naming_items() {
+    let w = world();
+    let (alice, _) = reset_alice_with(&w, &[]);
+    assert_eq!(refused_member(&alice, &[]), "items");
+}
+
+#[test]
+fn a_peer_listed_twice_in_any_case_is_refused_naming_the_second() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, keys) = reset_alice_with(&w, &[&bob]);
+    let mut twice = vec![
+        keys.flush_item(&alice.handle, &bob.handle, w.now()),
+        keys.flush_item(&alice.handle, &bob.handle, w.now()),
+    ];
+    twice[1].peer_handle = "BOB@b.example".into();
+    assert_eq!(refused_member(&alice, &twice), "items[1].peerHandle");
+}
+
+#[test]
+fn a_malformed_peer_handle_is_refused_naming_it() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, keys) = reset_alice_with(&w, &[&bob]);
+    let mut bad = keys.flush_item(&alice.handle, &bob.handle, w.now());
+    bad.peer_handle = "not a handle".into();
+    assert_eq!(refused_member(&alice, &[bad]), "items[0].peerHandle");
+}
+
+#[test]
+fn a_peer_without_a_queued_row_is_not_queued() {
+    let w = world();
+    let (alice, keys) = reset_alice_with(&w, &[]);
+    let stranger = Handle::parse("erin@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let report = alice
+        .node
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &stranger, w.now())])
+        .unwrap();
+    assert_eq!(report.results[0].outcome, FlushOutcome::NotQueued);
+}
+
+#[test]
+fn a_stale_item_is_refused_and_its_row_keeps_the_reason() {
+    let w = world();
+    let carol = person(&w.b, "carol");
+    let (alice, keys) = reset_alice_with(&w, &[&carol]);
+    let stale = keys.flush_item(&alice.handle, &carol.handle, w.now().plus_secs(-600));
+    let report = alice.node.flush(alice.user, &[stale]).unwrap();
     assert_eq!(
-        rows.iter()
-            .map(|r| (r.last_error.clone(), r.attempts))
-            .collect::<Vec<_>>(),
-        vec![
-            (Some("timestamp_out_of_window".into()), 0),
-            (Some("invalid_signature".into()), 0),
-        ]
+        report.results[0].outcome,
+        FlushOutcome::InvalidItem("timestamp_out_of_window")
     );
-    // The local peer (dave, same domain) is delivered in-process; a refusal is recorded as http.
+    assert_eq!(queued_rows(&alice), vec![(Some("timestamp_out_of_window".into()), 0)]);
+}
+
+#[test]
+fn an_item_signed_with_the_old_key_is_refused_and_its_row_keeps_the_reason() {
+    let w = world();
+    let carol = person(&w.b, "carol");
+    let (alice, _) = reset_alice_with(&w, &[&carol]);
+    let forged = alice.keys.flush_item(&alice.handle, &carol.handle, w.now());
+    let report = alice.node.flush(alice.user, &[forged]).unwrap();
+    assert_eq!(report.results[0].outcome, FlushOutcome::InvalidSignature);
+    assert_eq!(queued_rows(&alice), vec![(Some("invalid_signature".into()), 0)]);
+}
+
+#[test]
+fn a_delivered_item_leaves_the_queue_and_the_others_stay() {
+    let w = world();
+    let (bob, carol) = (person(&w.b, "bob"), person(&w.b, "carol"));
+    let (alice, keys) = reset_alice_with(&w, &[&bob, &carol]);
+    let report = alice
+        .node
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &bob.handle, w.now())])
+        .unwrap();
+    assert_eq!(report.results[0].outcome, FlushOutcome::Delivered);
+    assert_eq!((report.delivered, report.failed, report.remaining), (1, 0, 1));
+    assert_eq!(state(&bob, &alice.handle), None);
+}
+
+#[test]
+fn a_local_peer_whose_identity_was_reset_still_takes_the_revoke() {
+    let w = world();
+    let dave = person(&w.a, "dave");
+    let (alice, keys) = reset_alice_with(&w, &[&dave]);
     dave.node.reset_identity(dave.user, Some("erase-all-my-data")).unwrap();
     let report = alice
         .node
-        .flush(alice.user, &[keys.flush_item(&alice.handle, &dave.handle, now)])
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &dave.handle, w.now())])
         .unwrap();
-    assert_eq!(
-        report.results[0].outcome,
-        FlushOutcome::Delivered,
-        "a REVOKE needs only the alias holder"
-    );
-    // A slow peer: failed with timeout, attempts counted.
+    assert_eq!(report.results[0].outcome, FlushOutcome::Delivered);
+}
+
+#[test]
+fn a_slow_peer_fails_with_timeout_and_counts_an_attempt() {
+    let w = world();
+    let carol = person(&w.b, "carol");
+    let (alice, keys) = reset_alice_with(&w, &[&carol]);
     w.network.set_delay("b.example", Duration::from_millis(500));
     let report = alice
         .node
-        .flush(alice.user, &[keys.flush_item(&alice.handle, &carol.handle, now)])
+        .flush(alice.user, &[keys.flush_item(&alice.handle, &carol.handle, w.now())])
         .unwrap();
     assert_eq!(report.results[0].outcome, FlushOutcome::Failed("timeout".into()));
-    assert_eq!(
-        alice
-            .node
-            .pending_revocations(alice.user, None, PageLimit::DEFAULT)
-            .unwrap()
-            .items[0]
-            .attempts,
-        1
-    );
-    // Dropping a row: gone, audited; dropping again is not_queued.
+    assert_eq!(queued_rows(&alice), vec![(Some("timeout".into()), 1)]);
+}
+
+#[test]
+fn a_dropped_row_is_gone_audited_and_not_queued_the_second_time() {
+    let w = world();
+    let carol = person(&w.b, "carol");
+    let (alice, _) = reset_alice_with(&w, &[&carol]);
     alice.node.drop_revocation(alice.user, &carol.handle).unwrap();
+    assert!(queued_rows(&alice).is_empty());
     assert_eq!(
         alice.node.drop_revocation(alice.user, &carol.handle),
         Err(FlushError::NotQueued)
