@@ -607,7 +607,7 @@ fn keys_are_checked_signing_key_first() {
 }
 
 /// alice's REQUEST to bob as her client would post it, at `at`.
-fn request_at(w: &World, alice: &Person, bob: &Person, at: UnixTime) -> fedid_domain::services::OutboxRequest {
+fn request_at(alice: &Person, bob: &Person, at: UnixTime) -> fedid_domain::services::OutboxRequest {
     alice.keys.outbox_request(
         &alice.handle,
         &bob.handle,
@@ -623,7 +623,7 @@ fn the_outbox_needs_an_identity_set_up() {
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
     let (fresh, _) = alice.node.create_user().unwrap();
     assert_eq!(
-        alice.node.send(fresh, request_at(&w, &alice, &bob, w.now())),
+        alice.node.send(fresh, request_at(&alice, &bob, w.now())),
         Err(OutboxError::IdentityNotSetUp)
     );
 }
@@ -632,7 +632,7 @@ fn the_outbox_needs_an_identity_set_up() {
 fn the_outbox_refuses_an_envelope_its_signature_does_not_cover() {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    let mut tampered = request_at(&w, &alice, &bob, w.now());
+    let mut tampered = request_at(&alice, &bob, w.now());
     tampered.payload = Some(json!({"x": 1}).as_object().cloned().unwrap());
     assert_eq!(
         alice.node.send(alice.user, tampered),
@@ -644,7 +644,7 @@ fn the_outbox_refuses_an_envelope_its_signature_does_not_cover() {
 fn the_outbox_refuses_a_timestamp_outside_the_skew() {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    let stale = request_at(&w, &alice, &bob, w.now().plus_secs(-400));
+    let stale = request_at(&alice, &bob, w.now().plus_secs(-400));
     assert_eq!(
         alice.node.send(alice.user, stale),
         Err(OutboxError::TimestampOutOfWindow)
@@ -655,7 +655,7 @@ fn the_outbox_refuses_a_timestamp_outside_the_skew() {
 fn the_outbox_refuses_an_unknown_message_type() {
     let w = world();
     let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
-    let mut request = request_at(&w, &alice, &bob, w.now());
+    let mut request = request_at(&alice, &bob, w.now());
     request.message_type = "NOPE".into();
     assert_eq!(
         alice.node.send(alice.user, request).unwrap_err().code(),
