@@ -139,10 +139,17 @@ pub async fn observe(
     // method and path, and each distinct label would be kept for ever.
     let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = format!("{:016x}", rand_id());
+    // Random (UUID v4), so that ids from several instances never collide;
+    // the client gets it back to quote in a report.
+    let request_id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("request", %method, %route, %request_id);
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let response = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    let mut response = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id.to_string()) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+    }
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(metrics) = metrics {
@@ -165,16 +172,6 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
         Method::DELETE => "DELETE",
         _ => "other",
     }
-}
-
-fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    seed.rotate_left(17) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Builds the HTTP server on an already bound listener. It stops accepting

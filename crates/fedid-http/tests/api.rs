@@ -194,6 +194,22 @@ fn health_and_readiness_answer_ok() {
 }
 
 #[test]
+fn every_answer_carries_its_own_request_id() {
+    let app = spawn_app();
+    let ids: Vec<String> = ["/healthz", "/healthz", "/nope"]
+        .iter()
+        .map(|path| {
+            let reply = app.call("GET", path, None, None);
+            reply.header("x-request-id").unwrap().to_owned()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+    }
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+}
+
+#[test]
 fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app();
     let missing = app.call("GET", "/nope", None, None);
