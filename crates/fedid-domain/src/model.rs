@@ -35,6 +35,9 @@ pub struct IdentityRecord {
     pub keys_updated_at: Option<UnixTime>,
     /// When the identity was last reset.
     pub last_reset_at: Option<UnixTime>,
+    /// How many messages wait in the user's inbox: kept with the identity,
+    /// so that the inbox limit costs no query of its own.
+    pub inbox_messages: u64,
 }
 
 impl IdentityRecord {
@@ -47,6 +50,7 @@ impl IdentityRecord {
             encryption_key: None,
             keys_updated_at: None,
             last_reset_at: None,
+            inbox_messages: 0,
         }
     }
 

@@ -91,8 +91,6 @@ pub trait Tx {
         unsolicited_from: Option<&str>,
         envelope: &str,
     ) -> Result<i64, StoreError>;
-    /// The user's stored messages (kept as a count, not counted).
-    fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError>;
     /// The user's stored messages that came unsolicited `from` one sender.
     fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
     /// Erases the user's messages; how many.

@@ -35,6 +35,7 @@ pub(crate) struct UserRow {
     pub encryption_key: Option<Vec<u8>>,
     pub keys_updated_at: Option<i64>,
     pub last_reset_at: Option<i64>,
+    pub inbox_count: i64,
 }
 
 impl UserRow {
@@ -54,6 +55,7 @@ impl UserRow {
                 .transpose()?,
             keys_updated_at: self.keys_updated_at.map(time),
             last_reset_at: self.last_reset_at.map(time),
+            inbox_messages: self.inbox_count.max(0) as u64,
         })
     }
 }

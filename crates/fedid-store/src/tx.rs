@@ -337,15 +337,6 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
-            fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
-                let n = users::table
-                    .find(user.0)
-                    .select(users::inbox_count)
-                    .get_result::<i64>(self.conn)
-                    .optional();
-                self.db(n).map(|n| n.unwrap_or(0).max(0) as u64)
-            }
-
             fn delete_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
                 let n =
                     diesel::delete(inbox_messages::table.filter(inbox_messages::user_id.eq(user.0))).execute(self.conn);

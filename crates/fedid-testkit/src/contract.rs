@@ -223,7 +223,7 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(msgs[1].envelope, "{\"b\":2}");
     assert_eq!(read(store, |tx| tx.messages_after(u1, Some(m1), 10)).unwrap().len(), 1);
     // The count the inbox limit reads follows every insert and delete.
-    let count = |user| read(store, |tx| tx.count_messages(user)).unwrap();
+    let count = |user| read(store, |tx| tx.identity(user)).unwrap().unwrap().inbox_messages;
     assert_eq!((count(u1), count(u2)), (2, 1));
     assert!(
         !write(store, move |tx| tx.delete_message(u2, m1)).unwrap(),
@@ -358,7 +358,7 @@ pub fn tx_semantics(store: &dyn Store) {
     });
     assert!(failed.is_err());
     assert_eq!(read(store, |tx| tx.queue_len(u2)).unwrap(), 0);
-    assert_eq!(read(store, |tx| tx.count_messages(u2)).unwrap(), 1);
+    assert_eq!(read(store, |tx| tx.identity(u2)).unwrap().unwrap().inbox_messages, 1);
     assert!(write(store, move |tx| tx.record_readiness(t(0))).is_ok());
 }
 

@@ -97,6 +97,17 @@ fn range_after<'a, V>(
         .map(|(_, v)| v)
 }
 
+impl State {
+    /// `record` with its inbox count, as a database keeps it.
+    fn counted(&self, record: &IdentityRecord) -> IdentityRecord {
+        let inbox_messages = self.messages.values().filter(|(u, _, _)| *u == record.user).count() as u64;
+        IdentityRecord {
+            inbox_messages,
+            ..record.clone()
+        }
+    }
+}
+
 impl Tx for State {
     fn create_user(&mut self, _at: UnixTime) -> Result<UserId, StoreError> {
         self.next_user += 1;
@@ -106,7 +117,7 @@ impl Tx for State {
     }
 
     fn identity(&mut self, user: UserId) -> Result<Option<IdentityRecord>, StoreError> {
-        Ok(self.identities.get(&user).cloned())
+        Ok(self.identities.get(&user).map(|record| self.counted(record)))
     }
 
     fn insert_session(&mut self, user: UserId, token_hash: &[u8; 32], expires_at: UnixTime) -> Result<(), StoreError> {
@@ -145,7 +156,7 @@ impl Tx for State {
             .identities
             .values()
             .find(|i| i.alias.as_ref() == Some(alias))
-            .cloned())
+            .map(|record| self.counted(record)))
     }
 
     fn alias_holder(&mut self, alias: &Alias) -> Result<Option<UserId>, StoreError> {
@@ -272,10 +283,6 @@ impl Tx for State {
     fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError> {
         self.readiness_checked_at = Some(at);
         Ok(())
-    }
-
-    fn count_messages(&mut self, user: UserId) -> Result<u64, StoreError> {
-        Ok(self.messages.values().filter(|(u, _, _)| *u == user).count() as u64)
     }
 
     fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {

@@ -5,7 +5,7 @@ use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
 use crate::handle::{Alias, Handle};
 use crate::key_directory::KeyCheckError;
 use crate::keys::SigningKey;
-use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, UserId};
+use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
 use crate::ports::{self, Completion, Lane, StoreError, Tx};
 use crate::services::Fedid;
 use crate::time::UnixTime;
@@ -338,7 +338,7 @@ impl Delivery {
         if let Effect::Store { consented } = apply_rule(tx, limits, *kind, &record.sender, &recipient, *now)? {
             // A REVOKE is never refused for limits (section 8).
             if *kind != MessageType::RelationshipRevoke {
-                limits.check(tx, recipient.user, &record.sender, consented)?;
+                limits.check(tx, &recipient, &record.sender, consented)?;
             }
             let unsolicited_from = (!consented).then(|| record.sender.as_str());
             tx.insert_message(recipient.user, *now, unsolicited_from, wire)?;
@@ -352,11 +352,17 @@ impl InboxLimits {
     /// inbox, then, without the recipient's consent, what one sender may
     /// leave there (`limits.unsolicited_per_sender`), so that no stranger
     /// fills an inbox alone.
-    fn check(&self, tx: &mut dyn Tx, user: UserId, sender: &Handle, consented: bool) -> Result<(), InboxError> {
-        if tx.count_messages(user)? >= self.messages_per_user {
+    fn check(
+        &self,
+        tx: &mut dyn Tx,
+        recipient: &IdentityRecord,
+        sender: &Handle,
+        consented: bool,
+    ) -> Result<(), InboxError> {
+        if recipient.inbox_messages >= self.messages_per_user {
             return Err(InboxError::InboxFull);
         }
-        if !consented && tx.count_unsolicited(user, sender.as_str())? >= self.unsolicited_per_sender {
+        if !consented && tx.count_unsolicited(recipient.user, sender.as_str())? >= self.unsolicited_per_sender {
             return Err(InboxError::InboxFull);
         }
         Ok(())
