@@ -8,9 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use fedid_domain::ports::{KeyFetchFailure, PublishedKeys, SystemClock, SystemRandom};
-use fedid_domain::services::Ports;
-use fedid_domain::{DeliveryFailure, Domain, Fedid, Handle, KeyDirectory, KeyFetcher, Transport, UserId};
+use fedid_domain::ports::{SystemClock, SystemRandom};
+use fedid_domain::{Fedid, UserId};
 use fedid_store::DieselStore;
 
 use fedid_server::configuration::Config;
@@ -89,23 +88,6 @@ enum AuditCommand {
     },
 }
 
-/// Administrative commands never talk to other servers.
-struct Offline;
-
-impl Transport for Offline {
-    fn deliver(&self, _to: &Domain, _wire_form: &str) -> Result<(), DeliveryFailure> {
-        Err(DeliveryFailure::BlockedDomain)
-    }
-}
-
-impl KeyFetcher for Offline {
-    fn fetch_keys(&self, _handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
-        Err(KeyFetchFailure::Failed(
-            "administrative commands do not fetch keys".into(),
-        ))
-    }
-}
-
 fn open_store(config: &Config) -> Result<DieselStore, String> {
     DieselStore::open(&config.database.url, config.database.pool_size).map_err(|e| e.to_string())
 }
@@ -122,18 +104,15 @@ fn open_migrated_store(config: &Config) -> Result<DieselStore, String> {
     }
 }
 
+/// Administrative commands never talk to other servers.
 fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
     let settings = config.settings().map_err(|e| e.to_string())?;
-    let clock = Arc::new(SystemClock);
-    let keys = KeyDirectory::new(Arc::new(Offline), clock.clone(), &settings);
-    let ports = Ports {
-        store: Arc::new(store),
-        clock,
-        random: Arc::new(SystemRandom::default()),
-        transport: Arc::new(Offline),
-        keys: Arc::new(keys),
-    };
-    Ok(Fedid::new(settings, ports))
+    Ok(Fedid::offline(
+        settings,
+        Arc::new(store),
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::default()),
+    ))
 }
 
 fn run(cli: Cli) -> Result<(), String> {

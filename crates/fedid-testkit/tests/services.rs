@@ -1135,3 +1135,27 @@ fn reads_as_the_holder_of_a_token() {
     assert_eq!(revoked, Ok(None));
     assert!(!ran, "a read never runs without a live token");
 }
+
+#[test]
+fn an_offline_instance_serves_its_users_and_delivers_nothing() {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let fedid = fedid_domain::Fedid::offline(
+        fedid_testkit::settings("a.example").unwrap(),
+        Arc::new(fedid_testkit::MemoryStore::new()),
+        clock.clone(),
+        Arc::new(fedid_domain::ports::SystemRandom::default()),
+    );
+    let (user, _) = fedid.create_user().unwrap();
+    fedid.set_alias(user, "alice").unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| fedid.set_keys(user, k)).unwrap();
+    let alice = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let bob = Handle::parse("bob@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let request = keys.outbox_request(&alice, &bob, MessageType::RelationshipRequest, Map::new(), clock.now());
+    assert_eq!(
+        fedid.send(user, request),
+        Err(OutboxError::DeliveryFailed(
+            fedid_domain::DeliveryFailure::BlockedDomain
+        ))
+    );
+}

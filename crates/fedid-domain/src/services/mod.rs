@@ -77,6 +77,23 @@ impl Fedid {
         }
     }
 
+    /// An instance that never talks to other servers, for administrative
+    /// tools (users, tokens, audit): deliveries fail as `blocked domain`
+    /// and key lookups fail, without any network adapter to provide.
+    pub fn offline(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>, random: Arc<dyn Random>) -> Self {
+        let keys = KeyDirectory::new(Arc::new(Offline), Arc::clone(&clock), &settings);
+        Self::new(
+            settings,
+            Ports {
+                store,
+                clock,
+                random,
+                transport: Arc::new(Offline),
+                keys: Arc::new(keys),
+            },
+        )
+    }
+
     /// Reports every delivery attempt to `observer`.
     pub fn with_delivery_observer(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
         self.delivery_observer = Some(observer);
@@ -134,6 +151,25 @@ impl Fedid {
     /// The number of queued revocations of every user (a gauge).
     pub fn total_queued_revocations(&self) -> Result<u64, StoreError> {
         crate::ports::read(self.store.as_ref(), |tx| tx.total_queue_len())
+    }
+}
+
+/// The network of [`Fedid::offline`]: nothing is reachable.
+struct Offline;
+
+impl Transport for Offline {
+    fn deliver(&self, _to: &crate::handle::Domain, _wire_form: &str) -> Result<(), DeliveryFailure> {
+        Err(DeliveryFailure::BlockedDomain)
+    }
+}
+
+impl crate::ports::KeyFetcher for Offline {
+    fn fetch_keys(
+        &self,
+        _handle: &crate::handle::Handle,
+        _refetch: bool,
+    ) -> Result<crate::ports::PublishedKeys, crate::ports::KeyFetchFailure> {
+        Err(crate::ports::KeyFetchFailure::Failed("this instance is offline".into()))
     }
 }
 
