@@ -243,6 +243,7 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
             peer: peer.clone(),
             state: RelationshipState::Active,
             since: now,
+            created_at: now,
         })
         .collect();
     let alice_id = alice.id;
@@ -299,6 +300,7 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
                     peer,
                     state: RelationshipState::Active,
                     since: now,
+                    created_at: now,
                 },
             )?;
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::handle::{DomainPolicy, Handle};
 use crate::json::{self, JsonError};
 use crate::keys::{Signature, SigningKey, SigningSecret};
-use crate::time::Timestamp;
+use crate::time::{Timestamp, UnixTime};
 
 /// The whole envelope is at most this many bytes: a protocol constant.
 pub const MAX_ENVELOPE_BYTES: usize = 65_536;
@@ -15,6 +15,9 @@ pub const MAX_ENVELOPE_BYTES: usize = 65_536;
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
 /// The only protocol version this implementation speaks (PROTOCOL.md section 3).
 pub const PROTOCOL_VERSION: u64 = 1;
+/// The longest a long-lived REVOKE may stay valid after its timestamp:
+/// seven days (PROTOCOL.md section 11).
+pub const MAX_REVOKE_LIFETIME_SECS: i64 = 604_800;
 
 /// Why an envelope was refused, as PROTOCOL.md section 8 names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,8 +243,36 @@ impl UnsignedEnvelope {
         self.with_signature(signature)
     }
 
+    /// A REVOKE's payload `expires` under the rule of section 11: `None`
+    /// when there is none (or the type is not REVOKE), an error when it
+    /// breaks the rule (not a timestamp, not after the timestamp, more than
+    /// seven days after it, or beside another payload member).
+    pub fn revoke_expiry(&self) -> Result<Option<Timestamp>, EnvelopeError> {
+        if self.message_type != MessageType::RelationshipRevoke {
+            return Ok(None);
+        }
+        let Some(expires) = self.payload.get("expires") else {
+            return Ok(None);
+        };
+        if self.payload.len() > 1 {
+            return Err(invalid("a REVOKE's payload holds expires alone"));
+        }
+        let Value::String(text) = expires else {
+            return Err(invalid("expires must be a timestamp string"));
+        };
+        let expires = Timestamp::parse(text).map_err(|e| invalid(format!("expires: {e}")))?;
+        let signed = self.timestamp.instant();
+        let until = expires.instant();
+        if until <= signed || until > signed.plus_secs(MAX_REVOKE_LIFETIME_SECS) {
+            return Err(invalid(
+                "expires must be after the timestamp and at most seven days after it",
+            ));
+        }
+        Ok(Some(expires))
+    }
+
     /// Checks the rules a builder cannot enforce by construction: distinct
-    /// ends and the payload depth.
+    /// ends, the payload depth and a REVOKE's `expires`.
     pub fn check(&self) -> Result<(), EnvelopeError> {
         if self.from == self.to {
             return Err(invalid("from and to must differ"));
@@ -252,7 +283,7 @@ impl UnsignedEnvelope {
         if object_depth(&self.payload) > MAX_PAYLOAD_DEPTH {
             return Err(invalid(format!("payload nesting deeper than {MAX_PAYLOAD_DEPTH}")));
         }
-        Ok(())
+        self.revoke_expiry().map(|_| ())
     }
 }
 
@@ -355,7 +386,34 @@ impl Envelope {
             message_type: message_type?,
             ..fields
         };
+        fields.revoke_expiry()?;
         Ok(fields.with_signature(signature))
+    }
+
+    /// A long-lived REVOKE's `expires` (PROTOCOL.md section 11); `None` for
+    /// every other envelope.
+    pub fn expires(&self) -> Option<Timestamp> {
+        self.fields.revoke_expiry().ok().flatten()
+    }
+
+    /// Whether `now` is inside the envelope's window (section 8 step 3):
+    /// within `skew_secs` of its timestamp, or, for a long-lived REVOKE,
+    /// from its timestamp less the skew to its `expires` plus the skew
+    /// (section 11), boundaries included.
+    pub fn in_window(&self, now: UnixTime, skew_secs: i64) -> bool {
+        let skew = skew_secs.max(0);
+        let signed = self.timestamp().instant();
+        match self.expires() {
+            Some(expires) => signed.plus_secs(-skew) <= now && now <= expires.instant().plus_secs(skew),
+            None => signed.distance_nanos(now) <= skew as u128 * 1_000_000_000,
+        }
+    }
+
+    /// Until when its replay record is kept (section 5): its timestamp plus
+    /// the skew, or a long-lived REVOKE's `expires` plus the skew (section 11).
+    pub fn replay_expires_at(&self, skew_secs: i64) -> UnixTime {
+        let until = self.expires().unwrap_or_else(|| self.timestamp().clone());
+        until.instant().plus_secs(skew_secs)
     }
 
     /// The signed members.

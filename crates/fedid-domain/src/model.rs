@@ -114,6 +114,23 @@ pub struct Relationship {
     pub state: RelationshipState,
     /// When it entered its current state.
     pub since: UnixTime,
+    /// When it was created from none (revision 1.1, not shown to users):
+    /// it does not move while the state changes, and a REVOKE signed
+    /// before it leaves the relationship in place (PROTOCOL.md section 11).
+    pub created_at: UnixTime,
+}
+
+impl Relationship {
+    /// `peer`'s relationship entering `state` at `now`: a new one, or
+    /// `existing` in its new state, created when it was.
+    pub fn entering(peer: Handle, state: RelationshipState, now: UnixTime, existing: Option<&Relationship>) -> Self {
+        Self {
+            peer,
+            state,
+            since: now,
+            created_at: existing.map_or(now, |r| r.created_at),
+        }
+    }
 }
 
 /// A revocation waiting to be delivered to a former peer.

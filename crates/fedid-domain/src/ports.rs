@@ -63,7 +63,8 @@ pub trait Tx {
     // Relationships.
     /// The user's relationship with `peer`, if any.
     fn relationship(&mut self, user: UserId, peer: &Handle) -> Result<Option<Relationship>, StoreError>;
-    /// Creates or replaces the relationship with its peer.
+    /// Creates or replaces the relationship with its peer; a replaced one
+    /// keeps its `created_at`.
     fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError>;
     /// Removes it; whether there was one.
     fn delete_relationship(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;

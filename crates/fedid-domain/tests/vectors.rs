@@ -1,16 +1,31 @@
-//! The contract's test vectors (../shared/spec/vectors/envelopes.json).
+//! The contract's test vectors (../shared/spec/vectors/envelopes.json and
+//! revoke-expires.json).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use fedid_domain::{base64url, DomainPolicy, EncryptionKey, Envelope, SigningKey, SigningSecret, Timestamp};
 use serde_json::Value;
 
-fn vectors() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/spec/vectors/envelopes.json"
-    );
+fn vectors_file(name: &str) -> Value {
+    let path = format!("{}/../../../shared/spec/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).expect("the contract's vectors sit beside the repository in ../shared");
     serde_json::from_str(&text).unwrap()
+}
+
+fn vectors() -> Value {
+    vectors_file("envelopes.json")
+}
+
+/// What the inbox's steps 1, 3 and 5 say of `body` at `now`, with the
+/// default skew: `accepted` or the refusal's code.
+fn verdict(body: &[u8], now: fedid_domain::UnixTime, key: Option<&SigningKey>) -> String {
+    match Envelope::parse(body, DomainPolicy::HTTPS_PUBLIC) {
+        Err(e) => e.code().to_owned(),
+        Ok(envelope) if !envelope.in_window(now, 300) => "timestamp_out_of_window".to_owned(),
+        Ok(envelope) => match envelope.verify(key.expect("a case that reaches step 5 names its signer")) {
+            Ok(_) => "accepted".to_owned(),
+            Err(_) => "invalid_signature".to_owned(),
+        },
+    }
 }
 
 fn body(case: &Value) -> Vec<u8> {
@@ -83,23 +98,48 @@ fn invalid_cases_are_refused_for_the_stated_reason() {
     let now = Timestamp::parse(v["now"].as_str().unwrap()).unwrap().instant();
     for case in v["invalid"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let expected = case["expectedError"].as_str().unwrap();
-        let outcome = match Envelope::parse(&body(case), DomainPolicy::HTTPS_PUBLIC) {
-            Err(e) => e.code().to_owned(),
-            Ok(envelope) => {
-                let skew_nanos = 300 * 1_000_000_000;
-                if envelope.timestamp().instant().distance_nanos(now) > skew_nanos {
-                    "timestamp_out_of_window".to_owned()
-                } else {
-                    let key = key_of(&v, case["verifyWith"].as_str().unwrap());
-                    match envelope.verify(&key) {
-                        Ok(_) => "accepted".to_owned(),
-                        Err(_) => "invalid_signature".to_owned(),
-                    }
-                }
-            }
-        };
-        assert_eq!(outcome, expected, "{name}");
+        let key = case["verifyWith"].as_str().map(|signer| key_of(&v, signer));
+        let outcome = verdict(&body(case), now, key.as_ref());
+        assert_eq!(outcome, case["expectedError"].as_str().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn long_lived_revokes_reproduce_bytes_replay_keys_and_lifetimes() {
+    let (v, keys) = (vectors_file("revoke-expires.json"), vectors());
+    let now = Timestamp::parse(v["now"].as_str().unwrap()).unwrap().instant();
+    let key = key_of(&keys, v["verifyWith"].as_str().unwrap());
+    for case in v["valid"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(verdict(&body(case), now, Some(&key)), "accepted", "{name}");
+        let envelope = Envelope::parse(&body(case), DomainPolicy::HTTPS_PUBLIC).unwrap();
+        assert_eq!(
+            std::str::from_utf8(envelope.signed_bytes()).unwrap(),
+            case["signedBytes"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            envelope.replay_key().to_hex(),
+            case["replayKeySha256Hex"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            Some(envelope.replay_expires_at(300)),
+            fedid_domain::UnixTime::parse_rfc3339(case["replayExpiresAt"].as_str().unwrap()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn long_lived_revokes_are_refused_for_the_stated_reason() {
+    let (v, keys) = (vectors_file("revoke-expires.json"), vectors());
+    let now = Timestamp::parse(v["now"].as_str().unwrap()).unwrap().instant();
+    let key = key_of(&keys, v["verifyWith"].as_str().unwrap());
+    for case in v["invalid"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let outcome = verdict(&body(case), now, Some(&key));
+        assert_eq!(outcome, case["expectedError"].as_str().unwrap(), "{name}");
     }
 }
 

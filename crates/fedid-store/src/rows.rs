@@ -67,6 +67,7 @@ pub(crate) struct RelationshipRow {
     pub peer: String,
     pub state: String,
     pub since: i64,
+    pub created_at: i64,
 }
 
 impl RelationshipRow {
@@ -76,6 +77,7 @@ impl RelationshipRow {
             peer: r.peer.as_str().into(),
             state: r.state.as_str().into(),
             since: nanos(r.since),
+            created_at: nanos(r.created_at),
         }
     }
 
@@ -84,6 +86,7 @@ impl RelationshipRow {
             peer: handle(&self.peer)?,
             state: RelationshipState::parse(&self.state).ok_or_else(|| corrupt("relationship state"))?,
             since: time(self.since),
+            created_at: time(self.created_at),
         })
     }
 }

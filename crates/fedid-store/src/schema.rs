@@ -35,6 +35,7 @@ diesel::table! {
         peer -> Text,
         state -> Text,
         since -> BigInt,
+        created_at -> BigInt,
     }
 }
 

@@ -14,6 +14,8 @@ use fedid_testkit::contract;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// How many migrations each backend has.
+const MIGRATIONS: usize = 5;
 
 /// Runs `work` as one write unit and waits for its outcome.
 fn write<T, E>(
@@ -31,7 +33,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
     let store = DieselStore::open(&url, 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 4);
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS);
     assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
     (dir, store)
 }
@@ -42,7 +44,7 @@ fn sqlite() -> (tempfile::TempDir, DieselStore) {
 /// FEDID_TEST_POSTGRES_URL is set, and CI always sets it.
 fn postgres(name: &str) -> DieselStore {
     let store = DieselStore::open(&postgres_url(name), 4).unwrap();
-    assert_eq!(store.migrate().unwrap().len(), 4);
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS);
     store
 }
 
@@ -83,7 +85,7 @@ fn postgres_instances_starting_together_migrate_once() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        4,
+        MIGRATIONS,
         "each migration applied once: {applied:?}"
     );
 }
@@ -156,6 +158,7 @@ fn reset_is_all_or_nothing(store: DieselStore) {
                 peer: relationship_peer.clone(),
                 state: fedid_domain::RelationshipState::Active,
                 since: now,
+                created_at: now,
             },
         )?;
         tx.insert_message(user, now, None, "{}")?;
@@ -588,7 +591,7 @@ macro_rules! at_the_second_migration_with_replays {
 /// backends: their duplicates and nonce reuses are still refused.
 fn replay_records_outlive_the_replay_index_migration_on(store: &DieselStore) {
     use fedid_domain::{DomainPolicy, Handle, Nonce, ReplayKey, ReplayOutcome, ReplayRecord, UnixTime};
-    assert_eq!(store.migrate().unwrap().len(), 2);
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS - 2);
     let record = |key: u8, nonce: &str| ReplayRecord {
         key: ReplayKey::from_bytes([key; 32]),
         sender: Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap(),
@@ -657,7 +660,7 @@ macro_rules! at_the_third_migration_with_a_message {
 fn messages_and_aliases_outlive_the_sender_migration_on(store: &DieselStore) {
     use fedid_domain::ports::read;
     use fedid_domain::{UnixTime, UserId};
-    assert_eq!(store.migrate().unwrap().len(), 1);
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS - 3);
     let user = UserId(1);
     // Whether an older message was consented is not known: it counts for
     // the inbox, not against its sender.
@@ -691,4 +694,55 @@ fn postgres_messages_and_aliases_outlive_the_sender_migration() {
     let url = postgres_url("upgrade_senders");
     at_the_third_migration_with_a_message!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
     messages_and_aliases_outlive_the_sender_migration_on(&DieselStore::open(&url, 2).unwrap());
+}
+
+macro_rules! at_the_fourth_migration_with_a_relationship {
+    ($conn:expr, $migrations:expr) => {{
+        let conn = $conn;
+        for _ in 0..4 {
+            conn.run_next_migration($migrations).unwrap();
+        }
+        conn.batch_execute(
+            "INSERT INTO users (id, created_at, alias, inbox_count) VALUES (1, 0, 'bob', 0); \
+             INSERT INTO relationships (user_id, peer, state, since) \
+               VALUES (1, 'alice@a.example', 'active', 5000000000);",
+        )
+        .unwrap();
+    }};
+}
+
+/// A relationship made before relationships kept their creation time
+/// (2026-12-01-000005) counts as created at the epoch, on both backends:
+/// any REVOKE removes it, as in version 1.
+fn relationships_outlive_the_created_at_migration_on(store: &DieselStore) {
+    use fedid_domain::ports::read;
+    use fedid_domain::{DomainPolicy, Handle, UnixTime, UserId};
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS - 4);
+    let alice = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let relationship = read(store, |tx| tx.relationship(UserId(1), &alice)).unwrap().unwrap();
+    assert_eq!(
+        (relationship.since, relationship.created_at),
+        (UnixTime::from_secs(5), UnixTime::from_secs(0)),
+        "{store:?}"
+    );
+}
+
+#[test]
+fn sqlite_relationships_outlive_the_created_at_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fedid.db");
+    at_the_fourth_migration_with_a_relationship!(
+        &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
+        SQLITE
+    );
+    let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
+    relationships_outlive_the_created_at_migration_on(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_relationships_outlive_the_created_at_migration() {
+    let url = postgres_url("upgrade_created_at");
+    at_the_fourth_migration_with_a_relationship!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+    relationships_outlive_the_created_at_migration_on(&DieselStore::open(&url, 2).unwrap());
 }

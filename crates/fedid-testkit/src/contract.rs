@@ -139,6 +139,7 @@ pub fn tx_semantics(store: &dyn Store) {
                     peer: peer.clone(),
                     state,
                     since: t(i as i64),
+                    created_at: t(i as i64),
                 },
             )
         })
@@ -151,6 +152,7 @@ pub fn tx_semantics(store: &dyn Store) {
                 peer: h("aaa@b.example"),
                 state: RelationshipState::Outgoing,
                 since: t(0),
+                created_at: t(0),
             },
         )
     })
@@ -174,6 +176,7 @@ pub fn tx_semantics(store: &dyn Store) {
                 peer: h("bbb@z.example"),
                 state: RelationshipState::Active,
                 since: t(9),
+                created_at: t(9),
             },
         )
     })
@@ -182,6 +185,7 @@ pub fn tx_semantics(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!((r.state, r.since), (RelationshipState::Active, t(9)));
+    assert_eq!(r.created_at, t(0), "a replaced relationship keeps its creation time");
     assert_eq!(read(store, |tx| tx.count_relationships(u1, None)).unwrap(), 3);
     assert_eq!(
         read(store, |tx| tx.count_relationships(u1, Some(RelationshipState::Active))).unwrap(),

@@ -221,8 +221,18 @@ impl Tx for State {
     }
 
     fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError> {
-        self.relationships
-            .insert((user, relationship.peer.as_str().to_owned()), relationship.clone());
+        let key = (user, relationship.peer.as_str().to_owned());
+        let created_at = self
+            .relationships
+            .get(&key)
+            .map_or(relationship.created_at, |r| r.created_at);
+        self.relationships.insert(
+            key,
+            Relationship {
+                created_at,
+                ..relationship.clone()
+            },
+        );
         Ok(())
     }
 

@@ -1159,3 +1159,83 @@ fn an_offline_instance_serves_its_users_and_delivers_nothing() {
         ))
     );
 }
+
+/// alice's long-lived REVOKE to bob, signed now and valid for `days`.
+fn long_lived_revoke(w: &World, alice: &Person, bob: &Person, days: i64) -> String {
+    let expires = fedid_domain::Timestamp::from_instant(w.now().plus_secs(days * 86_400));
+    let mut payload = Map::new();
+    payload.insert("expires".into(), json!(expires.as_str()));
+    alice
+        .keys
+        .envelope(
+            &alice.handle,
+            &bob.handle,
+            MessageType::RelationshipRevoke,
+            payload,
+            w.now(),
+        )
+        .wire_form()
+}
+
+#[test]
+fn a_long_lived_revoke_signed_days_ago_removes_the_relationship() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    let revoke = long_lived_revoke(&w, &alice, &bob, 7);
+    w.clock.advance_secs(6 * 86_400);
+    assert_eq!(bob.node.receive(revoke.as_bytes()), Ok(Received::Accepted));
+    assert_eq!(state(&bob, &alice.handle), None);
+}
+
+#[test]
+fn a_long_lived_revoke_past_its_expiry_is_out_of_window() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    let revoke = long_lived_revoke(&w, &alice, &bob, 1);
+    w.clock.advance_secs(86_400 + 301);
+    assert_eq!(
+        bob.node.receive(revoke.as_bytes()),
+        Err(InboxError::TimestampOutOfWindow)
+    );
+}
+
+#[test]
+fn a_revoke_signed_before_the_relationship_was_created_leaves_it_in_place() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let stale = long_lived_revoke(&w, &alice, &bob, 7);
+    w.clock.advance_secs(600);
+    w.befriend(&alice, &bob);
+    assert_eq!(bob.node.receive(stale.as_bytes()), Ok(Received::Accepted));
+    assert_eq!(state(&bob, &alice.handle), Some(RelationshipState::Active));
+    assert_eq!(inbox_len(&bob), 1, "only the REQUEST is stored");
+}
+
+#[test]
+fn a_long_lived_revoke_that_removes_nothing_records_no_replay_row() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    let revoke = long_lived_revoke(&w, &alice, &bob, 7);
+    for _ in 0..2 {
+        assert_eq!(
+            bob.node.receive(revoke.as_bytes()),
+            Ok(Received::Accepted),
+            "never a duplicate: nothing was recorded"
+        );
+    }
+}
+
+#[test]
+fn a_long_lived_revoke_that_removed_a_relationship_is_a_duplicate_until_it_expires() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    let revoke = long_lived_revoke(&w, &alice, &bob, 7);
+    assert_eq!(bob.node.receive(revoke.as_bytes()), Ok(Received::Accepted));
+    w.befriend(&alice, &bob);
+    w.clock.advance_secs(5 * 86_400);
+    assert_eq!(bob.node.receive(revoke.as_bytes()), Ok(Received::Duplicate));
+    assert_eq!(state(&bob, &alice.handle), Some(RelationshipState::Active));
+}

@@ -136,6 +136,12 @@ struct Delivery {
     alias: Alias,
     wire: String,
     now: UnixTime,
+    /// A REVOKE removes only a relationship created at or before this: its
+    /// timestamp plus the skew (section 11, order).
+    revokes_created_up_to: UnixTime,
+    /// A long-lived REVOKE (section 11), which records no replay row when
+    /// it removes nothing.
+    long_lived: bool,
     limits: InboxLimits,
 }
 
@@ -237,10 +243,9 @@ impl Fedid {
         }
     }
 
-    /// Whether the envelope's timestamp is within the clock skew of now.
+    /// Whether now is inside the envelope's window (step 3, section 11).
     pub(crate) fn check_window(&self, envelope: &Envelope) -> Result<(), ()> {
-        let skew = self.settings.max_clock_skew_secs.max(0) as u128 * 1_000_000_000;
-        if envelope.timestamp().instant().distance_nanos(self.clock.now()) <= skew {
+        if envelope.in_window(self.clock.now(), self.settings.max_clock_skew_secs) {
             Ok(())
         } else {
             Err(())
@@ -286,10 +291,7 @@ impl Fedid {
             key: envelope.replay_key(),
             sender: envelope.from().clone(),
             nonce: envelope.nonce().clone(),
-            expires_at: envelope
-                .timestamp()
-                .instant()
-                .plus_secs(self.settings.max_clock_skew_secs),
+            expires_at: envelope.replay_expires_at(self.settings.max_clock_skew_secs),
         };
         Delivery {
             kind: envelope.message_type(),
@@ -299,6 +301,11 @@ impl Fedid {
             now: self.clock.now(),
             seen,
             record,
+            revokes_created_up_to: envelope
+                .timestamp()
+                .instant()
+                .plus_secs(self.settings.max_clock_skew_secs),
+            long_lived: envelope.expires().is_some(),
             limits: InboxLimits {
                 messages_per_user: self.settings.inbox_messages_per_user,
                 unsolicited_per_sender: self.settings.unsolicited_per_sender,
@@ -318,6 +325,8 @@ impl Delivery {
             alias,
             wire,
             now,
+            revokes_created_up_to,
+            long_lived,
             limits,
         } = self;
         // Step 2 (again), under the recipient's lock: never apply to an
@@ -330,12 +339,31 @@ impl Delivery {
                     .is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at)
             })
             .ok_or(InboxError::UnknownRecipient)?;
+        // What the rule of section 9 applies to: for a REVOKE, only a
+        // relationship created no later than it was signed (section 11).
+        let relationship = tx
+            .relationship(recipient.user, &record.sender)?
+            .filter(|r| *kind != MessageType::RelationshipRevoke || r.created_at <= *revokes_created_up_to);
+        if *long_lived && relationship.is_none() {
+            // Harmless to replay, and a stranger's must not fill storage
+            // for a week: no replay row (section 11).
+            return Ok(Received::Accepted);
+        }
         match tx.record_replay(record, *now)? {
             ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
             ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
             ReplayOutcome::Recorded => {}
         }
-        if let Effect::Store { consented } = apply_rule(tx, limits, *kind, &record.sender, &recipient, *now)? {
+        let effect = apply_rule(
+            tx,
+            limits,
+            *kind,
+            relationship.as_ref(),
+            &record.sender,
+            &recipient,
+            *now,
+        )?;
+        if let Effect::Store { consented } = effect {
             // A REVOKE is never refused for limits (section 8).
             if *kind != MessageType::RelationshipRevoke {
                 limits.check(tx, &recipient, &record.sender, consented)?;
@@ -369,29 +397,23 @@ impl InboxLimits {
     }
 }
 
-/// Section 9, received side: the state change and whether to store.
+/// Section 9, received side: the state change of `relationship` (the
+/// recipient's with `peer`) and whether to store.
 fn apply_rule(
     tx: &mut dyn Tx,
     limits: &InboxLimits,
     kind: MessageType,
+    relationship: Option<&Relationship>,
     peer: &Handle,
     recipient: &IdentityRecord,
     now: UnixTime,
 ) -> Result<Effect, InboxError> {
     use RelationshipState::*;
     let user = recipient.user;
-    let state = tx.relationship(user, peer)?.map(|r| r.state);
     let set = |tx: &mut dyn Tx, state| {
-        tx.put_relationship(
-            user,
-            &Relationship {
-                peer: peer.clone(),
-                state,
-                since: now,
-            },
-        )
+        tx.put_relationship(user, &Relationship::entering(peer.clone(), state, now, relationship))
     };
-    match (kind, state) {
+    match (kind, relationship.map(|r| r.state)) {
         (MessageType::RelationshipRequest, None) => {
             if tx.count_relationships(user, Some(Incoming))? >= limits.incoming_requests_per_user {
                 return Err(InboxError::InboxFull);

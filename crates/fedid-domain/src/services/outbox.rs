@@ -148,8 +148,8 @@ impl Fedid {
         // The transition applies to the state at the moment delivery succeeded.
         let now = self.clock.now();
         ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
-            let state = tx.relationship(user, &to)?.map(|r| r.state);
-            let next = match (kind, state) {
+            let existing = tx.relationship(user, &to)?;
+            let next = match (kind, existing.as_ref().map(|r| r.state)) {
                 (MessageType::RelationshipRequest, None) => Some(RelationshipState::Outgoing),
                 (MessageType::RelationshipRequest, Some(RelationshipState::Incoming)) => {
                     Some(RelationshipState::Active)
@@ -158,14 +158,7 @@ impl Fedid {
                 _ => None,
             };
             if let Some(state) = next {
-                tx.put_relationship(
-                    user,
-                    &Relationship {
-                        peer: to.clone(),
-                        state,
-                        since: now,
-                    },
-                )?;
+                tx.put_relationship(user, &Relationship::entering(to.clone(), state, now, existing.as_ref()))?;
             }
             Ok::<_, OutboxError>(())
         })

@@ -1,0 +1,1 @@
+ALTER TABLE relationships DROP COLUMN created_at;
