@@ -146,8 +146,19 @@ pub struct QueuedRevocation {
     pub last_attempt_at: Option<UnixTime>,
     /// The last attempt's failure (section 7 reasons).
     pub last_error: Option<String>,
-    /// A flush delivering this row holds it until then.
+    /// A flush or the deliverer delivering this row holds it until then.
     pub claimed_until: Option<UnixTime>,
+    /// The long-lived REVOKE the server delivers by itself (PROTOCOL.md
+    /// section 11), in wire form; `None` for a row only a flush delivers.
+    pub envelope: Option<String>,
+    /// That REVOKE's `expires`.
+    pub expires_at: Option<UnixTime>,
+    /// When the server tries that REVOKE again by itself.
+    pub next_attempt_at: Option<UnixTime>,
+    /// Background attempts made for that REVOKE (n of section 11).
+    pub retries: u32,
+    /// `http 401` answers to that REVOKE: the third ends the retries.
+    pub unauthorized: u32,
 }
 
 impl QueuedRevocation {
@@ -160,7 +171,26 @@ impl QueuedRevocation {
             last_attempt_at: None,
             last_error: None,
             claimed_until: None,
+            envelope: None,
+            expires_at: None,
+            next_attempt_at: None,
+            retries: 0,
+            unauthorized: 0,
         }
+    }
+
+    /// Whether the server retries it by itself (section 11).
+    pub fn is_scheduled(&self) -> bool {
+        self.envelope.is_some() && self.next_attempt_at.is_some()
+    }
+
+    /// Drops its envelope: only a flush delivers it from now on.
+    pub fn unschedule(&mut self) {
+        self.envelope = None;
+        self.expires_at = None;
+        self.next_attempt_at = None;
+        self.retries = 0;
+        self.unauthorized = 0;
     }
 }
 

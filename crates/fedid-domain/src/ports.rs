@@ -111,8 +111,21 @@ pub trait Tx {
     fn queued(&mut self, user: UserId, peer: &Handle) -> Result<Option<QueuedRevocation>, StoreError>;
     /// Queues a row unless one is queued already; true when added.
     fn enqueue(&mut self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError>;
-    /// Overwrites attempts, last attempt, last error and claim of a queued row.
+    /// Overwrites everything of a queued row but its peer and `queued_at`.
     fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError>;
+    /// Claims up to `limit` rows due at `now` (a `next_attempt_at` at or
+    /// before it) and not claimed at `now`, the earliest due first, setting
+    /// their claim to `until`; returns them claimed. Two instances on one
+    /// database never claim the same row at once.
+    fn claim_due(
+        &mut self,
+        now: UnixTime,
+        until: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<(UserId, QueuedRevocation)>, StoreError>;
+    /// Every user's rows the server retries by itself: the
+    /// `fedid_revocations_scheduled` gauge.
+    fn total_scheduled(&mut self) -> Result<u64, StoreError>;
     /// Removes it; whether it was queued.
     fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError>;
     /// Ordered by peer handle (byte order), strictly after `after`.

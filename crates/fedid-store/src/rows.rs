@@ -119,6 +119,11 @@ pub(crate) struct RevocationRow {
     pub last_attempt_at: Option<i64>,
     pub last_error: Option<String>,
     pub claimed_until: Option<i64>,
+    pub envelope: Option<String>,
+    pub expires_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub retries: i32,
+    pub unauthorized: i32,
 }
 
 impl RevocationRow {
@@ -131,6 +136,11 @@ impl RevocationRow {
             last_attempt_at: r.last_attempt_at.map(nanos),
             last_error: r.last_error.clone(),
             claimed_until: r.claimed_until.map(nanos),
+            envelope: r.envelope.clone(),
+            expires_at: r.expires_at.map(nanos),
+            next_attempt_at: r.next_attempt_at.map(nanos),
+            retries: i32::try_from(r.retries).unwrap_or(i32::MAX),
+            unauthorized: i32::try_from(r.unauthorized).unwrap_or(i32::MAX),
         }
     }
 
@@ -142,6 +152,11 @@ impl RevocationRow {
             last_attempt_at: self.last_attempt_at.map(time),
             last_error: self.last_error,
             claimed_until: self.claimed_until.map(time),
+            envelope: self.envelope,
+            expires_at: self.expires_at.map(time),
+            next_attempt_at: self.next_attempt_at.map(time),
+            retries: u32::try_from(self.retries).unwrap_or(0),
+            unauthorized: u32::try_from(self.unauthorized).unwrap_or(0),
         })
     }
 }

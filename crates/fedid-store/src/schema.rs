@@ -66,6 +66,11 @@ diesel::table! {
         last_attempt_at -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
         claimed_until -> Nullable<BigInt>,
+        envelope -> Nullable<Text>,
+        expires_at -> Nullable<BigInt>,
+        next_attempt_at -> Nullable<BigInt>,
+        retries -> Integer,
+        unauthorized -> Integer,
     }
 }
 

@@ -56,8 +56,24 @@ macro_rules! pg_lock {
     };
 }
 
+/// Loads due revocation rows: SQLite's write transaction already excludes
+/// every other writer.
+macro_rules! load_due {
+    ($self:ident, $query:expr) => {
+        $query.load::<RevocationRow>($self.conn)
+    };
+}
+
+/// Loads due revocation rows on PostgreSQL, skipping rows another
+/// instance's transaction holds: two deliverers never claim one row.
+macro_rules! load_due_skip_locked {
+    ($self:ident, $query:expr) => {
+        $query.for_update().skip_locked().load::<RevocationRow>($self.conn)
+    };
+}
+
 macro_rules! impl_tx {
-    ($conn:ty, $lock:ident) => {
+    ($conn:ty, $lock:ident, $claim:ident) => {
         impl DbTx<'_, $conn> {
             /// The replay insert once more, after the row in its way went. A
             /// row that came back meanwhile is another instance's: retry the
@@ -403,9 +419,55 @@ macro_rules! impl_tx {
                         revocations::last_attempt_at.eq(r.last_attempt_at),
                         revocations::last_error.eq(&r.last_error),
                         revocations::claimed_until.eq(r.claimed_until),
+                        revocations::envelope.eq(&r.envelope),
+                        revocations::expires_at.eq(r.expires_at),
+                        revocations::next_attempt_at.eq(r.next_attempt_at),
+                        revocations::retries.eq(r.retries),
+                        revocations::unauthorized.eq(r.unauthorized),
                     ))
                     .execute(self.conn);
                 self.db(n).map(|_| ())
+            }
+
+            fn claim_due(
+                &mut self,
+                now: UnixTime,
+                until: UnixTime,
+                limit: usize,
+            ) -> Result<Vec<(UserId, QueuedRevocation)>, StoreError> {
+                let now_nanos = nanos(now);
+                let due = revocations::table
+                    .filter(revocations::next_attempt_at.le(now_nanos))
+                    .filter(
+                        revocations::claimed_until
+                            .is_null()
+                            .or(revocations::claimed_until.le(now_nanos)),
+                    )
+                    .order(revocations::next_attempt_at.asc())
+                    .limit(limit as i64)
+                    .select(RevocationRow::as_select());
+                let rows = $claim!(self, due);
+                let rows = self.db(rows)?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let done = diesel::update(revocations::table.find((row.user_id, &row.peer)))
+                        .set(revocations::claimed_until.eq(nanos(until)))
+                        .execute(self.conn);
+                    self.db(done)?;
+                    let user = UserId(row.user_id);
+                    let mut record = row.into_record()?;
+                    record.claimed_until = Some(until);
+                    claimed.push((user, record));
+                }
+                Ok(claimed)
+            }
+
+            fn total_scheduled(&mut self) -> Result<u64, StoreError> {
+                let n = revocations::table
+                    .filter(revocations::next_attempt_at.is_not_null())
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n.max(0) as u64)
             }
 
             fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
@@ -542,5 +604,5 @@ macro_rules! impl_tx {
     };
 }
 
-impl_tx!(SqliteConnection, no_lock);
-impl_tx!(PgConnection, pg_lock);
+impl_tx!(SqliteConnection, no_lock, load_due);
+impl_tx!(PgConnection, pg_lock, load_due_skip_locked);

@@ -15,7 +15,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 /// How many migrations each backend has.
-const MIGRATIONS: usize = 5;
+const MIGRATIONS: usize = 6;
 
 /// Runs `work` as one write unit and waits for its outcome.
 fn write<T, E>(
@@ -745,4 +745,60 @@ fn postgres_relationships_outlive_the_created_at_migration() {
     let url = postgres_url("upgrade_created_at");
     at_the_fourth_migration_with_a_relationship!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
     relationships_outlive_the_created_at_migration_on(&DieselStore::open(&url, 2).unwrap());
+}
+
+macro_rules! at_the_fifth_migration_with_a_queued_revocation {
+    ($conn:expr, $migrations:expr) => {{
+        let conn = $conn;
+        for _ in 0..5 {
+            conn.run_next_migration($migrations).unwrap();
+        }
+        conn.batch_execute(
+            "INSERT INTO users (id, created_at, alias, inbox_count) VALUES (1, 0, 'alice', 0); \
+             INSERT INTO revocations (user_id, peer, queued_at, attempts, last_error) \
+               VALUES (1, 'bob@b.example', 1000000000, 2, 'http 503');",
+        )
+        .unwrap();
+    }};
+}
+
+/// A revocation queued before queued rows could hold a long-lived REVOKE
+/// (2026-12-01-000006) stays queued as it was, for a flush to deliver, and
+/// is not scheduled, on both backends.
+fn queued_revocations_outlive_the_scheduling_migration_on(store: &DieselStore) {
+    use fedid_domain::ports::read;
+    use fedid_domain::{DomainPolicy, Handle, UnixTime, UserId};
+    assert_eq!(store.migrate().unwrap().len(), MIGRATIONS - 5);
+    let bob = Handle::parse("bob@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let row = read(store, |tx| tx.queued(UserId(1), &bob)).unwrap().unwrap();
+    assert_eq!(
+        (row.queued_at, row.attempts, row.last_error.as_deref()),
+        (UnixTime::from_secs(1), 2, Some("http 503")),
+        "{store:?}"
+    );
+    assert!(
+        !row.is_scheduled() && row.envelope.is_none() && row.retries == 0,
+        "{store:?}"
+    );
+    assert_eq!(read(store, |tx| tx.total_scheduled()).unwrap(), 0);
+}
+
+#[test]
+fn sqlite_queued_revocations_outlive_the_scheduling_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fedid.db");
+    at_the_fifth_migration_with_a_queued_revocation!(
+        &mut diesel::SqliteConnection::establish(&path.display().to_string()).unwrap(),
+        SQLITE
+    );
+    let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
+    queued_revocations_outlive_the_scheduling_migration_on(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_queued_revocations_outlive_the_scheduling_migration() {
+    let url = postgres_url("upgrade_scheduling");
+    at_the_fifth_migration_with_a_queued_revocation!(&mut diesel::PgConnection::establish(&url).unwrap(), POSTGRES);
+    queued_revocations_outlive_the_scheduling_migration_on(&DieselStore::open(&url, 2).unwrap());
 }

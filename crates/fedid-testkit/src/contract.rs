@@ -276,6 +276,59 @@ pub fn tx_semantics(store: &dyn Store) {
     assert!(write(store, move |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
     assert!(!write(store, move |tx| tx.dequeue(u1, &h("amy@b.example"))).unwrap());
 
+    // Scheduled rows (PROTOCOL.md section 11): claimed when due and not
+    // claimed, earliest first, at most `limit`, each claim until `until`.
+    let scheduled = |peer: &str, due: i64| QueuedRevocation {
+        envelope: Some("{}".into()),
+        expires_at: Some(t(1_000)),
+        next_attempt_at: Some(t(due)),
+        ..QueuedRevocation::new(h(peer), t(0))
+    };
+    let rows = [
+        scheduled("late@s.example", 20),
+        scheduled("early@s.example", 10),
+        scheduled("future@s.example", 100),
+    ];
+    for row in rows {
+        assert!(write(store, move |tx| tx.enqueue(u2, &row)).unwrap());
+    }
+    assert_eq!(read(store, |tx| tx.total_scheduled()).unwrap(), 3);
+    let claimed = |now: i64, until: i64, limit: usize| -> Vec<(String, Option<UnixTime>)> {
+        write(store, move |tx| tx.claim_due(t(now), t(until), limit))
+            .unwrap()
+            .into_iter()
+            .map(|(user, row)| {
+                assert_eq!(user, u2);
+                (row.peer.to_string(), row.claimed_until)
+            })
+            .collect()
+    };
+    assert_eq!(claimed(50, 80, 1), vec![("early@s.example".into(), Some(t(80)))]);
+    assert_eq!(
+        claimed(50, 80, 10),
+        vec![("late@s.example".into(), Some(t(80)))],
+        "the early one is claimed"
+    );
+    assert_eq!(
+        claimed(81, 90, 10),
+        vec![
+            ("early@s.example".into(), Some(t(90))),
+            ("late@s.example".into(), Some(t(90)))
+        ],
+        "lapsed claims are claimed again; the future row is not due"
+    );
+    let early = read(store, |tx| tx.queued(u2, &h("early@s.example"))).unwrap().unwrap();
+    assert_eq!(
+        early,
+        QueuedRevocation {
+            claimed_until: Some(t(90)),
+            ..scheduled("early@s.example", 10)
+        }
+    );
+    for peer in ["late@s.example", "early@s.example", "future@s.example"] {
+        assert!(write(store, move |tx| tx.dequeue(u2, &h(peer))).unwrap());
+    }
+
     // Replay keys: duplicate, nonce reuse, expiry, empty nonces never collide, pruning.
     let rec = |key: u8, nonce: &str, exp: i64| ReplayRecord {
         key: ReplayKey::from_bytes([key; 32]),

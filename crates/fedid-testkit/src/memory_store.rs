@@ -348,12 +348,41 @@ impl Tx for State {
 
     fn update_queued(&mut self, user: UserId, row: &QueuedRevocation) -> Result<(), StoreError> {
         if let Some(existing) = self.queue.get_mut(&(user, row.peer.as_str().to_owned())) {
-            existing.attempts = row.attempts;
-            existing.last_attempt_at = row.last_attempt_at;
-            existing.last_error = row.last_error.clone();
-            existing.claimed_until = row.claimed_until;
+            *existing = QueuedRevocation {
+                peer: existing.peer.clone(),
+                queued_at: existing.queued_at,
+                ..row.clone()
+            };
         }
         Ok(())
+    }
+
+    fn claim_due(
+        &mut self,
+        now: UnixTime,
+        until: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<(UserId, QueuedRevocation)>, StoreError> {
+        let mut due: Vec<(UserId, String, UnixTime)> = self
+            .queue
+            .iter()
+            .filter(|(_, row)| row.next_attempt_at.is_some_and(|at| at <= now))
+            .filter(|(_, row)| row.claimed_until.is_none_or(|claim| claim <= now))
+            .filter_map(|((user, peer), row)| Some((*user, peer.clone(), row.next_attempt_at?)))
+            .collect();
+        due.sort_by_key(|(_, _, at)| *at);
+        let mut claimed = Vec::new();
+        for (user, peer, _) in due.into_iter().take(limit) {
+            if let Some(row) = self.queue.get_mut(&(user, peer)) {
+                row.claimed_until = Some(until);
+                claimed.push((user, row.clone()));
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn total_scheduled(&mut self) -> Result<u64, StoreError> {
+        Ok(self.queue.values().filter(|row| row.next_attempt_at.is_some()).count() as u64)
     }
 
     fn dequeue(&mut self, user: UserId, peer: &Handle) -> Result<bool, StoreError> {
