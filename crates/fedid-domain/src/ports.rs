@@ -398,6 +398,8 @@ pub enum DeliveryFailure {
         status: u16,
         /// The problem `code` of the answer, when it had one.
         code: Option<String>,
+        /// A `Retry-After` in seconds, when the answer had one.
+        retry_after_secs: Option<u64>,
     },
     /// No answer in time.
     #[error("timeout")]

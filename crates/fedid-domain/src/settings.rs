@@ -47,6 +47,11 @@ pub struct Settings {
     pub key_refetch_wait_ms: u64,
     /// Lifetime of new session tokens.
     pub token_ttl_days: u32,
+    /// The first background retry of a long-lived REVOKE, in seconds; the
+    /// delay doubles per attempt (PROTOCOL.md section 11).
+    pub retry_base_secs: u64,
+    /// The ceiling of that delay.
+    pub retry_max_secs: u64,
 }
 
 impl Settings {
@@ -72,6 +77,8 @@ impl Settings {
             key_lookups_per_domain_per_sec: 8,
             key_refetch_wait_ms: 10_000,
             token_ttl_days: 30,
+            retry_base_secs: 30,
+            retry_max_secs: 21_600,
         }
     }
 

@@ -282,7 +282,7 @@ impl From<OutboxError> for ApiError {
             | OutboxError::NoRelationship => 409,
             OutboxError::DeliveryFailed(failure) => {
                 let remote = match failure {
-                    DeliveryFailure::Http { status, code } => Some(Box::new((*status, code.clone()))),
+                    DeliveryFailure::Http { status, code, .. } => Some(Box::new((*status, code.clone()))),
                     _ => None,
                 };
                 return Self {

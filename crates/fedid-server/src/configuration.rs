@@ -68,6 +68,8 @@ pub struct DeliverySection {
     pub max_in_flight: usize,
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -182,7 +184,7 @@ fn domain_defaults(
     let domain = Domain::parse("localhost:8080", DomainPolicy::ANY)
         .map_err(|e| config::ConfigError::Message(format!("the default domain: {e}")))?;
     let d = Settings::for_domain(domain, Scheme::Https, false);
-    let numbers: [(&str, u64); 12] = [
+    let numbers: [(&str, u64); 14] = [
         ("auth.token_ttl_days", u64::from(d.token_ttl_days)),
         ("federation.max_clock_skew_secs", d.max_clock_skew_secs.unsigned_abs()),
         ("federation.key_cache_ttl_secs", d.key_cache_ttl_secs.unsigned_abs()),
@@ -190,6 +192,8 @@ fn domain_defaults(
         ("delivery.concurrency", d.delivery_concurrency as u64),
         ("delivery.max_in_flight", d.delivery_max_in_flight as u64),
         ("delivery.timeout_ms", d.delivery_timeout_ms),
+        ("delivery.retry_base_secs", d.retry_base_secs),
+        ("delivery.retry_max_secs", d.retry_max_secs),
         ("limits.inbox_messages_per_user", d.inbox_messages_per_user),
         ("limits.incoming_requests_per_user", d.incoming_requests_per_user),
         ("limits.unsolicited_per_sender", d.unsolicited_per_sender),
@@ -300,12 +304,20 @@ impl Config {
             ("limits.alias_changes_total", self.limits.alias_changes_total as usize),
             ("delivery.concurrency", self.delivery.concurrency),
             ("delivery.max_in_flight", self.delivery.max_in_flight),
+            ("delivery.retry_base_secs", self.delivery.retry_base_secs as usize),
+            ("delivery.retry_max_secs", self.delivery.retry_max_secs as usize),
             ("federation.max_key_fetches", f.max_key_fetches),
             ("database.pool_size", self.database.pool_size as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.delivery.retry_max_secs < self.delivery.retry_base_secs {
+            return Err(invalid(
+                "delivery.retry_max_secs",
+                "must be at least delivery.retry_base_secs",
+            ));
         }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             return Err(invalid("log.format", "must be pretty or json"));
@@ -320,6 +332,8 @@ impl Config {
             delivery_concurrency: self.delivery.concurrency,
             delivery_max_in_flight: self.delivery.max_in_flight,
             delivery_timeout_ms: self.delivery.timeout_ms,
+            retry_base_secs: self.delivery.retry_base_secs,
+            retry_max_secs: self.delivery.retry_max_secs,
             inbox_messages_per_user: self.limits.inbox_messages_per_user,
             unsolicited_per_sender: self.limits.unsolicited_per_sender,
             alias_changes_per_day: self.limits.alias_changes_per_day,

@@ -88,6 +88,7 @@ impl Transport for Endpoint {
             .receive(wire_form.as_bytes())
             .map(|_| ())
             .map_err(|e| DeliveryFailure::Http {
+                retry_after_secs: None,
                 status: e.protocol_status(),
                 code: Some(e.code().to_owned()),
             })

@@ -772,7 +772,8 @@ fn a_peers_refusal_is_reported_with_its_status_and_code() {
         w.send(&alice, &bob, MessageType::Message),
         Err(OutboxError::DeliveryFailed(fedid_domain::DeliveryFailure::Http {
             status: 404,
-            code: Some("unknown_recipient".into())
+            code: Some("unknown_recipient".into()),
+            retry_after_secs: None,
         }))
     );
 }

@@ -252,6 +252,12 @@ impl Transport for HttpTransport {
             .send(wire_form)
             .map_err(|e| failure(&e))?;
         let status = response.status().as_u16();
+        // Seconds only: an HTTP date is not worth its parsing here.
+        let retry_after_secs = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         match status {
             200..=299 => Ok(()),
             300..=399 => Err(DeliveryFailure::Redirect),
@@ -260,7 +266,11 @@ impl Transport for HttpTransport {
                     .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
                     .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
                     .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-                Err(DeliveryFailure::Http { status, code })
+                Err(DeliveryFailure::Http {
+                    status,
+                    code,
+                    retry_after_secs,
+                })
             }
         }
     }

@@ -111,7 +111,8 @@ fn delivery_statuses_and_problem_codes() {
         transport().deliver(&local(refused.port), "{}"),
         Err(DeliveryFailure::Http {
             status: 409,
-            code: Some("nonce_reused".into())
+            code: Some("nonce_reused".into()),
+            retry_after_secs: None,
         })
     );
     let bare = serve(Duration::ZERO, |_| {
@@ -130,7 +131,8 @@ fn delivery_statuses_and_problem_codes() {
         transport().deliver(&local(huge.port), "{}"),
         Err(DeliveryFailure::Http {
             status: 500,
-            code: None
+            code: None,
+            retry_after_secs: None,
         }),
         "answers are read up to 16 KiB"
     );
@@ -352,4 +354,21 @@ fn the_guard_checks_every_resolution_so_rebinding_is_refused() {
     let name = Domain::parse(&format!("rebind.example:{}", server.port), DomainPolicy::HTTPS_PUBLIC).unwrap();
     assert_eq!(transport.deliver(&name, "{}"), Err(DeliveryFailure::BlockedAddress));
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_retry_after_in_seconds_comes_with_the_refusal() {
+    let busy = serve(Duration::ZERO, |_| {
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/problem+json\r\nRetry-After: 120\r\nContent-Length: 23\r\nConnection: close\r\n\r\n{\"code\":\"rate_limited\"}"
+            .as_bytes()
+            .to_vec()
+    });
+    assert_eq!(
+        transport().deliver(&local(busy.port), "{}"),
+        Err(DeliveryFailure::Http {
+            status: 429,
+            code: Some("rate_limited".into()),
+            retry_after_secs: Some(120),
+        })
+    );
 }

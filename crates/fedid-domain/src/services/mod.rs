@@ -123,6 +123,7 @@ impl Fedid {
             self.receive(wire.as_bytes())
                 .map(|_| ())
                 .map_err(|e| DeliveryFailure::Http {
+                    retry_after_secs: None,
                     status: e.protocol_status(),
                     code: Some(e.code().to_owned()),
                 })
