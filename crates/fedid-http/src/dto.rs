@@ -1,7 +1,7 @@
 //! Wire types of the user API (camelCase) and their conversion from the
 //! domain's values, in one place.
 
-use fedid_domain::services::{FlushReport, IdentityView, PublishedIdentity, ResetReport};
+use fedid_domain::services::{FlushItem, FlushReport, IdentityView, OutboxOutcome, PublishedIdentity, ResetReport};
 use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation, Relationship};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -113,6 +113,13 @@ pub struct PendingRevocation {
     #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
+    /// The `expires` of the long-lived REVOKE the server retries by itself
+    /// (PROTOCOL.md section 11); `null` for a row only a flush delivers.
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$")]
+    pub expires_at: Option<String>,
+    /// When the server tries that REVOKE again by itself.
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$")]
+    pub next_attempt_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,6 +140,11 @@ impl From<Page<QueuedRevocation, Handle>> for PendingPage {
                     queued_at: r.queued_at.to_rfc3339(),
                     attempts: r.attempts,
                     last_attempt_at: r.last_attempt_at.map(|t| t.to_rfc3339()),
+                    expires_at: r
+                        .expires_at
+                        .filter(|_| r.next_attempt_at.is_some())
+                        .map(|t| t.to_rfc3339()),
+                    next_attempt_at: r.next_attempt_at.map(|t| t.to_rfc3339()),
                     last_error: r.last_error,
                 })
                 .collect(),
@@ -196,6 +208,26 @@ pub struct FlushItemRequest {
     #[serde(default = "default_version")]
     #[schema(minimum = 1)]
     pub message_version: u64,
+    /// Makes the item a long-lived REVOKE with payload `{"expires": ...}`
+    /// (PROTOCOL.md section 11), which the server retries by itself.
+    #[serde(default)]
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    )]
+    pub expires: Option<String>,
+}
+
+impl From<FlushItemRequest> for FlushItem {
+    fn from(i: FlushItemRequest) -> Self {
+        Self {
+            peer_handle: i.peer_handle,
+            signature: i.signature,
+            nonce: i.nonce,
+            timestamp: i.timestamp,
+            message_version: i.message_version,
+            expires: i.expires,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -212,6 +244,11 @@ pub struct FlushResultItem {
     /// `not_queued`, `in_progress`, `invalid_item`, `invalid_signature`, `delivered` or `failed`.
     pub outcome: &'static str,
     pub error: Option<String>,
+    /// For a long-lived item that failed: when the server tries again by
+    /// itself, `null` when it will not (a final refusal); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub next_attempt_at: Option<Option<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -232,6 +269,7 @@ impl From<FlushReport> for FlushResponse {
                     peer_handle: x.peer.to_string(),
                     outcome: x.outcome.as_str(),
                     error: x.outcome.error().map(str::to_owned),
+                    next_attempt_at: x.next_attempt_at.map(|next| next.map(|t| t.to_rfc3339())),
                 })
                 .collect(),
             delivered: r.delivered,
@@ -264,9 +302,29 @@ pub struct OutboxRequestBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct OutboxResponse {
     /// `delivered`, or `queued` for a REVOKE whose delivery failed.
     pub outcome: &'static str,
+    /// For a queued long-lived REVOKE: when the server tries it again by
+    /// itself (PROTOCOL.md section 11).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+impl From<OutboxOutcome> for OutboxResponse {
+    fn from(outcome: OutboxOutcome) -> Self {
+        match outcome {
+            OutboxOutcome::Delivered => Self {
+                outcome: "delivered",
+                next_attempt_at: None,
+            },
+            OutboxOutcome::Queued { next_attempt_at } => Self {
+                outcome: "queued",
+                next_attempt_at: next_attempt_at.map(|t| t.to_rfc3339()),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -117,13 +117,31 @@ impl ClientKeys {
 
     /// One item of a flush: the REVOKE for `peer`, signed now.
     pub fn flush_item(&self, from: &Handle, peer: &Handle, now: UnixTime) -> FlushItem {
-        let envelope = self.envelope(from, peer, MessageType::RelationshipRevoke, Map::new(), now);
+        self.flush_item_expiring(from, peer, now, None)
+    }
+
+    /// A flush item that is a long-lived REVOKE valid until `expires`
+    /// (PROTOCOL.md section 11) when given, else a plain one.
+    pub fn flush_item_expiring(
+        &self,
+        from: &Handle,
+        peer: &Handle,
+        now: UnixTime,
+        expires: Option<UnixTime>,
+    ) -> FlushItem {
+        let expires = expires.map(|at| fedid_domain::Timestamp::from_instant(at).as_str().to_owned());
+        let mut payload = Map::new();
+        if let Some(expires) = &expires {
+            payload.insert("expires".into(), Value::String(expires.clone()));
+        }
+        let envelope = self.envelope(from, peer, MessageType::RelationshipRevoke, payload, now);
         FlushItem {
             peer_handle: peer.as_str().into(),
             signature: envelope.signature().to_base64url(),
             nonce: Some(envelope.nonce().as_str().into()),
             timestamp: envelope.timestamp().as_str().into(),
             message_version: 1,
+            expires,
         }
     }
 }

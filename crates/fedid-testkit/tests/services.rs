@@ -720,7 +720,7 @@ fn a_revoke_that_cannot_be_delivered_is_queued_and_the_relationship_is_gone() {
     w.network.set_unreachable("b.example", true);
     assert_eq!(
         w.send(&alice, &bob, MessageType::RelationshipRevoke),
-        Ok(OutboxOutcome::Queued)
+        Ok(OutboxOutcome::Queued { next_attempt_at: None })
     );
     assert_eq!(state(&alice, &bob.handle), None);
     let row = &alice
@@ -1239,4 +1239,190 @@ fn a_long_lived_revoke_that_removed_a_relationship_is_a_duplicate_until_it_expir
     w.clock.advance_secs(5 * 86_400);
     assert_eq!(bob.node.receive(revoke.as_bytes()), Ok(Received::Duplicate));
     assert_eq!(state(&bob, &alice.handle), Some(RelationshipState::Active));
+}
+
+/// alice, reset after befriending bob, flushes a long-lived REVOKE valid
+/// for `days` while bob's server is down; her keys and the flush result.
+fn flush_long_lived_while_down(w: &World, bob: &Person, days: i64) -> (Person, fedid_domain::services::FlushResult) {
+    let (alice, keys) = reset_alice_with(w, &[bob]);
+    w.network.set_unreachable("b.example", true);
+    let expires = w.now().plus_secs(days * 86_400);
+    let item = keys.flush_item_expiring(&alice.handle, &bob.handle, w.now(), Some(expires));
+    let report = alice.node.flush(alice.user, &[item]).unwrap();
+    (alice, report.results[0].clone())
+}
+
+/// alice's one queued row.
+fn only_row(alice: &Person) -> fedid_domain::QueuedRevocation {
+    let mut rows = alice
+        .node
+        .pending_revocations(alice.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items;
+    assert_eq!(rows.len(), 1);
+    rows.remove(0)
+}
+
+#[test]
+fn a_failed_long_lived_flush_item_is_retried_by_the_server_after_the_base_delay() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, result) = flush_long_lived_while_down(&w, &bob, 7);
+    assert_eq!(result.outcome, FlushOutcome::Failed("connect refused".into()));
+    let next = result.next_attempt_at.flatten().unwrap();
+    let delay = next.as_nanos() - w.now().as_nanos();
+    assert!((15_000_000_000..=30_000_000_000).contains(&delay), "{delay}");
+    let row = only_row(&alice);
+    assert!(row.is_scheduled());
+    assert_eq!(row.next_attempt_at, Some(next));
+}
+
+#[test]
+fn a_revoke_to_a_peer_down_for_three_days_lands_on_its_first_day_back() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 7);
+    let down_until = w.now().plus_secs(3 * 86_400);
+    let mut attempts = vec![w.now()];
+    let mut scheduled_after = vec![0u32];
+    loop {
+        let row = only_row(&alice);
+        let due = row.next_attempt_at.unwrap();
+        w.clock
+            .advance_secs(((due.as_nanos() - w.now().as_nanos()) / 1_000_000_000 + 1) as i64);
+        if w.now() >= down_until {
+            w.network.set_unreachable("b.example", false);
+        }
+        let round = alice.node.deliver_due(16).unwrap();
+        assert_eq!(round.claimed, 1);
+        attempts.push(w.now());
+        if round.delivered == 1 {
+            break;
+        }
+        scheduled_after.push(only_row(&alice).retries);
+    }
+    // Each wait was in [D/2, D] (plus the second this test rounds up), D =
+    // min(30 s x 2^n, 6 h), n the background attempts made before it.
+    for (pair, n) in attempts.windows(2).zip(&scheduled_after) {
+        let waited = (pair[1].as_nanos() - pair[0].as_nanos()) as f64 / 1e9;
+        let ceiling = (30.0 * 2f64.powi(*n as i32)).min(21_600.0);
+        assert!(
+            waited >= ceiling / 2.0 && waited <= ceiling + 1.0,
+            "n={n}: waited {waited} s"
+        );
+    }
+    let delivered_at = *attempts.last().unwrap();
+    assert!(delivered_at >= down_until);
+    assert!(
+        delivered_at.as_nanos() - down_until.as_nanos() <= 86_400 * 1_000_000_000,
+        "on its first day back"
+    );
+    assert_eq!(state(&bob, &alice.handle), None, "bob's relationship is gone");
+    assert!(alice
+        .node
+        .pending_revocations(alice.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(alice
+        .node
+        .audit_records(alice.user)
+        .unwrap()
+        .iter()
+        .any(|r| r.action == "revocation_delivered"));
+}
+
+#[test]
+fn a_final_refusal_ends_the_retries_at_once() {
+    let w = world();
+    let (alice, keys) = reset_alice_with(&w, &[]);
+    // A former peer that bob's server does not know: 404 unknown_recipient.
+    let ghost = Handle::parse("ghost@b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let (user, row) = (alice.user, fedid_domain::QueuedRevocation::new(ghost.clone(), w.now()));
+    fedid_domain::ports::write(w.a.store.as_ref(), None, move |tx| tx.enqueue(user, &row))
+        .wait()
+        .unwrap();
+    let expires = w.now().plus_secs(86_400);
+    let item = keys.flush_item_expiring(&alice.handle, &ghost, w.now(), Some(expires));
+    let result = alice.node.flush(alice.user, &[item]).unwrap().results.remove(0);
+    assert_eq!(
+        result.outcome,
+        FlushOutcome::Failed("http 404 unknown_recipient".into())
+    );
+    assert_eq!(result.next_attempt_at, Some(None), "the server will not try again");
+    assert!(!only_row(&alice).is_scheduled());
+}
+
+#[test]
+fn a_long_lived_revoke_past_its_expiry_stays_queued_as_expired() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 1);
+    w.clock.advance_secs(86_400 + 1);
+    let round = alice.node.deliver_due(16).unwrap();
+    assert_eq!((round.claimed, round.delivered), (1, 0));
+    let row = only_row(&alice);
+    assert_eq!(row.last_error.as_deref(), Some("expired"));
+    assert!(!row.is_scheduled() && row.envelope.is_none());
+    assert_eq!(
+        state(&bob, &alice.handle),
+        Some(RelationshipState::Active),
+        "never delivered"
+    );
+}
+
+#[test]
+fn a_scheduled_row_is_not_delivered_before_it_is_due() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 7);
+    w.network.set_unreachable("b.example", false);
+    assert_eq!(alice.node.deliver_due(16).unwrap().claimed, 0);
+    assert!(only_row(&alice).is_scheduled());
+}
+
+#[test]
+fn a_scheduled_row_claimed_by_a_flush_is_left_to_it() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 7);
+    let due = only_row(&alice).next_attempt_at.unwrap();
+    w.clock
+        .advance_secs((due.as_nanos() - w.now().as_nanos()) as i64 / 1_000_000_000 + 1);
+    // A flush holds the row (as one in flight would).
+    let (user, peer, until) = (alice.user, bob.handle.clone(), w.now().plus_secs(60));
+    fedid_domain::ports::write(w.a.store.as_ref(), None, move |tx| {
+        let mut row = tx.queued(user, &peer)?.unwrap();
+        row.claimed_until = Some(until);
+        tx.update_queued(user, &row)
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(alice.node.deliver_due(16).unwrap().claimed, 0);
+}
+
+#[test]
+fn an_outbox_revoke_that_is_long_lived_is_queued_with_its_next_attempt() {
+    let w = world();
+    let (alice, bob) = (person(&w.a, "alice"), person(&w.b, "bob"));
+    w.befriend(&alice, &bob);
+    w.network.set_unreachable("b.example", true);
+    let expires = fedid_domain::Timestamp::from_instant(w.now().plus_secs(86_400));
+    let mut payload = Map::new();
+    payload.insert("expires".into(), json!(expires.as_str()));
+    let request = alice.keys.outbox_request(
+        &alice.handle,
+        &bob.handle,
+        MessageType::RelationshipRevoke,
+        payload,
+        w.now(),
+    );
+    let outcome = alice.node.send(alice.user, request).unwrap();
+    let OutboxOutcome::Queued {
+        next_attempt_at: Some(next),
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(only_row(&alice).next_attempt_at, Some(next));
 }

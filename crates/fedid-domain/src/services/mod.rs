@@ -9,6 +9,7 @@ mod inbox;
 mod outbox;
 mod reads;
 mod reset;
+mod retries;
 mod revocations;
 mod sessions;
 
@@ -20,6 +21,7 @@ pub use inbox::{CheckedEnvelope, InboxError, Received};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
 pub use reads::{ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};
+pub use retries::DeliveryRound;
 pub use revocations::{FlushError, FlushItem, FlushOutcome, FlushReport, FlushResult};
 pub use sessions::{SessionError, SessionToken};
 

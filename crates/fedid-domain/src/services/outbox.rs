@@ -8,7 +8,9 @@ use crate::handle::Handle;
 use crate::model::{QueuedRevocation, Relationship, RelationshipState, UserId};
 use crate::ports::{self, DeliveryFailure, Lane, StoreError};
 use crate::services::identity::ViewError;
+use crate::services::retries::LongLived;
 use crate::services::Fedid;
+use crate::time::UnixTime;
 
 /// Why an outbox call failed (API.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,7 +103,11 @@ pub enum OutboxOutcome {
     /// The recipient's server accepted it.
     Delivered,
     /// A REVOKE whose delivery failed: it waits in the revocation queue.
-    Queued,
+    Queued {
+        /// For a long-lived REVOKE (PROTOCOL.md section 11): when the server
+        /// tries it again by itself, unless the failure ended its retries.
+        next_attempt_at: Option<UnixTime>,
+    },
 }
 
 impl Fedid {
@@ -173,36 +179,30 @@ impl Fedid {
         let peer = to.clone();
         ports::write(self.store.as_ref(), lane, move |tx| tx.delete_relationship(user, &peer)).wait()?;
         let result = self.deliver(envelope);
-        let delivered = result.is_ok();
-        let now = self.clock.now();
+        let (plan, now, fresh) = (self.retry_plan(), self.clock.now(), LongLived::of(envelope));
         ports::write(self.store.as_ref(), lane, move |tx| {
-            match &result {
+            let failure = match &result {
                 Ok(()) => {
                     tx.dequeue(user, &to)?;
+                    return Ok(OutboxOutcome::Delivered);
                 }
-                Err(failure) => {
-                    let mut row = match tx.queued(user, &to)? {
-                        Some(row) => row,
-                        None => {
-                            let row = QueuedRevocation::new(to.clone(), now);
-                            tx.enqueue(user, &row)?;
-                            row
-                        }
-                    };
-                    row.attempts += 1;
-                    row.last_attempt_at = Some(now);
-                    row.last_error = Some(failure.to_string());
-                    tx.update_queued(user, &row)?;
+                Err(failure) => failure,
+            };
+            let mut row = match tx.queued(user, &to)? {
+                Some(row) => row,
+                None => {
+                    let row = QueuedRevocation::new(to.clone(), now);
+                    tx.enqueue(user, &row)?;
+                    row
                 }
-            }
-            Ok::<_, OutboxError>(())
+            };
+            plan.record_failure(&mut row, failure, now, fresh.as_ref());
+            tx.update_queued(user, &row)?;
+            Ok::<_, OutboxError>(OutboxOutcome::Queued {
+                next_attempt_at: row.next_attempt_at,
+            })
         })
-        .wait()?;
-        Ok(if delivered {
-            OutboxOutcome::Delivered
-        } else {
-            OutboxOutcome::Queued
-        })
+        .wait()
     }
 
     /// Builds the envelope the inbox would read, and checks it the same way.

@@ -9,11 +9,13 @@ use serde_json::json;
 
 use crate::envelope::{Envelope, VerifiedEnvelope};
 use crate::handle::Handle;
-use crate::model::UserId;
+use crate::model::{QueuedRevocation, UserId};
 use crate::ports::{self, Lane, StoreError};
 use crate::services::identity::{audit, ViewError};
 use crate::services::outbox::OutboxRequest;
+use crate::services::retries::LongLived;
 use crate::services::Fedid;
+use crate::time::UnixTime;
 
 /// At most this many items in one flush.
 pub const MAX_FLUSH_ITEMS: usize = 1000;
@@ -78,6 +80,10 @@ pub struct FlushItem {
     pub timestamp: String,
     /// 1 or more.
     pub message_version: u64,
+    /// When set, the item is a long-lived REVOKE with payload
+    /// `{"expires": ...}`, which the server retries by itself after a
+    /// failure (PROTOCOL.md section 11).
+    pub expires: Option<String>,
 }
 
 /// Each item's outcome, in the order API.md checks them.
@@ -128,6 +134,10 @@ pub struct FlushResult {
     pub peer: Handle,
     /// What happened.
     pub outcome: FlushOutcome,
+    /// For a long-lived item that failed: when the server tries again by
+    /// itself, `Some(None)` when it will not (a final refusal); `None` for
+    /// every other item.
+    pub next_attempt_at: Option<Option<UnixTime>>,
 }
 
 /// A flush's outcome.
@@ -207,16 +217,20 @@ impl Fedid {
                 });
             }
         });
-        for (index, outcome) in delivered.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let mut next_attempts = vec![None; peers.len()];
+        for (index, (outcome, next_attempt_at)) in delivered.into_inner().unwrap_or_else(|p| p.into_inner()) {
             outcomes[index] = Some(outcome);
+            next_attempts[index] = next_attempt_at;
         }
 
         let results: Vec<FlushResult> = peers
             .into_iter()
             .zip(outcomes)
-            .map(|(peer, outcome)| FlushResult {
+            .zip(next_attempts)
+            .map(|((peer, outcome), next_attempt_at)| FlushResult {
                 peer,
                 outcome: outcome.unwrap_or(FlushOutcome::Failed("io".into())),
+                next_attempt_at,
             })
             .collect();
         let count = |wanted: fn(&FlushOutcome) -> bool| results.iter().filter(|r| wanted(&r.outcome)).count() as u64;
@@ -298,7 +312,11 @@ impl Fedid {
             message_version: item.message_version,
             nonce: item.nonce.clone(),
             timestamp: item.timestamp.clone(),
-            payload: None,
+            payload: item.expires.as_ref().map(|expires| {
+                let mut payload = serde_json::Map::new();
+                payload.insert("expires".into(), serde_json::Value::String(expires.clone()));
+                payload
+            }),
             signature: item.signature.clone(),
         };
         let refusal = match self.build_envelope(from, &request) {
@@ -316,7 +334,9 @@ impl Fedid {
         Ok(Claim::Outcome(refusal))
     }
 
-    fn deliver_claimed(&self, user: UserId, envelope: &Envelope) -> FlushOutcome {
+    /// Delivers a claimed item; for a long-lived one that failed, also when
+    /// the server tries again by itself (`Some(None)`: it will not).
+    fn deliver_claimed(&self, user: UserId, envelope: &Envelope) -> (FlushOutcome, Option<Option<UnixTime>>) {
         let peer = envelope.to();
         match self.deliver(envelope) {
             Ok(()) => {
@@ -329,18 +349,18 @@ impl Fedid {
                     tx.dequeue(user, &peer)
                 })
                 .wait();
-                FlushOutcome::Delivered
+                (FlushOutcome::Delivered, None)
             }
             Err(failure) => {
                 let reason = failure.to_string();
-                let now = self.clock.now();
-                let recorded = reason.clone();
-                let _ = self.release(user, peer, move |row| {
-                    row.attempts += 1;
-                    row.last_attempt_at = Some(now);
-                    row.last_error = Some(recorded.clone());
+                let fresh = LongLived::of(envelope);
+                let long_lived = fresh.is_some();
+                let (plan, now) = (self.retry_plan(), self.clock.now());
+                let recorded = self.release(user, peer, move |row| {
+                    plan.record_failure(row, &failure, now, fresh.as_ref());
                 });
-                FlushOutcome::Failed(reason)
+                let next_attempt_at = recorded.ok().flatten().and_then(|row| row.next_attempt_at);
+                (FlushOutcome::Failed(reason), long_lived.then_some(next_attempt_at))
             }
         }
     }
@@ -349,16 +369,17 @@ impl Fedid {
         &self,
         user: UserId,
         peer: &Handle,
-        change: impl Fn(&mut crate::model::QueuedRevocation) + Send + 'static,
-    ) -> Result<(), StoreError> {
+        change: impl Fn(&mut QueuedRevocation) + Send + 'static,
+    ) -> Result<Option<QueuedRevocation>, StoreError> {
         let peer = peer.clone();
         ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
-            if let Some(mut row) = tx.queued(user, &peer)? {
-                change(&mut row);
-                row.claimed_until = None;
-                tx.update_queued(user, &row)?;
-            }
-            Ok(())
+            let Some(mut row) = tx.queued(user, &peer)? else {
+                return Ok(None);
+            };
+            change(&mut row);
+            row.claimed_until = None;
+            tx.update_queued(user, &row)?;
+            Ok(Some(row))
         })
         .wait()
     }

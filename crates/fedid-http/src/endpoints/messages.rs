@@ -2,7 +2,7 @@
 //! `GET /users/me/inbox`, `DELETE /users/me/inbox/{id}`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use fedid_domain::services::{OutboxOutcome, OutboxRequest};
+use fedid_domain::services::OutboxRequest;
 
 use crate::dto::{InboxPage, OutboxRequestBody, OutboxResponse, RelationshipPage};
 use crate::error::{ApiError, Problem};
@@ -50,11 +50,7 @@ pub async fn outbox(
     };
     let fedid = state.fedid.clone();
     let outcome = blocking(move || Ok(fedid.send(user, request)?)).await?;
-    let outcome = match outcome {
-        OutboxOutcome::Delivered => "delivered",
-        OutboxOutcome::Queued => "queued",
-    };
-    Ok(HttpResponse::Ok().json(OutboxResponse { outcome }))
+    Ok(HttpResponse::Ok().json(OutboxResponse::from(outcome)))
 }
 
 #[utoipa::path(get, path = "/users/me/inbox", operation_id = "listInbox", tag = "inbox", security(("bearer" = [])),

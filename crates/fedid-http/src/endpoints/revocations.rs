@@ -37,17 +37,7 @@ pub async fn flush(
 ) -> Result<HttpResponse, ApiError> {
     let (user, request): (_, FlushRequest) =
         user_and_json(&req, payload, &state, state.http.body_bytes.saturating_mul(16)).await?;
-    let items: Vec<FlushItem> = request
-        .items
-        .into_iter()
-        .map(|i| FlushItem {
-            peer_handle: i.peer_handle,
-            signature: i.signature,
-            nonce: i.nonce,
-            timestamp: i.timestamp,
-            message_version: i.message_version,
-        })
-        .collect();
+    let items: Vec<FlushItem> = request.items.into_iter().map(FlushItem::from).collect();
     let fedid = state.fedid.clone();
     // The flush runs to completion on the blocking pool even if the client goes away.
     let report = blocking(move || Ok(fedid.flush(user, &items)?)).await?;
