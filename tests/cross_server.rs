@@ -491,3 +491,71 @@ fn a_slow_peer_does_not_hold_up_the_others_beyond_one_timeout() {
         "one timeout, not one per peer: {elapsed:?}"
     );
 }
+
+/// PROTOCOL.md section 11 with real processes: bob's server is down when
+/// alice flushes; her client goes away; when bob's server comes back, the
+/// REVOKE reaches it without any further request from her.
+#[test]
+fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast_retries = [
+        ("FEDID__DELIVERY__RETRY_BASE_SECS", "1"),
+        ("FEDID__DELIVERY__RETRY_MAX_SECS", "2"),
+    ];
+    let a = Server::start(dir.path(), "a", &fast_retries);
+    let mut b = Server::start(dir.path(), "b", &[]);
+    let (alice, ah, ak) = a.user("alice");
+    let (bob, bh, bk) = b.user("bob");
+    assert_eq!(
+        outbox(&a, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest).0,
+        200
+    );
+    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
+
+    b.stop();
+    let (status, _) = send(
+        &a.url("/users/me/identity/reset"),
+        "POST",
+        Some(&alice),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    assert_eq!(status, 200);
+    let keys = ClientKeys::generate().unwrap();
+    a.register_keys(&alice, &keys);
+    let item = keys.flush_item_expiring(&ah, &bh, now(), Some(now().plus_secs(7 * 86_400)));
+    let (status, report) = send(
+        &a.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        json!({"items": [{"peerHandle": item.peer_handle, "signature": item.signature, "nonce": item.nonce,
+                          "timestamp": item.timestamp, "expires": item.expires}]}),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["results"][0]["outcome"], "failed", "{report}");
+    assert!(report["results"][0]["nextAttemptAt"].is_string(), "{report}");
+    let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
+    assert!(pending["items"][0]["nextAttemptAt"].is_string(), "{pending}");
+
+    b.launch();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
+        if pending["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still queued: {pending}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(relationship_state(&b, &bob, &ah), None, "bob's relationship is gone");
+    let (_, identity) = get(&a.url("/users/me/identity"), Some(&alice));
+    let audit = a
+        .command()
+        .args(["audit", "list", "--user", identity["userId"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&audit.stdout).contains("revocation_delivered"),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}

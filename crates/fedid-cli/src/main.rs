@@ -76,7 +76,33 @@ enum Command {
         /// Repeat for every queued peer.
         #[arg(long = "peer", required = true)]
         peers: Vec<String>,
+        /// How long the server may keep retrying each REVOKE by itself
+        /// (PROTOCOL.md section 11): a number with s, m, h or d, at most
+        /// 7d; 0 for REVOKEs that only this flush delivers.
+        #[arg(long, default_value = "7d", value_parser = lifetime)]
+        expires_in: i64,
     },
+}
+
+/// `--expires-in`: seconds, from `90s`, `15m`, `12h`, `7d` or `0`.
+fn lifetime(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number with s, m, h or d"))?;
+    let unit = match unit {
+        "" if number == 0 => 0,
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: a number with s, m, h or d")),
+    };
+    let secs = number.saturating_mul(unit);
+    if secs > fedid_domain::envelope::MAX_REVOKE_LIFETIME_SECS {
+        return Err(format!("{text:?}: at most 7d"));
+    }
+    Ok(secs)
 }
 
 fn handle(text: &str, what: &str) -> Result<Handle, String> {
@@ -191,27 +217,44 @@ fn run(cli: Cli) -> Result<String, String> {
                 .to_string(),
             })
         }
-        Command::Flush { seed, from, peers } => {
+        Command::Flush {
+            seed,
+            from,
+            peers,
+            expires_in,
+        } => {
             let from = handle(&from, "--from")?;
+            let now = Timestamp::from_instant(now());
+            // Whole seconds: the expiry is later than the timestamp by
+            // exactly --expires-in.
+            let expires = (expires_in > 0).then(|| Timestamp::from_instant(now.instant().plus_secs(expires_in)));
             let mut items = Vec::with_capacity(peers.len());
             for peer in &peers {
                 let peer = handle(peer, "--peer")?;
+                let mut payload = Map::new();
+                if let Some(expires) = &expires {
+                    payload.insert("expires".into(), Value::String(expires.as_str().into()));
+                }
                 let e = sign_envelope(
                     &seed,
                     &from,
                     &peer,
                     MessageType::RelationshipRevoke,
-                    Map::new(),
+                    payload,
                     None,
-                    None,
+                    Some(now.as_str().to_owned()),
                 )?;
-                items.push(json!({
+                let mut item = json!({
                     "peerHandle": peer.as_str(),
                     "signature": e.signature().to_base64url(),
                     "nonce": e.nonce().as_str(),
                     "timestamp": e.timestamp().as_str(),
                     "messageVersion": 1,
-                }));
+                });
+                if let Some(expires) = &expires {
+                    item["expires"] = Value::String(expires.as_str().into());
+                }
+                items.push(item);
             }
             Ok(json!({ "items": items }).to_string())
         }

@@ -99,3 +99,74 @@ fn secrets_that_start_with_a_hyphen_are_values() {
     let keys = fedid(&["keys", "--seed", seed, "--encryption-secret", secret]);
     assert!(SigningKey::parse(keys["signingKey"].as_str().unwrap()).is_ok());
 }
+
+/// The envelope the server builds from a flush item, parsed.
+fn item_envelope(item: &Value, from: &str) -> fedid_domain::Envelope {
+    let mut envelope = serde_json::json!({
+        "protocol_version": 1,
+        "message_type": "RELATIONSHIP_REVOKE",
+        "from": from,
+        "to": item["peerHandle"],
+        "nonce": item["nonce"],
+        "timestamp": item["timestamp"],
+        "signature": item["signature"],
+        "payload": {},
+    });
+    if let Some(expires) = item.get("expires") {
+        envelope["payload"] = serde_json::json!({ "expires": expires });
+    }
+    fedid_domain::Envelope::parse(envelope.to_string().as_bytes(), fedid_domain::DomainPolicy::ANY).unwrap()
+}
+
+#[test]
+fn flush_items_are_long_lived_for_seven_days_unless_told_otherwise() {
+    let keys = fedid(&["keygen"]);
+    let seed = keys["seed"].as_str().unwrap();
+    let signing = SigningKey::parse(keys["signingKey"].as_str().unwrap()).unwrap();
+    let flush = |extra: &[&str]| {
+        let mut args = vec![
+            "flush",
+            "--seed",
+            seed,
+            "--from",
+            "alice@a.example",
+            "--peer",
+            "bob@b.example",
+        ];
+        args.extend_from_slice(extra);
+        fedid(&args)["items"][0].clone()
+    };
+    let item = flush(&[]);
+    let envelope = item_envelope(&item, "alice@a.example");
+    let lifetime = envelope.expires().unwrap().instant().as_secs() - envelope.timestamp().instant().as_secs();
+    assert_eq!(lifetime, 7 * 86_400);
+    assert!(envelope.verify(&signing).is_ok());
+    let plain = flush(&["--expires-in", "0"]);
+    assert!(plain.get("expires").is_none());
+    assert!(item_envelope(&plain, "alice@a.example").verify(&signing).is_ok());
+    let short = item_envelope(&flush(&["--expires-in", "90m"]), "alice@a.example");
+    assert_eq!(
+        short.expires().unwrap().instant().as_secs() - short.timestamp().instant().as_secs(),
+        5_400
+    );
+}
+
+#[test]
+fn a_lifetime_past_seven_days_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fedid"))
+        .args([
+            "flush",
+            "--seed",
+            "x",
+            "--from",
+            "a@a.example",
+            "--peer",
+            "b@b.example",
+            "--expires-in",
+            "8d",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 7d"));
+}

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 use fedid_domain::key_directory::{FetchOutcome, KeyFetchObserver};
-use fedid_domain::services::DeliveryObserver;
+use fedid_domain::services::{DeliveryObserver, RevocationGauges};
 
 const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -95,7 +95,7 @@ impl Metrics {
         self.with(|s| *s.inbox.entry(code.to_owned()).or_default() += 1);
     }
 
-    pub fn render(&self, revocations_queued: Option<u64>) -> String {
+    pub fn render(&self, revocations: Option<RevocationGauges>) -> String {
         let mut out = String::new();
         self.with(|s| {
             header(
@@ -167,14 +167,21 @@ impl Metrics {
             );
             let _ = writeln!(out, "fedid_connections_refused_total {}", s.connections_refused);
         });
-        if let Some(queued) = revocations_queued {
+        if let Some(gauges) = revocations {
             header(
                 &mut out,
                 "fedid_revocations_queued",
                 "gauge",
                 "Revocations queued for delivery, all users.",
             );
-            let _ = writeln!(out, "fedid_revocations_queued {queued}");
+            let _ = writeln!(out, "fedid_revocations_queued {}", gauges.queued);
+            header(
+                &mut out,
+                "fedid_revocations_scheduled",
+                "gauge",
+                "Queued revocations the server retries by itself (long-lived REVOKEs).",
+            );
+            let _ = writeln!(out, "fedid_revocations_scheduled {}", gauges.scheduled);
         }
         out
     }
@@ -205,7 +212,10 @@ mod tests {
     fn every_series_has_help_and_type_lines() {
         let metrics = Metrics::default();
         metrics.request("/healthz", "GET", 200, 0.001);
-        let text = metrics.render(Some(0));
+        let text = metrics.render(Some(RevocationGauges {
+            queued: 0,
+            scheduled: 0,
+        }));
         let typed: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

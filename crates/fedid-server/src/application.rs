@@ -3,7 +3,7 @@
 //! and read [`Application::port`].
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use actix_web::web;
@@ -19,6 +19,10 @@ use crate::configuration::{Config, ConfigError};
 /// Expired replay keys are pruned this often, a batch at a time.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_BATCH: usize = 1_000;
+/// How often the deliverer looks for due long-lived REVOKEs (PROTOCOL.md
+/// section 11), and how many rows one round claims at most.
+const DELIVER_EVERY: Duration = Duration::from_secs(1);
+const DELIVER_BATCH: usize = 64;
 
 pub struct Application {
     listener: TcpListener,
@@ -162,14 +166,68 @@ impl Application {
                 }
             })
             .map_err(|e| format!("cannot start the pruning thread: {e}"))?;
+        let deliverer = Deliverer::start(self.state.fedid.clone())?;
         let address = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%address, workers = self.workers, "serving");
-        actix_web::rt::System::new().block_on(async move {
+        let served = actix_web::rt::System::new().block_on(async move {
             let server = fedid_http::server(self.listener, self.state, self.workers, self.grace_secs)
                 .map_err(|e| format!("cannot serve: {e}"))?;
             server.await.map_err(|e| format!("server stopped: {e}"))
-        })?;
+        });
+        // Its round in flight ends (each delivery has its timeout); rows it
+        // could not record keep their claim until it lapses.
+        deliverer.stop();
+        served?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The thread that delivers due long-lived REVOKEs (PROTOCOL.md section 11)
+/// off the request path, one round a second, until stopped.
+struct Deliverer {
+    stopping: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Deliverer {
+    fn start(fedid: Arc<Fedid>) -> Result<Self, String> {
+        let stopping = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stopping);
+        let thread = std::thread::Builder::new()
+            .name("fedid-deliverer".into())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                loop {
+                    let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                    let (guard, _) = wake
+                        .wait_timeout_while(guard, DELIVER_EVERY, |stopped| !*stopped)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    // Full rounds follow each other: a backlog drains at once.
+                    loop {
+                        match fedid.deliver_due(DELIVER_BATCH) {
+                            Ok(round) if round.claimed == DELIVER_BATCH => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "delivering scheduled revocations failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the deliverer: {e}"))?;
+        Ok(Self { stopping, thread })
+    }
+
+    fn stop(self) {
+        let (stopped, wake) = &*self.stopping;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        let _ = self.thread.join();
     }
 }

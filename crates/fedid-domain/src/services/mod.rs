@@ -151,10 +151,26 @@ impl Fedid {
         crate::ports::write(self.store.as_ref(), None, move |tx| tx.record_readiness(now)).wait()
     }
 
-    /// The number of queued revocations of every user (a gauge).
-    pub fn total_queued_revocations(&self) -> Result<u64, StoreError> {
-        crate::ports::read(self.store.as_ref(), |tx| tx.total_queue_len())
+    /// Every user's queued revocations, and of those the ones the server
+    /// retries by itself (the gauges `fedid_revocations_queued` and
+    /// `fedid_revocations_scheduled`), from one snapshot.
+    pub fn revocation_gauges(&self) -> Result<RevocationGauges, StoreError> {
+        crate::ports::read(self.store.as_ref(), |tx| {
+            Ok::<_, StoreError>(RevocationGauges {
+                queued: tx.total_queue_len()?,
+                scheduled: tx.total_scheduled()?,
+            })
+        })
     }
+}
+
+/// The revocation queue's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationGauges {
+    /// Rows queued, all users.
+    pub queued: u64,
+    /// Rows holding a long-lived REVOKE the server retries by itself.
+    pub scheduled: u64,
 }
 
 /// The network of [`Fedid::offline`]: nothing is reachable.

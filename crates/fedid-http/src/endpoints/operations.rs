@@ -70,10 +70,10 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         }
     }
     let fedid = state.fedid.clone();
-    let queued = blocking(move || Ok(fedid.total_queued_revocations()?)).await.ok();
+    let gauges = blocking(move || Ok(fedid.revocation_gauges()?)).await.ok();
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(queued)))
+        .body(state.metrics.render(gauges)))
 }
 
 #[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "operations",
