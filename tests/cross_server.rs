@@ -559,3 +559,92 @@ fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
         String::from_utf8_lossy(&audit.stderr)
     );
 }
+
+/// Two instances of alice's server on one PostgreSQL both run a deliverer:
+/// the REVOKE is delivered once, by one of them.
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn two_instances_on_one_postgres_deliver_a_scheduled_revoke_once() {
+    let base = std::env::var("FEDID_TEST_POSTGRES_URL").expect("FEDID_TEST_POSTGRES_URL (make test-postgres)");
+    let url = fedid_bench::process::fresh_postgres_schema(&base, "fedid_test", "two_deliverers").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let on_postgres = [
+        ("FEDID__DATABASE__URL", url.as_str()),
+        ("FEDID__DELIVERY__RETRY_BASE_SECS", "1"),
+        ("FEDID__DELIVERY__RETRY_MAX_SECS", "2"),
+    ];
+    let a1 = Server::start(dir.path(), "a1", &on_postgres);
+    let domain = a1.domain();
+    let mut second = on_postgres.to_vec();
+    second.push(("FEDID__FEDERATION__DOMAIN", domain.as_str()));
+    let a2 = Server::start(dir.path(), "a2", &second);
+    let mut b = Server::start(dir.path(), "b", &[]);
+    let (alice, ah, ak) = a1.user("alice");
+    let (bob, bh, bk) = b.user("bob");
+    assert_eq!(
+        outbox(&a1, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest).0,
+        200
+    );
+    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
+
+    b.stop();
+    let (status, _) = send(
+        &a2.url("/users/me/identity/reset"),
+        "POST",
+        Some(&alice),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    assert_eq!(status, 200);
+    let keys = ClientKeys::generate().unwrap();
+    a2.register_keys(&alice, &keys);
+    let item = keys.flush_item_expiring(&ah, &bh, now(), Some(now().plus_secs(86_400)));
+    let (status, report) = send(
+        &a1.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        json!({"items": [{"peerHandle": item.peer_handle, "signature": item.signature, "nonce": item.nonce,
+                          "timestamp": item.timestamp, "expires": item.expires}]}),
+    );
+    assert_eq!(
+        (status, report["results"][0]["outcome"].clone()),
+        (200, json!("failed")),
+        "{report}"
+    );
+
+    b.launch();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(&a2.url("/users/me/revocations/pending"), Some(&alice)).1["items"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "still queued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Give a second, wrongful delivery time to arrive.
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = agent()
+        .get(&b.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let revokes_answered: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("fedid_inbox_envelopes_total"))
+        .collect();
+    assert_eq!(
+        revokes_answered,
+        vec!["fedid_inbox_envelopes_total{code=\"accepted\"} 1"],
+        "bob's server, since it came back, answered one envelope, once"
+    );
+    let (_, identity) = get(&a1.url("/users/me/identity"), Some(&alice));
+    let audit = a1
+        .command()
+        .args(["audit", "list", "--user", identity["userId"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(audit.matches("revocation_delivered").count(), 1, "{audit}");
+}

@@ -423,18 +423,9 @@ impl Drop for HelloServer {
 }
 
 fn postgres_url(name: &str) -> Result<String, Failure> {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
     let base =
         std::env::var("FEDID_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("fedid_bench_{name}_{}", std::process::id());
-    let mut admin = diesel::PgConnection::establish(&base).map_err(|e| format!("PostgreSQL: {e}"))?;
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-        ))
-        .map_err(|e| e.to_string())?;
-    Ok(format!("{base}?options=-csearch_path%3D{schema}"))
+    fedid_bench::process::fresh_postgres_schema(&base, "fedid_bench", name)
 }
 
 fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {

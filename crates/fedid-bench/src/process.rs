@@ -193,3 +193,20 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh, empty schema `{prefix}_{name}_{pid}` on the PostgreSQL at
+/// `base`; returns the URL whose connections use it (the store tests sweep
+/// `fedid_test_` and `fedid_bench_` schemas of earlier runs).
+pub fn fresh_postgres_schema(base: &str, prefix: &str, name: &str) -> Result<String, String> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let schema = format!("{prefix}_{name}_{}", std::process::id());
+    let mut admin = diesel::PgConnection::establish(base).map_err(|e| format!("PostgreSQL: {e}"))?;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+        ))
+        .map_err(|e| e.to_string())?;
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
