@@ -535,6 +535,26 @@ fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
     assert!(report["results"][0]["nextAttemptAt"].is_string(), "{report}");
     let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
     assert!(pending["items"][0]["nextAttemptAt"].is_string(), "{pending}");
+    let status = a.command().args(["federation", "status"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (
+            status["domain"].as_str(),
+            status["lastFailure"].as_str(),
+            status["queued"].as_u64()
+        ),
+        (Some(b.domain().as_str()), Some("connect refused"), Some(1)),
+        "{status}"
+    );
+    let metrics = agent()
+        .get(&a.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("fedid_revocations_scheduled 1"), "{metrics}");
+    assert!(metrics.contains("fedid_peer_domains{state=\"healthy\"} 1"), "{metrics}");
 
     b.launch();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -194,6 +194,66 @@ impl QueuedRevocation {
     }
 }
 
+/// What this server knows of a peer domain it delivered to (PROTOCOL.md
+/// section 11); never sent to peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerDomainHealth {
+    /// The peer domain.
+    pub domain: Domain,
+    /// Failed deliveries since the last success.
+    pub consecutive_failures: u32,
+    /// The last delivery that succeeded.
+    pub last_success_at: Option<UnixTime>,
+    /// The last delivery that failed.
+    pub last_failure_at: Option<UnixTime>,
+    /// Its reason (section 7).
+    pub last_failure: Option<String>,
+    /// The first failure since the last success.
+    pub failing_since: Option<UnixTime>,
+}
+
+/// A peer domain's state (section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerDomainState {
+    /// Fewer than 5 failures in a row.
+    Healthy,
+    /// 5 or more in a row: one delivery to it at a time.
+    Failing,
+    /// Failing without a success for 7 days: retried at the ceiling.
+    Unreachable,
+}
+
+impl PeerDomainState {
+    /// Failures in a row from which a domain is failing.
+    pub const FAILING_AFTER: u32 = 5;
+    /// Seconds of failing without a success after which it is unreachable.
+    pub const UNREACHABLE_AFTER_SECS: i64 = 7 * 86_400;
+
+    /// The name of the state in metrics and commands.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Failing => "failing",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl PeerDomainHealth {
+    /// The state at `now`.
+    pub fn state(&self, now: UnixTime) -> PeerDomainState {
+        if self.consecutive_failures < PeerDomainState::FAILING_AFTER {
+            return PeerDomainState::Healthy;
+        }
+        match self.failing_since {
+            Some(since) if now >= since.plus_secs(PeerDomainState::UNREACHABLE_AFTER_SECS) => {
+                PeerDomainState::Unreachable
+            }
+            _ => PeerDomainState::Failing,
+        }
+    }
+}
+
 /// An envelope stored for its recipient, in wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxMessage {

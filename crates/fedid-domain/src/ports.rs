@@ -140,6 +140,17 @@ pub trait Tx {
     /// Every user's queued rows: the `fedid_revocations_queued` gauge.
     fn total_queue_len(&mut self) -> Result<u64, StoreError>;
 
+    // Peer domains (PROTOCOL.md section 11).
+    /// What is known of `domain`, if anything was delivered to it.
+    fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError>;
+    /// Every peer domain delivered to, by domain (byte order).
+    fn peer_domains(&mut self) -> Result<Vec<PeerDomainHealth>, StoreError>;
+    /// Records a delivery to `domain` at `at`: a success resets its
+    /// failures; a failure (its reason) adds one.
+    fn record_peer_outcome(&mut self, domain: &Domain, failure: Option<&str>, at: UnixTime) -> Result<(), StoreError>;
+    /// Rows queued, all users, for peers of `domain`.
+    fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError>;
+
     // Replay protection (PROTOCOL.md section 5).
     /// Records an accepted envelope unless its key, or its sender and
     /// non-empty nonce, is already recorded and not expired at `now`.

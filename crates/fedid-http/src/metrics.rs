@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 use fedid_domain::key_directory::{FetchOutcome, KeyFetchObserver};
-use fedid_domain::services::{DeliveryObserver, RevocationGauges};
+use fedid_domain::services::{DeliveryObserver, FederationGauges};
 
 const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -95,7 +95,7 @@ impl Metrics {
         self.with(|s| *s.inbox.entry(code.to_owned()).or_default() += 1);
     }
 
-    pub fn render(&self, revocations: Option<RevocationGauges>) -> String {
+    pub fn render(&self, gauges: Option<FederationGauges>) -> String {
         let mut out = String::new();
         self.with(|s| {
             header(
@@ -167,7 +167,7 @@ impl Metrics {
             );
             let _ = writeln!(out, "fedid_connections_refused_total {}", s.connections_refused);
         });
-        if let Some(gauges) = revocations {
+        if let Some(gauges) = gauges {
             header(
                 &mut out,
                 "fedid_revocations_queued",
@@ -182,6 +182,15 @@ impl Metrics {
                 "Queued revocations the server retries by itself (long-lived REVOKEs).",
             );
             let _ = writeln!(out, "fedid_revocations_scheduled {}", gauges.scheduled);
+            header(
+                &mut out,
+                "fedid_peer_domains",
+                "gauge",
+                "Peer domains delivered to, by state (healthy, failing, unreachable).",
+            );
+            for (state, n) in gauges.peer_domains {
+                let _ = writeln!(out, "fedid_peer_domains{{state=\"{}\"}} {n}", state.as_str());
+            }
         }
         out
     }
@@ -212,9 +221,14 @@ mod tests {
     fn every_series_has_help_and_type_lines() {
         let metrics = Metrics::default();
         metrics.request("/healthz", "GET", 200, 0.001);
-        let text = metrics.render(Some(RevocationGauges {
+        let text = metrics.render(Some(FederationGauges {
             queued: 0,
             scheduled: 0,
+            peer_domains: [
+                (fedid_domain::PeerDomainState::Healthy, 0),
+                (fedid_domain::PeerDomainState::Failing, 0),
+                (fedid_domain::PeerDomainState::Unreachable, 0),
+            ],
         }));
         let typed: Vec<&str> = text
             .lines()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use fedid_domain::ports::{SystemClock, SystemRandom};
-use fedid_domain::{Fedid, UserId};
+use fedid_domain::{Domain, Fedid, UnixTime, UserId};
 use fedid_store::DieselStore;
 
 use fedid_server::configuration::Config;
@@ -51,6 +51,20 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// What this server knows of its peers.
+    #[command(subcommand)]
+    Federation(FederationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FederationCommand {
+    /// Per peer domain delivered to: state, failures in a row, last success,
+    /// last failure and reason, rows queued for it; one JSON object a line.
+    Status {
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +166,33 @@ fn run(cli: Cli) -> Result<(), String> {
                 .revoke_tokens(UserId(user))
                 .map_err(|e| format!("token revoke: {e}"))?;
             println!("{}", serde_json::json!({ "revoked": revoked }));
+            Ok(())
+        }
+        Command::Federation(FederationCommand::Status { domain }) => {
+            let settings = config.settings().map_err(|e| e.to_string())?;
+            let only = domain
+                .map(|d| {
+                    Domain::parse(&d.to_ascii_lowercase(), settings.policy()).map_err(|e| format!("--domain: {e}"))
+                })
+                .transpose()?;
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
+            let time = |at: Option<UnixTime>| at.map(UnixTime::to_rfc3339);
+            for report in fedid
+                .peer_domain_report(only.as_ref())
+                .map_err(|e| format!("federation status: {e}"))?
+            {
+                let health = &report.health;
+                let line = serde_json::json!({
+                    "domain": health.domain.as_str(),
+                    "state": report.state.as_str(),
+                    "consecutiveFailures": health.consecutive_failures,
+                    "lastSuccessAt": time(health.last_success_at),
+                    "lastFailureAt": time(health.last_failure_at),
+                    "lastFailure": health.last_failure,
+                    "queued": report.queued,
+                });
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Audit(AuditCommand::List { user }) => {

@@ -4,8 +4,8 @@
 use diesel::prelude::*;
 use fedid_domain::ports::StoreError;
 use fedid_domain::{
-    Alias, AuditRecord, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation,
-    Relationship, RelationshipState, SigningKey, UnixTime, UserId,
+    Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
+    QueuedRevocation, Relationship, RelationshipState, SigningKey, UnixTime, UserId,
 };
 
 use crate::schema::*;
@@ -157,6 +157,30 @@ impl RevocationRow {
             next_attempt_at: self.next_attempt_at.map(time),
             retries: u32::try_from(self.retries).unwrap_or(0),
             unauthorized: u32::try_from(self.unauthorized).unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = peer_domains)]
+pub(crate) struct PeerDomainRow {
+    pub domain: String,
+    pub consecutive_failures: i32,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_failure: Option<String>,
+    pub failing_since: Option<i64>,
+}
+
+impl PeerDomainRow {
+    pub fn into_record(self) -> Result<PeerDomainHealth, StoreError> {
+        Ok(PeerDomainHealth {
+            domain: Domain::parse(&self.domain, DomainPolicy::ANY).map_err(|_| corrupt("peer domain"))?,
+            consecutive_failures: u32::try_from(self.consecutive_failures).unwrap_or(0),
+            last_success_at: self.last_success_at.map(time),
+            last_failure_at: self.last_failure_at.map(time),
+            last_failure: self.last_failure,
+            failing_since: self.failing_since.map(time),
         })
     }
 }

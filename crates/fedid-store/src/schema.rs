@@ -75,6 +75,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    peer_domains (domain) {
+        domain -> Text,
+        consecutive_failures -> Integer,
+        last_success_at -> Nullable<BigInt>,
+        last_failure_at -> Nullable<BigInt>,
+        last_failure -> Nullable<Text>,
+        failing_since -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     replay_keys (id) {
         id -> BigInt,
         replay_key -> Binary,
@@ -112,4 +123,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     replay_keys,
     audit_log,
     readiness,
+    peer_domains,
 );

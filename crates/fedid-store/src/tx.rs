@@ -9,8 +9,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
-    Alias, AliasChanges, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation,
-    Relationship, RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
+    Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
+    QueuedRevocation, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
 use crate::command::AdjustInboxCount;
@@ -460,6 +460,92 @@ macro_rules! impl_tx {
                     claimed.push((user, record));
                 }
                 Ok(claimed)
+            }
+
+            fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError> {
+                let row = peer_domains::table
+                    .find(domain.as_str())
+                    .select(PeerDomainRow::as_select())
+                    .get_result(self.conn)
+                    .optional();
+                self.db(row)?.map(PeerDomainRow::into_record).transpose()
+            }
+
+            fn peer_domains(&mut self) -> Result<Vec<PeerDomainHealth>, StoreError> {
+                let rows = peer_domains::table
+                    .order(peer_domains::domain.asc())
+                    .select(PeerDomainRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?
+                    .into_iter()
+                    .map(PeerDomainRow::into_record)
+                    .collect()
+            }
+
+            fn record_peer_outcome(
+                &mut self,
+                domain: &Domain,
+                failure: Option<&str>,
+                at: UnixTime,
+            ) -> Result<(), StoreError> {
+                let at = nanos(at);
+                let known = peer_domains::table
+                    .find(domain.as_str())
+                    .select(PeerDomainRow::as_select())
+                    .get_result(self.conn)
+                    .optional();
+                let known = self.db(known)?;
+                let (failures, failing_since) = known
+                    .as_ref()
+                    .map_or((0, None), |row| (row.consecutive_failures, row.failing_since));
+                let row = PeerDomainRow {
+                    domain: domain.as_str().to_owned(),
+                    consecutive_failures: if failure.is_some() {
+                        failures.saturating_add(1)
+                    } else {
+                        0
+                    },
+                    last_success_at: if failure.is_none() {
+                        Some(at)
+                    } else {
+                        known.as_ref().and_then(|row| row.last_success_at)
+                    },
+                    last_failure_at: if failure.is_some() {
+                        Some(at)
+                    } else {
+                        known.as_ref().and_then(|row| row.last_failure_at)
+                    },
+                    last_failure: match failure {
+                        Some(reason) => Some(reason.to_owned()),
+                        None => known.as_ref().and_then(|row| row.last_failure.clone()),
+                    },
+                    failing_since: failure.map(|_| failing_since.unwrap_or(at)),
+                };
+                // An upsert: two instances may meet a new domain at once.
+                // (Health is a heuristic: of two concurrent failures on
+                // PostgreSQL, one may count once.)
+                let done = diesel::insert_into(peer_domains::table)
+                    .values(&row)
+                    .on_conflict(peer_domains::domain)
+                    .do_update()
+                    .set((
+                        peer_domains::consecutive_failures.eq(row.consecutive_failures),
+                        peer_domains::last_success_at.eq(row.last_success_at),
+                        peer_domains::last_failure_at.eq(row.last_failure_at),
+                        peer_domains::last_failure.eq(&row.last_failure),
+                        peer_domains::failing_since.eq(row.failing_since),
+                    ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError> {
+                // Domains hold no `%` or `_`: the pattern matches the domain only.
+                let n = revocations::table
+                    .filter(revocations::peer.like(format!("%@{}", domain.as_str())))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n.max(0) as u64)
             }
 
             fn total_scheduled(&mut self) -> Result<u64, StoreError> {

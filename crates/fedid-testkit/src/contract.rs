@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fedid_domain::ports::{read, StoreError, Tx};
 use fedid_domain::{
-    Alias, AuditRecord, DomainPolicy, Handle, MessageType, Nonce, PageLimit, QueuedRevocation, Relationship,
-    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, UnixTime, UserId,
+    Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, Nonce, PageLimit, PeerDomainState, QueuedRevocation,
+    Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, UnixTime, UserId,
 };
 use serde_json::Map;
 
@@ -328,6 +328,46 @@ pub fn tx_semantics(store: &dyn Store) {
     for peer in ["late@s.example", "early@s.example", "future@s.example"] {
         assert!(write(store, move |tx| tx.dequeue(u2, &h(peer))).unwrap());
     }
+
+    // Peer domains (section 11): failures in a row, since when, reset by a success.
+    let peer = Domain::parse("p.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let d = peer.clone();
+    assert_eq!(read(store, |tx| tx.peer_domain(&d)).unwrap(), None);
+    for at in 1..=5 {
+        let d = peer.clone();
+        write(store, move |tx| tx.record_peer_outcome(&d, Some("timeout"), t(at))).unwrap();
+    }
+    let health = read(store, |tx| tx.peer_domain(&d)).unwrap().unwrap();
+    assert_eq!(
+        (
+            health.consecutive_failures,
+            health.failing_since,
+            health.last_failure_at,
+            health.last_failure.as_deref()
+        ),
+        (5, Some(t(1)), Some(t(5)), Some("timeout"))
+    );
+    assert_eq!(health.state(t(6)), PeerDomainState::Failing);
+    assert_eq!(health.state(t(1 + 7 * 86_400)), PeerDomainState::Unreachable);
+    let d = peer.clone();
+    write(store, move |tx| tx.record_peer_outcome(&d, None, t(9))).unwrap();
+    let health = read(store, |tx| tx.peer_domain(&peer)).unwrap().unwrap();
+    assert_eq!(
+        (
+            health.consecutive_failures,
+            health.failing_since,
+            health.last_success_at,
+            health.last_failure_at
+        ),
+        (0, None, Some(t(9)), Some(t(5)))
+    );
+    assert_eq!(health.state(t(10)), PeerDomainState::Healthy);
+    assert_eq!(read(store, |tx| tx.peer_domains()).unwrap(), vec![health]);
+    let row = QueuedRevocation::new(h("xyz@p.example"), t(0));
+    write(store, move |tx| tx.enqueue(u2, &row)).unwrap();
+    let d = peer.clone();
+    assert_eq!(read(store, |tx| tx.queued_for_domain(&d)).unwrap(), 1);
+    write(store, move |tx| tx.dequeue(u2, &h("xyz@p.example"))).unwrap();
 
     // Replay keys: duplicate, nonce reuse, expiry, empty nonces never collide, pruning.
     let rec = |key: u8, nonce: &str, exp: i64| ReplayRecord {

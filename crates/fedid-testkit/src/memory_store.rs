@@ -10,8 +10,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use fedid_domain::ports::{StoreError, Tx, Work, WriteUnit};
 use fedid_domain::{
-    Alias, AuditRecord, EncryptionKey, Handle, IdentityRecord, InboxMessage, QueuedRevocation, Relationship,
-    RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, Store, UnixTime, UserId,
+    Alias, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
+    QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, Store,
+    UnixTime, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ struct State {
     replays: HashMap<ReplayKey, ReplayRecord>,
     nonces: HashMap<(String, String), ReplayKey>,
     audit: Vec<AuditRecord>,
+    peer_domains: BTreeMap<String, PeerDomainHealth>,
 }
 
 /// The in-memory store.
@@ -379,6 +381,47 @@ impl Tx for State {
             }
         }
         Ok(claimed)
+    }
+
+    fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError> {
+        Ok(self.peer_domains.get(domain.as_str()).cloned())
+    }
+
+    fn peer_domains(&mut self) -> Result<Vec<PeerDomainHealth>, StoreError> {
+        Ok(self.peer_domains.values().cloned().collect())
+    }
+
+    fn record_peer_outcome(&mut self, domain: &Domain, failure: Option<&str>, at: UnixTime) -> Result<(), StoreError> {
+        let health = self
+            .peer_domains
+            .entry(domain.as_str().to_owned())
+            .or_insert_with(|| PeerDomainHealth {
+                domain: domain.clone(),
+                consecutive_failures: 0,
+                last_success_at: None,
+                last_failure_at: None,
+                last_failure: None,
+                failing_since: None,
+            });
+        match failure {
+            None => {
+                health.consecutive_failures = 0;
+                health.last_success_at = Some(at);
+                health.failing_since = None;
+            }
+            Some(reason) => {
+                health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+                health.last_failure_at = Some(at);
+                health.last_failure = Some(reason.to_owned());
+                health.failing_since = health.failing_since.or(Some(at));
+            }
+        }
+        Ok(())
+    }
+
+    fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError> {
+        let suffix = format!("@{}", domain.as_str());
+        Ok(self.queue.keys().filter(|(_, peer)| peer.ends_with(&suffix)).count() as u64)
     }
 
     fn total_scheduled(&mut self) -> Result<u64, StoreError> {

@@ -1426,3 +1426,69 @@ fn an_outbox_revoke_that_is_long_lived_is_queued_with_its_next_attempt() {
     };
     assert_eq!(only_row(&alice).next_attempt_at, Some(next));
 }
+
+/// What alice's server knows of b.example.
+fn b_health(w: &World) -> Option<fedid_domain::PeerDomainHealth> {
+    let domain = Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    fedid_domain::ports::read(w.a.store.as_ref(), |tx| tx.peer_domain(&domain)).unwrap()
+}
+
+#[test]
+fn deliveries_keep_the_health_of_the_peer_domain() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 7);
+    let health = b_health(&w).unwrap();
+    assert_eq!(
+        (health.consecutive_failures, health.last_failure.as_deref()),
+        (1, Some("connect refused"))
+    );
+    w.network.set_unreachable("b.example", false);
+    let due = only_row(&alice).next_attempt_at.unwrap();
+    w.clock
+        .advance_secs((due.as_nanos() - w.now().as_nanos()) as i64 / 1_000_000_000 + 1);
+    assert_eq!(alice.node.deliver_due(16).unwrap().delivered, 1);
+    let health = b_health(&w).unwrap();
+    assert_eq!(
+        (health.consecutive_failures, health.last_success_at),
+        (0, Some(w.now()))
+    );
+}
+
+#[test]
+fn a_failing_domain_gets_one_delivery_at_a_time() {
+    let w = world();
+    let peers: Vec<Person> = ["bob", "carol", "dave"].iter().map(|p| person(&w.b, p)).collect();
+    let (alice, keys) = reset_alice_with(&w, &peers.iter().collect::<Vec<_>>());
+    w.network.set_unreachable("b.example", true);
+    let expires = w.now().plus_secs(7 * 86_400);
+    let items: Vec<_> = peers
+        .iter()
+        .map(|p| keys.flush_item_expiring(&alice.handle, &p.handle, w.now(), Some(expires)))
+        .collect();
+    alice.node.flush(alice.user, &items).unwrap();
+    // Three failures from the flush, three from a round: failing.
+    w.clock.advance_secs(60);
+    assert_eq!(alice.node.deliver_due(16).unwrap().claimed, 3);
+    assert!(b_health(&w).unwrap().consecutive_failures >= 5);
+    w.clock.advance_secs(600);
+    let attempts_before: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
+    let round = alice.node.deliver_due(16).unwrap();
+    let attempts_after: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
+    assert_eq!(
+        (round.claimed, attempts_after - attempts_before),
+        (3, 1),
+        "one attempt, two waiting"
+    );
+    assert_eq!(
+        alice.node.deliver_due(16).unwrap().claimed,
+        0,
+        "the others wait for its outcome"
+    );
+    w.clock.advance_secs(11);
+    assert_eq!(
+        alice.node.deliver_due(16).unwrap().claimed,
+        2,
+        "then they are due again"
+    );
+}

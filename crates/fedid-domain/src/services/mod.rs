@@ -26,7 +26,9 @@ pub use revocations::{FlushError, FlushItem, FlushOutcome, FlushReport, FlushRes
 pub use sessions::{SessionError, SessionToken};
 
 use crate::envelope::Envelope;
+use crate::handle::Domain;
 use crate::key_directory::KeyDirectory;
+use crate::model::{PeerDomainHealth, PeerDomainState};
 use crate::ports::{Clock, DeliveryFailure, Random, Store, StoreError, Transport};
 use crate::settings::Settings;
 
@@ -130,13 +132,28 @@ impl Fedid {
                     code: Some(e.code().to_owned()),
                 })
         } else {
-            let _permit = self.deliveries.acquire();
-            self.transport.deliver(&to, &wire)
+            let result = {
+                let _permit = self.deliveries.acquire();
+                self.transport.deliver(&to, &wire)
+            };
+            self.record_peer_outcome(to, result.as_ref().err());
+            result
         };
         if let Some(observer) = &self.delivery_observer {
             observer.delivery(result.is_ok(), started.elapsed().as_secs_f64());
         }
         result
+    }
+
+    /// Keeps the health of a peer domain (PROTOCOL.md section 11) after a
+    /// delivery to it. Health steers retries; a write that fails leaves it
+    /// as it was, and the delivery's outcome stands.
+    fn record_peer_outcome(&self, domain: Domain, failure: Option<&DeliveryFailure>) {
+        let (failure, now) = (failure.map(|f| f.to_string()), self.clock.now());
+        let _ = crate::ports::write(self.store.as_ref(), None, move |tx| {
+            tx.record_peer_outcome(&domain, failure.as_deref(), now)
+        })
+        .wait();
     }
 
     /// Prunes expired replay keys, a batch at a time; returns how many.
@@ -151,26 +168,70 @@ impl Fedid {
         crate::ports::write(self.store.as_ref(), None, move |tx| tx.record_readiness(now)).wait()
     }
 
-    /// Every user's queued revocations, and of those the ones the server
-    /// retries by itself (the gauges `fedid_revocations_queued` and
-    /// `fedid_revocations_scheduled`), from one snapshot.
-    pub fn revocation_gauges(&self) -> Result<RevocationGauges, StoreError> {
+    /// The gauges of `/metrics` that the store knows, from one snapshot.
+    pub fn federation_gauges(&self) -> Result<FederationGauges, StoreError> {
+        let now = self.clock.now();
         crate::ports::read(self.store.as_ref(), |tx| {
-            Ok::<_, StoreError>(RevocationGauges {
+            let mut domains = [0u64; 3];
+            for health in tx.peer_domains()? {
+                domains[health.state(now) as usize] += 1;
+            }
+            Ok::<_, StoreError>(FederationGauges {
                 queued: tx.total_queue_len()?,
                 scheduled: tx.total_scheduled()?,
+                peer_domains: [
+                    (PeerDomainState::Healthy, domains[0]),
+                    (PeerDomainState::Failing, domains[1]),
+                    (PeerDomainState::Unreachable, domains[2]),
+                ],
             })
+        })
+    }
+
+    /// What this server knows of each peer domain it delivered to (or of
+    /// `only` that one), with its state now and the rows queued for it:
+    /// `fedid-server federation status`.
+    pub fn peer_domain_report(&self, only: Option<&Domain>) -> Result<Vec<PeerDomainReport>, StoreError> {
+        let now = self.clock.now();
+        crate::ports::read(self.store.as_ref(), |tx| {
+            let known = match only {
+                Some(domain) => tx.peer_domain(domain)?.into_iter().collect(),
+                None => tx.peer_domains()?,
+            };
+            known
+                .into_iter()
+                .map(|health| {
+                    Ok(PeerDomainReport {
+                        state: health.state(now),
+                        queued: tx.queued_for_domain(&health.domain)?,
+                        health,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
         })
     }
 }
 
-/// The revocation queue's gauges.
+/// The gauges of `/metrics` that the store knows (API.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RevocationGauges {
-    /// Rows queued, all users.
+pub struct FederationGauges {
+    /// Revocation rows queued, all users.
     pub queued: u64,
     /// Rows holding a long-lived REVOKE the server retries by itself.
     pub scheduled: u64,
+    /// Peer domains by state.
+    pub peer_domains: [(PeerDomainState, u64); 3],
+}
+
+/// One line of `fedid-server federation status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerDomainReport {
+    /// What is known of the domain.
+    pub health: PeerDomainHealth,
+    /// Its state now.
+    pub state: PeerDomainState,
+    /// Revocation rows queued for its users, all local users.
+    pub queued: u64,
 }
 
 /// The network of [`Fedid::offline`]: nothing is reachable.

@@ -3,12 +3,14 @@
 //! rounds, which claim due rows like a flush does so that no row is ever
 //! delivered twice at once.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 
 use crate::envelope::Envelope;
-use crate::model::{QueuedRevocation, UserId};
+use crate::handle::Domain;
+use crate::model::{PeerDomainState, QueuedRevocation, UserId};
 use crate::ports::{self, DeliveryFailure, Lane, StoreError};
 use crate::services::identity::audit;
 use crate::services::Fedid;
@@ -44,6 +46,8 @@ impl LongLived {
 pub(crate) struct RetryPlan {
     base_secs: u64,
     max_secs: u64,
+    /// The peer domain is unreachable: every delay is the ceiling.
+    at_ceiling: bool,
     /// Where in [D/2, D] the delay falls: 0 is D/2, 1 is D.
     jitter: f64,
 }
@@ -100,6 +104,7 @@ impl RetryPlan {
     /// The delay after background attempt `n`: d in [D/2, D], D = min(base
     /// x 2^n, max) (section 11).
     fn delay_nanos(&self, n: u32) -> i128 {
+        let n = if self.at_ceiling { u32::MAX } else { n };
         let doubled = self.base_secs.saturating_mul(1u64.checked_shl(n).unwrap_or(u64::MAX));
         let ceiling = doubled.min(self.max_secs) as f64 * 1e9;
         (ceiling * (0.5 + 0.5 * self.jitter.clamp(0.0, 1.0))) as i128
@@ -143,6 +148,7 @@ impl Fedid {
         RetryPlan {
             base_secs: self.settings.retry_base_secs.max(1),
             max_secs: self.settings.retry_max_secs.max(1),
+            at_ceiling: false,
             jitter,
         }
     }
@@ -158,16 +164,18 @@ impl Fedid {
         let now = self.clock.now();
         let until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
         let claimed = ports::write(self.store.as_ref(), None, move |tx| tx.claim_due(now, until, limit)).wait()?;
+        let claimed_count = claimed.len();
+        let claimed = self.one_per_failing_domain(claimed, now)?;
         let next = AtomicUsize::new(0);
         let delivered = AtomicUsize::new(0);
         let workers = self.settings.delivery_concurrency.clamp(1, claimed.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
-                    while let Some((user, row)) = claimed.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    while let Some((user, row, state)) = claimed.get(next.fetch_add(1, Ordering::Relaxed)) {
                         // A row that could not be recorded keeps its claim
                         // until it lapses, and is tried again then.
-                        if let Ok(true) = self.deliver_scheduled(*user, row) {
+                        if let Ok(true) = self.deliver_scheduled(*user, row, *state) {
                             delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -175,14 +183,72 @@ impl Fedid {
             }
         });
         Ok(DeliveryRound {
-            claimed: claimed.len(),
+            claimed: claimed_count,
             delivered: delivered.into_inner(),
         })
     }
 
+    /// The claimed rows to deliver now, each with its domain's state: of a
+    /// failing (or unreachable) domain only the first, the others released
+    /// to wait for its outcome (section 11).
+    fn one_per_failing_domain(
+        &self,
+        claimed: Vec<(UserId, QueuedRevocation)>,
+        now: UnixTime,
+    ) -> Result<Vec<(UserId, QueuedRevocation, PeerDomainState)>, StoreError> {
+        let mut domains: Vec<Domain> = claimed.iter().map(|(_, row)| row.peer.domain()).collect();
+        domains.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        domains.dedup();
+        let states: HashMap<String, PeerDomainState> = ports::read(self.store.as_ref(), |tx| {
+            let mut states = HashMap::with_capacity(domains.len());
+            for domain in &domains {
+                let state = tx
+                    .peer_domain(domain)?
+                    .map_or(PeerDomainState::Healthy, |h| h.state(now));
+                states.insert(domain.as_str().to_owned(), state);
+            }
+            Ok::<_, StoreError>(states)
+        })?;
+        let mut taken = HashSet::new();
+        let (mut now_rows, mut waiting) = (Vec::new(), Vec::new());
+        for (user, row) in claimed {
+            let state = states
+                .get(row.peer.domain_str())
+                .copied()
+                .unwrap_or(PeerDomainState::Healthy);
+            if state == PeerDomainState::Healthy || taken.insert(row.peer.domain_str().to_owned()) {
+                now_rows.push((user, row, state));
+            } else {
+                waiting.push((user, row.peer));
+            }
+        }
+        if !waiting.is_empty() {
+            // They come due again once the one in flight has its outcome,
+            // and meanwhile leave the round's room to other domains' rows.
+            let after_outcome = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(1);
+            ports::write(self.store.as_ref(), None, move |tx| {
+                for (user, peer) in &waiting {
+                    if let Some(mut row) = tx.queued(*user, peer)? {
+                        row.claimed_until = None;
+                        row.next_attempt_at = row.next_attempt_at.map(|due| due.max(after_outcome));
+                        tx.update_queued(*user, &row)?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .wait()?;
+        }
+        Ok(now_rows)
+    }
+
     /// Delivers one claimed row's REVOKE and records what happened; whether
     /// it was delivered.
-    fn deliver_scheduled(&self, user: UserId, row: &QueuedRevocation) -> Result<bool, StoreError> {
+    fn deliver_scheduled(
+        &self,
+        user: UserId,
+        row: &QueuedRevocation,
+        state: PeerDomainState,
+    ) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let lane = Some(Lane::of_user(user));
         let peer = row.peer.clone();
@@ -224,7 +290,11 @@ impl Fedid {
                 Ok(true)
             }
             Err(failure) => {
-                let (plan, now) = (self.retry_plan(), self.clock.now());
+                let plan = RetryPlan {
+                    at_ceiling: state == PeerDomainState::Unreachable,
+                    ..self.retry_plan()
+                };
+                let now = self.clock.now();
                 ports::write(self.store.as_ref(), lane, move |tx| {
                     if let Some(mut row) = tx.queued(user, &peer)? {
                         row.retries = row.retries.saturating_add(1);
@@ -251,6 +321,7 @@ mod tests {
         RetryPlan {
             base_secs: 30,
             max_secs: 21_600,
+            at_ceiling: false,
             jitter,
         }
     }
@@ -288,6 +359,15 @@ mod tests {
         assert_eq!((secs(0.0, 3), secs(1.0, 3)), (120.0, 240.0));
         assert_eq!((secs(0.0, 20), secs(1.0, 20)), (10_800.0, 21_600.0));
         assert_eq!(secs(1.0, 200), 21_600.0, "no overflow past 64 doublings");
+    }
+
+    #[test]
+    fn an_unreachable_domain_is_retried_at_the_ceiling() {
+        let ceiling = RetryPlan {
+            at_ceiling: true,
+            ..plan(1.0)
+        };
+        assert_eq!(ceiling.delay_nanos(0), 21_600 * 1_000_000_000);
     }
 
     #[test]

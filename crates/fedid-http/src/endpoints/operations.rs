@@ -70,7 +70,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         }
     }
     let fedid = state.fedid.clone();
-    let gauges = blocking(move || Ok(fedid.revocation_gauges()?)).await.ok();
+    let gauges = blocking(move || Ok(fedid.federation_gauges()?)).await.ok();
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render(gauges)))
