@@ -668,3 +668,54 @@ fn two_instances_on_one_postgres_deliver_a_scheduled_revoke_once() {
     let audit = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(audit.matches("revocation_delivered").count(), 1, "{audit}");
 }
+
+/// `fedid-server federation probe` as `server` runs it against `domain`.
+fn probe(server: &Server, domain: &str) -> (bool, Value) {
+    let out = server.command().args(["federation", "probe", domain]).output().unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn steps(report: &Value) -> Vec<(String, bool)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["ok"].as_bool().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_probe_of_a_running_peer_passes_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Server::start(dir.path(), "a", &[]), Server::start(dir.path(), "b", &[]));
+    let (ok, report) = probe(&a, &b.domain());
+    assert!(ok, "{report}");
+    assert_eq!(
+        steps(&report),
+        vec![
+            ("resolve".into(), true),
+            ("connect".into(), true),
+            ("discovery".into(), true)
+        ]
+    );
+    assert!(
+        report["steps"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a fedid server"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_probe_stops_at_the_first_failing_step_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(dir.path(), "a", &[]);
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (ok, report) = probe(&a, &closed);
+    assert!(!ok);
+    assert_eq!(
+        steps(&report),
+        vec![("resolve".into(), true), ("connect".into(), false)]
+    );
+}

@@ -12,7 +12,7 @@ use fedid_domain::services::Ports;
 use fedid_domain::{key_directory, Fedid, KeyDirectory};
 use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, WorkPool};
 use fedid_store::DieselStore;
-use fedid_transport::{HttpTransport, TransportSettings};
+use fedid_transport::HttpTransport;
 
 use crate::configuration::{Config, ConfigError};
 
@@ -84,15 +84,7 @@ impl Application {
             }
         }
         let metrics = Arc::new(Metrics::default());
-        let transport = Arc::new(HttpTransport::new(TransportSettings {
-            scheme: settings.scheme,
-            allow_private_networks: settings.allow_private_networks,
-            allowed_domains: settings.allowed_domains.clone(),
-            delivery_connect_timeout: Duration::from_millis(config.delivery.connect_timeout_ms),
-            delivery_timeout: Duration::from_millis(config.delivery.timeout_ms),
-            fetch_connect_timeout: Duration::from_millis(config.federation.fetch_connect_timeout_ms),
-            fetch_timeout: Duration::from_millis(config.federation.fetch_timeout_ms),
-        }));
+        let transport = Arc::new(HttpTransport::new(config.transport_settings(&settings)));
         let clock = Arc::new(SystemClock);
         let keys = KeyDirectory::new(transport.clone(), clock.clone(), &settings).with_observer(metrics.clone());
         let ports = Ports {

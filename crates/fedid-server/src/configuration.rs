@@ -260,6 +260,20 @@ impl Config {
     }
 
     /// The domain's settings, validated.
+    /// The outbound HTTP side, for `settings` made from this configuration.
+    pub fn transport_settings(&self, settings: &Settings) -> fedid_transport::TransportSettings {
+        use std::time::Duration;
+        fedid_transport::TransportSettings {
+            scheme: settings.scheme,
+            allow_private_networks: settings.allow_private_networks,
+            allowed_domains: settings.allowed_domains.clone(),
+            delivery_connect_timeout: Duration::from_millis(self.delivery.connect_timeout_ms),
+            delivery_timeout: Duration::from_millis(self.delivery.timeout_ms),
+            fetch_connect_timeout: Duration::from_millis(self.federation.fetch_connect_timeout_ms),
+            fetch_timeout: Duration::from_millis(self.federation.fetch_timeout_ms),
+        }
+    }
+
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let f = &self.federation;
         let scheme = match f.scheme.as_str() {

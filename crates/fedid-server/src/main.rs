@@ -65,6 +65,17 @@ enum FederationCommand {
         #[arg(long)]
         domain: Option<String>,
     },
+    /// Checks a peer as deliveries would: resolution and the address
+    /// guard, connect, TLS, then key discovery; each step timed, one JSON
+    /// object; exits non-zero when a step fails.
+    Probe {
+        /// The peer domain, such as b.example or b.example:8443.
+        domain: String,
+        /// The alias to look up (default: a random one; `404 unknown_user`
+        /// still proves a fedid server).
+        #[arg(long)]
+        alias: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +137,17 @@ fn offline_fedid(config: &Config, store: DieselStore) -> Result<Fedid, String> {
         Arc::new(store),
         Arc::new(SystemClock),
         Arc::new(SystemRandom::default()),
+    ))
+}
+
+/// A made-up alias for `federation probe`: `probe-` and 12 random hex digits.
+fn random_alias() -> Result<String, String> {
+    use fedid_domain::Random;
+    let mut bytes = [0u8; 6];
+    SystemRandom::default().fill(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "probe-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ))
 }
 
@@ -194,6 +216,34 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("{line}");
             }
             Ok(())
+        }
+        Command::Federation(FederationCommand::Probe { domain, alias }) => {
+            let settings = config.settings().map_err(|e| e.to_string())?;
+            let domain = Domain::parse(&domain.to_ascii_lowercase(), settings.policy())
+                .map_err(|e| format!("{domain:?}: {e}"))?;
+            let alias = match alias {
+                Some(alias) => alias,
+                None => random_alias()?,
+            };
+            let transport = fedid_transport::HttpTransport::new(config.transport_settings(&settings));
+            let report = transport.probe(&domain, &alias);
+            let steps: Vec<serde_json::Value> = report
+                .steps
+                .iter()
+                .map(|s| serde_json::json!({"step": s.name, "ok": s.ok, "detail": s.detail, "ms": (s.millis * 1000.0).round() / 1000.0}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"domain": domain.as_str(), "ok": report.ok(), "steps": steps})
+            );
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "federation probe: {} failed",
+                    report.steps.last().map_or("a step", |s| s.name)
+                ))
+            }
         }
         Command::Audit(AuditCommand::List { user }) => {
             let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;

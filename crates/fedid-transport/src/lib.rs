@@ -7,6 +7,7 @@
 
 pub mod guard;
 mod lookup_pool;
+pub mod probe;
 
 use std::fmt;
 use std::io::Read;
@@ -145,6 +146,8 @@ pub struct HttpTransport {
     settings: TransportSettings,
     delivery: ureq::Agent,
     fetch: ureq::Agent,
+    /// The agents' lookup, for `probe`.
+    lookup: Arc<dyn Lookup>,
 }
 
 fn agent(
@@ -186,7 +189,7 @@ impl HttpTransport {
             settings.delivery_timeout,
         );
         let fetch = agent(
-            lookup,
+            Arc::clone(&lookup),
             pool,
             &settings,
             settings.fetch_connect_timeout,
@@ -196,6 +199,7 @@ impl HttpTransport {
             settings,
             delivery,
             fetch,
+            lookup,
         }
     }
 

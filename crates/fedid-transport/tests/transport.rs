@@ -372,3 +372,21 @@ fn a_retry_after_in_seconds_comes_with_the_refusal() {
         })
     );
 }
+
+#[test]
+fn a_probe_refuses_a_domain_that_resolves_to_a_private_address() {
+    let private: SocketAddr = "10.0.0.7:443".parse().unwrap();
+    let transport = HttpTransport::with_lookup(
+        settings(false, Duration::from_secs(2)),
+        Arc::new(Scripted(Mutex::new(vec![vec![private]]))),
+    );
+    let domain = fedid_domain::Domain::parse("b.example", fedid_domain::DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let report = transport.probe(&domain, "probe-test");
+    assert!(!report.ok());
+    assert_eq!(report.steps.len(), 1, "{report:?}");
+    assert_eq!(report.steps[0].name, "resolve");
+    assert!(
+        report.steps[0].detail.contains("blocked address: 10.0.0.7"),
+        "{report:?}"
+    );
+}
