@@ -1485,7 +1485,7 @@ fn a_failing_domain_gets_one_delivery_at_a_time() {
         0,
         "the others wait for its outcome"
     );
-    w.clock.advance_secs(11);
+    w.clock.advance_secs(1);
     assert_eq!(
         alice.node.deliver_due(16).unwrap().claimed,
         2,

@@ -223,9 +223,10 @@ impl Fedid {
             }
         }
         if !waiting.is_empty() {
-            // They come due again once the one in flight has its outcome,
-            // and meanwhile leave the round's room to other domains' rows.
-            let after_outcome = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(1);
+            // They come due again a second later: a round returns only once
+            // its deliveries have their outcome, so the next round knows it;
+            // meanwhile they leave the round's room to other domains' rows.
+            let after_outcome = now.plus_secs(1);
             ports::write(self.store.as_ref(), None, move |tx| {
                 for (user, peer) in &waiting {
                     if let Some(mut row) = tx.queued(*user, peer)? {
