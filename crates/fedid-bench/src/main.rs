@@ -170,7 +170,12 @@ fn inbox_vs_verify(
 
 /// A peer inbox that answers 202 after `delay`.
 fn slow_peer(delay: Duration) -> Result<u16, Failure> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    peer_on(0, delay)
+}
+
+/// A peer inbox on `port` (0: any free one) that answers 202 after `delay`.
+fn peer_on(port: u16, delay: Duration) -> Result<u16, Failure> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -280,6 +285,133 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
     Ok(seconds)
 }
 
+/// Another user's identity GET latencies, measured until `stop`.
+fn watch_latencies(
+    url: String,
+    token: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Duration>> {
+    std::thread::spawn(move || {
+        let agent = agent();
+        let mut latencies = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let _ = call(&agent, "GET", &url, Some(&token), None);
+            latencies.push(t.elapsed());
+        }
+        latencies
+    })
+}
+
+/// The 99th percentile of `latencies`, in milliseconds.
+fn p99_ms(mut latencies: Vec<Duration>) -> f64 {
+    latencies.sort();
+    latencies
+        .get(latencies.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// PROTOCOL.md section 11: 1000 long-lived REVOKEs flushed to 10 peers
+/// that are down, which then all come back. (Seconds from their return
+/// until the last REVOKE is delivered, with `delivery.retry_max_secs` 2;
+/// another user's p99 identity GET in ms meanwhile.)
+fn background_redelivery(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64), Failure> {
+    let db = format!("sqlite://{}", dir.join("redelivery.db").display());
+    let server = Server::start(
+        bin,
+        &db,
+        &[
+            ("FEDID__DELIVERY__RETRY_BASE_SECS", "1"),
+            ("FEDID__DELIVERY__RETRY_MAX_SECS", "2"),
+        ],
+    )?;
+    let alice = user(&server, "alice")?;
+    let other = user(&server, "other")?;
+    // Ports for the peers, free now and left closed until they come back.
+    let ports: Vec<u16> = (0..10)
+        .map(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, Failure>>()?;
+    let peers: Vec<Handle> = (0..1000)
+        .map(|i| {
+            Handle::parse(
+                &format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]),
+                DomainPolicy::ANY,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let store = open_store(&db)?;
+    let now = SystemClock.now();
+    let relationships: Vec<Relationship> = peers
+        .iter()
+        .map(|peer| Relationship {
+            peer: peer.clone(),
+            state: RelationshipState::Active,
+            since: now,
+            created_at: now,
+        })
+        .collect();
+    let alice_id = alice.id;
+    write(&store, None, move |tx| {
+        for relationship in &relationships {
+            tx.put_relationship(alice_id, relationship)?;
+        }
+        Ok::<_, fedid_domain::StoreError>(())
+    })
+    .wait()
+    .map_err(|e| e.to_string())?;
+    drop(store);
+    let reset = json!({"confirm": "erase-all-my-data"}).to_string();
+    request(&server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
+    let keys = ClientKeys::generate().ok_or("no randomness")?;
+    set_keys(&server, &alice.token, &keys)?;
+    let now = SystemClock.now();
+    let expires = now.plus_secs(7 * 86_400);
+    let items: Vec<Value> = peers
+        .iter()
+        .map(|p| {
+            let i = keys.flush_item_expiring(&alice.handle, p, now, Some(expires));
+            json!({"peerHandle": i.peer_handle, "signature": i.signature, "nonce": i.nonce,
+                   "timestamp": i.timestamp, "expires": i.expires})
+        })
+        .collect();
+    let body = json!({ "items": items }).to_string();
+    let report = request(&server, "POST", "/users/me/revocations/flush", &alice.token, &body, 200)?;
+    if !report.contains("\"failed\":1000") {
+        return Err(format!(
+            "flush while the peers are down: {}",
+            report.chars().take(300).collect::<String>()
+        ));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_latencies(server.url("/users/me/identity"), other.token.clone(), stop.clone());
+    let started = Instant::now();
+    for port in &ports {
+        peer_on(*port, Duration::ZERO)?;
+    }
+    let identity = server.url("/users/me/identity");
+    let agent = agent();
+    let seconds = loop {
+        let (_, answer) = call(&agent, "GET", &identity, Some(&alice.token), None).map_err(|e| e.to_string())?;
+        if answer.contains("\"pendingRevocations\":0") {
+            break started.elapsed().as_secs_f64();
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the REVOKEs were not all delivered within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let latencies = watcher.join().map_err(|_| "watcher failed")?;
+    Ok((seconds, p99_ms(latencies)))
+}
+
 /// (reset seconds, another user's p99 ms during it, identity GETs per s,
 /// hello GETs per s).
 fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, f64), Failure> {
@@ -321,34 +453,21 @@ fn reset_and_reads(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64, f64, 
         return Err("identity reads failed".into());
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (stop, url, token) = (stop.clone(), identity_url.clone(), other.token.clone());
-        std::thread::spawn(move || {
-            let agent = agent();
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let _ = call(&agent, "GET", &url, Some(&token), None);
-                latencies.push(t.elapsed());
-            }
-            latencies
-        })
-    };
+    let watcher = watch_latencies(identity_url.clone(), other.token.clone(), stop.clone());
     std::thread::sleep(Duration::from_millis(100));
     let reset = json!({"confirm": "erase-all-my-data"}).to_string();
     let started = Instant::now();
     let body = request(&server, "POST", "/users/me/identity/reset", &big.token, &reset, 200)?;
     let reset_seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = watcher.join().map_err(|_| "watcher failed")?;
+    let latencies = watcher.join().map_err(|_| "watcher failed")?;
     if !body.contains("\"inboxMessages\":100000") || !body.contains("\"relationships\":10000") {
         return Err(format!("reset erased: {body}"));
     }
-    latencies.sort();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
+    let p99 = p99_ms(latencies);
 
     let (identity, hello) = identity_vs_hello(&identity_url, &other.token)?;
-    Ok((reset_seconds, p99.as_secs_f64() * 1000.0, identity, hello))
+    Ok((reset_seconds, p99, identity, hello))
 }
 
 /// Authenticated identity GETs per second against `url`, and the bare
@@ -451,6 +570,12 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
         figures.insert("identity_vs_hello_ratio", identity / hello);
         return Ok(figures);
     }
+    if std::env::args().nth(1).as_deref() == Some("redelivery") {
+        let (seconds, p99) = background_redelivery(&bin, dir.path())?;
+        figures.insert("background_redelivery_seconds", seconds);
+        figures.insert("other_user_p99_ms_during_redelivery", p99);
+        return Ok(figures);
+    }
     if std::env::args().nth(1).as_deref() == Some("attack") {
         // `make attack`: docs/security.md's attacks; a broken bound fails.
         return match fedid_bench::attack::run_all(&bin)? {
@@ -494,6 +619,8 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     }
     eprintln!("measuring flush ...");
     let flush = flush_1000_seconds(&bin, dir.path())?;
+    eprintln!("measuring background redelivery ...");
+    let (redelivery, redelivery_p99) = background_redelivery(&bin, dir.path())?;
     eprintln!("measuring reset, then reads against hello ...");
     let (reset, p99, identity, hello) = reset_and_reads(&bin, dir.path())?;
     figures.insert("verify_raw_per_s", verify);
@@ -504,6 +631,8 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     figures.insert("inbox_accepted_per_s_postgres_64_recipients", inbox_pg_64);
     figures.insert("flush_1000_seconds", flush);
     figures.insert("flush_vs_ideal_ratio", flush / ((1000f64 / 16.0).ceil() * 0.1));
+    figures.insert("background_redelivery_seconds", redelivery);
+    figures.insert("other_user_p99_ms_during_redelivery", redelivery_p99);
     figures.insert("reset_seconds", reset);
     figures.insert("other_user_p99_ms_during_reset", p99);
     figures.insert("identity_get_per_s", identity);
@@ -527,6 +656,8 @@ fn main() -> std::process::ExitCode {
                 "inbox_accepted_per_s_postgres_64_recipients",
                 "flush_1000_seconds",
                 "flush_vs_ideal_ratio",
+                "background_redelivery_seconds",
+                "other_user_p99_ms_during_redelivery",
                 "reset_seconds",
                 "other_user_p99_ms_during_reset",
                 "identity_get_per_s",
