@@ -317,7 +317,7 @@ fn p99_ms(mut latencies: Vec<Duration>) -> f64 {
 /// PROTOCOL.md section 11: 1000 long-lived REVOKEs flushed to 10 peers
 /// that are down, which then all come back. (Seconds from their return
 /// until the last REVOKE is delivered, with `delivery.retry_max_secs` 2;
-/// another user's p99 identity GET in ms meanwhile.)
+/// another user's slowest identity GET in ms meanwhile.)
 fn background_redelivery(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64), Failure> {
     let db = format!("sqlite://{}", dir.join("redelivery.db").display());
     let server = Server::start(
@@ -409,7 +409,8 @@ fn background_redelivery(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64)
     };
     stop.store(true, Ordering::Relaxed);
     let latencies = watcher.join().map_err(|_| "watcher failed")?;
-    Ok((seconds, p99_ms(latencies)))
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    Ok((seconds, slowest.as_secs_f64() * 1000.0))
 }
 
 /// (reset seconds, another user's p99 ms during it, identity GETs per s,
@@ -573,7 +574,7 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     if std::env::args().nth(1).as_deref() == Some("redelivery") {
         let (seconds, p99) = background_redelivery(&bin, dir.path())?;
         figures.insert("background_redelivery_seconds", seconds);
-        figures.insert("other_user_p99_ms_during_redelivery", p99);
+        figures.insert("other_user_max_ms_during_redelivery", p99);
         return Ok(figures);
     }
     if std::env::args().nth(1).as_deref() == Some("attack") {
@@ -632,7 +633,7 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     figures.insert("flush_1000_seconds", flush);
     figures.insert("flush_vs_ideal_ratio", flush / ((1000f64 / 16.0).ceil() * 0.1));
     figures.insert("background_redelivery_seconds", redelivery);
-    figures.insert("other_user_p99_ms_during_redelivery", redelivery_p99);
+    figures.insert("other_user_max_ms_during_redelivery", redelivery_p99);
     figures.insert("reset_seconds", reset);
     figures.insert("other_user_p99_ms_during_reset", p99);
     figures.insert("identity_get_per_s", identity);
@@ -657,7 +658,7 @@ fn main() -> std::process::ExitCode {
                 "flush_1000_seconds",
                 "flush_vs_ideal_ratio",
                 "background_redelivery_seconds",
-                "other_user_p99_ms_during_redelivery",
+                "other_user_max_ms_during_redelivery",
                 "reset_seconds",
                 "other_user_p99_ms_during_reset",
                 "identity_get_per_s",
