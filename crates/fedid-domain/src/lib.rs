@@ -58,6 +58,7 @@ pub use keys::{EncryptionKey, EncryptionSecret, KeyError, Signature, SigningKey,
 pub use time::{Timestamp, UnixTime};
 
 pub mod key_directory;
+pub mod keylog;
 pub mod model;
 pub mod ports;
 pub mod services;
