@@ -193,6 +193,57 @@ impl KeyLogEntry {
         })
     }
 
+    /// Builds an entry from its parts, under the same rules as [`parse`](Self::parse).
+    pub fn build(
+        handle: &Handle,
+        seq: u64,
+        prev: Option<&KeyLogEntry>,
+        at: &Timestamp,
+        kind: &EntryKind,
+        proof: Option<&Signature>,
+        rotation_proof: Option<&Signature>,
+    ) -> Result<Self, KeyLogError> {
+        let mut object = Map::new();
+        object.insert("log".into(), Value::String(KEY_LOG_TAG.into()));
+        object.insert("handle".into(), Value::String(handle.as_str().into()));
+        object.insert("seq".into(), Value::from(seq));
+        object.insert(
+            "prev".into(),
+            Value::String(prev.map(KeyLogEntry::hash).unwrap_or_default()),
+        );
+        object.insert("at".into(), Value::String(at.as_str().into()));
+        let (kind_name, signing, encryption) = match kind {
+            EntryKind::Keys { signing, encryption } => ("keys", signing.to_base64url(), encryption.to_base64url()),
+            EntryKind::Reset => ("reset", String::new(), String::new()),
+        };
+        object.insert("kind".into(), Value::String(kind_name.into()));
+        object.insert("signingKey".into(), Value::String(signing));
+        object.insert("encryptionKey".into(), Value::String(encryption));
+        if let Some(proof) = proof {
+            object.insert("proof".into(), Value::String(proof.to_base64url()));
+        }
+        if let Some(proof) = rotation_proof {
+            object.insert("rotationProof".into(), Value::String(proof.to_base64url()));
+        }
+        Self::parse(&Value::Object(object))
+    }
+
+    /// Reads an entry as stored or served: its entry bytes.
+    pub fn from_entry_bytes(bytes: &[u8]) -> Result<Self, KeyLogError> {
+        let value = crate::json::parse_strict(bytes).map_err(|e| refused(e.to_string()))?;
+        Self::parse(&value)
+    }
+
+    /// The entry bytes as text (RFC 8785 output is UTF-8).
+    pub fn entry_text(&self) -> String {
+        String::from_utf8_lossy(&self.entry_bytes).into_owned()
+    }
+
+    /// Its `proof` and `rotationProof`.
+    pub fn proofs(&self) -> (Option<&Signature>, Option<&Signature>) {
+        (self.proof.as_ref(), self.rotation_proof.as_ref())
+    }
+
     /// The handle it was written for.
     pub fn handle(&self) -> &Handle {
         &self.handle

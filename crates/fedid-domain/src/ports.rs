@@ -140,6 +140,29 @@ pub trait Tx {
     /// Every user's queued rows: the `fedid_revocations_queued` gauge.
     fn total_queue_len(&mut self) -> Result<u64, StoreError>;
 
+    // Key logs (PROTOCOL.md section 12).
+    /// The user's log position: its last entry's seq and hash.
+    fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError>;
+    /// The user's last key-log entry, as stored (entry bytes).
+    fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError>;
+    /// Appends an entry (its entry bytes and hash) at `seq` unless one is
+    /// there already (a race lost: `false`). Entries are never updated or
+    /// deleted.
+    fn key_log_append(
+        &mut self,
+        user: UserId,
+        seq: u64,
+        entry: &str,
+        hash: &str,
+        at: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` entries after `after`, in order.
+    fn key_log_after(&mut self, user: UserId, after: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Entries appended at or after `since`.
+    fn key_log_appended_since(&mut self, user: UserId, since: UnixTime) -> Result<u64, StoreError>;
+    /// Up to `limit` users with an alias and both keys but an empty log.
+    fn users_missing_key_log(&mut self, limit: usize) -> Result<Vec<UserId>, StoreError>;
+
     // Peer domains (PROTOCOL.md section 11).
     /// What is known of `domain`, if anything was delivered to it.
     fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError>;

@@ -1,7 +1,9 @@
 //! Wire types of the user API (camelCase) and their conversion from the
 //! domain's values, in one place.
 
-use fedid_domain::services::{FlushItem, FlushReport, IdentityView, OutboxOutcome, PublishedIdentity, ResetReport};
+use fedid_domain::services::{
+    FlushItem, FlushReport, IdentityView, KeyLogHead, KeyLogPage, OutboxOutcome, PublishedIdentity, ResetReport,
+};
 use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation, Relationship};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -32,6 +34,27 @@ pub struct Identity {
     #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub last_reset_at: Option<String>,
     pub pending_revocations: u64,
+    /// The user's key log (PROTOCOL.md section 12): `{"seq": 0, "head": ""}`
+    /// while it is empty.
+    pub key_log: KeyLogPosition,
+}
+
+/// A key log's last seq and head.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyLogPosition {
+    pub seq: u64,
+    /// SHA-256 of the last entry's entry bytes, unpadded base64url.
+    #[schema(pattern = r"^([A-Za-z0-9_-]{43})?$")]
+    pub head: String,
+}
+
+impl From<KeyLogHead> for KeyLogPosition {
+    fn from(h: KeyLogHead) -> Self {
+        Self {
+            seq: h.seq,
+            head: h.head,
+        }
+    }
 }
 
 impl From<IdentityView> for Identity {
@@ -46,6 +69,7 @@ impl From<IdentityView> for Identity {
             keys_updated_at: v.record.keys_updated_at.map(|t| t.to_rfc3339()),
             last_reset_at: v.record.last_reset_at.map(|t| t.to_rfc3339()),
             pending_revocations: v.pending_revocations,
+            key_log: v.key_log.into(),
         }
     }
 }
@@ -379,15 +403,56 @@ pub struct PublishedKeys {
     pub encryption_key: String,
     #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub keys_updated_at: Option<String>,
+    /// The key log's last seq (PROTOCOL.md section 12); absent while empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_log_seq: Option<u64>,
+    /// Its head; absent while empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{43}$")]
+    pub key_log_head: Option<String>,
 }
 
 impl From<PublishedIdentity> for PublishedKeys {
     fn from(p: PublishedIdentity) -> Self {
+        let logged = p.key_log.seq > 0;
         Self {
             handle: p.handle.to_string(),
             signing_key: p.signing_key.to_base64url(),
             encryption_key: p.encryption_key.to_base64url(),
             keys_updated_at: p.keys_updated_at.map(|t| t.to_rfc3339()),
+            key_log_seq: logged.then_some(p.key_log.seq),
+            key_log_head: logged.then_some(p.key_log.head),
+        }
+    }
+}
+
+/// A page of a user's key log (`GET /federation/users/{alias}/keylog`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyLogPageDocument {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[1-9][0-9]{0,4})?$")]
+    pub handle: String,
+    /// The entries after `after`, in order, at most 100 (PROTOCOL.md section 12).
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<Box<RawValue>>,
+    /// The whole log's last seq.
+    pub seq: u64,
+    /// The whole log's head (`""` while empty).
+    #[schema(pattern = r"^([A-Za-z0-9_-]{43})?$")]
+    pub head: String,
+}
+
+impl From<KeyLogPage> for KeyLogPageDocument {
+    fn from(p: KeyLogPage) -> Self {
+        Self {
+            handle: p.handle.to_string(),
+            // Stored entry bytes are JSON: served exactly as stored.
+            entries: p
+                .entries
+                .into_iter()
+                .filter_map(|e| RawValue::from_string(e).ok())
+                .collect(),
+            seq: p.head.seq,
+            head: p.head.head,
         }
     }
 }

@@ -191,7 +191,10 @@ impl From<IdentityError> for ApiError {
             IdentityError::UnknownUser => return Self::unauthenticated(),
             IdentityError::Store(s) => return s.clone().into(),
             IdentityError::InvalidAlias(_) | IdentityError::InvalidKey { .. } => 400,
-            IdentityError::AliasTaken | IdentityError::RelationshipsExist | IdentityError::RevocationsPending => 409,
+            IdentityError::AliasTaken
+            | IdentityError::RelationshipsExist
+            | IdentityError::RevocationsPending
+            | IdentityError::KeyLogFull => 409,
             // No `Retry-After` once the total is spent: waiting cannot help.
             IdentityError::RateLimited { retry_after_secs } => {
                 return Self {

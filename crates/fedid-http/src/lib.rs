@@ -106,6 +106,7 @@ routes! {
     "/users/me/revocations/pending/{peerHandle}" => [delete: revocations::drop_pending],
     "/federation/inbox" => [post: federation::inbox],
     "/federation/users/{alias}" => [get: federation::discovery],
+    "/federation/users/{alias}/keylog" => [get: federation::key_log],
     "/users/me/relationships" => [get: messages::relationships],
     "/users/me/outbox" => [post: messages::outbox],
     "/users/me/inbox" => [get: messages::inbox],

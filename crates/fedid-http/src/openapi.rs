@@ -56,7 +56,7 @@ impl Modify for ProblemJson {
     paths(
         identity::get_identity, identity::set_alias, identity::set_keys, identity::reset,
         revocations::pending, revocations::flush, revocations::drop_pending,
-        federation::inbox, federation::discovery,
+        federation::inbox, federation::discovery, federation::key_log,
         messages::relationships, messages::outbox, messages::inbox, messages::acknowledge,
         operations::healthz, operations::readyz, operations::metrics, operations::openapi,
     ),

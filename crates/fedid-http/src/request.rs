@@ -188,6 +188,19 @@ pub fn user_handle(policy: DomainPolicy, text: &str, member: &str) -> Result<Han
     Handle::parse_user_input(text, policy).map_err(|e| ApiError::invalid_request(member, e.to_string()))
 }
 
+/// The `after` of a key-log page: an integer from 0 (default 0).
+pub fn seq_query(req: &HttpRequest) -> Result<u64, ApiError> {
+    match form_pairs(req.query_string()).into_iter().find(|(k, _)| k == "after") {
+        None => Ok(0),
+        Some((_, value)) if !value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()) => {
+            value
+                .parse()
+                .map_err(|_| ApiError::invalid_request("after", "after is an integer from 0"))
+        }
+        Some(_) => Err(ApiError::invalid_request("after", "after is an integer from 0")),
+    }
+}
+
 /// Percent-decodes a query string into pairs (`+` is a space).
 fn form_pairs(query: &str) -> Vec<(String, String)> {
     query

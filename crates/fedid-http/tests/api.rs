@@ -921,6 +921,38 @@ fn discovery_publishes_keys_with_the_cache_lifetime() {
 }
 
 #[test]
+fn discovery_names_the_key_log_the_keylog_endpoint_serves() {
+    let app = spawn_app();
+    let (token, _, _) = app.user("alice");
+    let discovery = app.call("GET", "/federation/users/alice", None, None).json();
+    let page = app.call("GET", "/federation/users/alice/keylog", None, None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = page.json();
+    assert_eq!(
+        (page["seq"].clone(), page["head"].clone()),
+        (discovery["keyLogSeq"].clone(), discovery["keyLogHead"].clone())
+    );
+    assert_eq!(page["handle"], "alice@a.example");
+    assert_eq!(page["entries"][0]["signingKey"], discovery["signingKey"]);
+    let identity = app.get("/users/me/identity", &token).json();
+    assert_eq!(identity["keyLog"], serde_json::json!({"seq": 1, "head": page["head"]}));
+    let rest = app
+        .call("GET", "/federation/users/alice/keylog?after=1", None, None)
+        .json();
+    assert_eq!(rest["entries"], serde_json::json!([]));
+}
+
+#[test]
+fn the_keylog_of_an_unknown_alias_is_404_and_a_bad_after_400() {
+    let app = spawn_app();
+    app.user("alice");
+    let missing = app.call("GET", "/federation/users/nobody/keylog", None, None);
+    assert_eq!((missing.status, missing.code()), (404, "unknown_user".into()));
+    let bad = app.call("GET", "/federation/users/alice/keylog?after=-1", None, None);
+    assert_eq!((bad.status, bad.code()), (400, "invalid_request".into()));
+}
+
+#[test]
 fn metrics_needs_its_token_when_one_is_set() {
     let app = spawn_app_with(Some("s3cret"), 0);
     assert_eq!(app.call("GET", "/metrics", None, None).status, 401);

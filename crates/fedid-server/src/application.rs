@@ -142,6 +142,13 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then drains for the grace period.
     pub fn run(self) -> Result<(), String> {
         let fedid = self.state.fedid.clone();
+        // Users whose keys predate the key log get their first entry
+        // before peers ask (PROTOCOL.md section 12).
+        match fedid.backfill_key_logs() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(users = n, "key logs started for existing keys"),
+            Err(e) => return Err(format!("cannot start key logs: {e}")),
+        }
         std::thread::Builder::new()
             .name("prune-replay-keys".into())
             .spawn(move || loop {

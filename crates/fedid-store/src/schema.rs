@@ -75,6 +75,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    key_log (user_id, seq) {
+        user_id -> BigInt,
+        seq -> BigInt,
+        entry -> Text,
+        hash -> Text,
+        appended_at -> BigInt,
+    }
+}
+
+diesel::table! {
     peer_domains (domain) {
         domain -> Text,
         consecutive_failures -> Integer,
@@ -124,4 +134,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     readiness,
     peer_domains,
+    key_log,
 );

@@ -462,6 +462,82 @@ macro_rules! impl_tx {
                 Ok(claimed)
             }
 
+            fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError> {
+                let last = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .order(key_log::seq.desc())
+                    .select((key_log::seq, key_log::hash))
+                    .limit(1)
+                    .load::<(i64, String)>(self.conn);
+                Ok(self.db(last)?.pop().map(|(seq, hash)| (seq.max(0) as u64, hash)))
+            }
+
+            fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError> {
+                let last = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .order(key_log::seq.desc())
+                    .select(key_log::entry)
+                    .limit(1)
+                    .load::<String>(self.conn);
+                Ok(self.db(last)?.pop())
+            }
+
+            fn key_log_append(
+                &mut self,
+                user: UserId,
+                seq: u64,
+                entry: &str,
+                hash: &str,
+                at: UnixTime,
+            ) -> Result<bool, StoreError> {
+                let n = diesel::insert_into(key_log::table)
+                    .values((
+                        key_log::user_id.eq(user.0),
+                        key_log::seq.eq(i64::try_from(seq).unwrap_or(i64::MAX)),
+                        key_log::entry.eq(entry),
+                        key_log::hash.eq(hash),
+                        key_log::appended_at.eq(nanos(at)),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn key_log_after(&mut self, user: UserId, after: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+                let entries = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .filter(key_log::seq.gt(i64::try_from(after).unwrap_or(i64::MAX)))
+                    .order(key_log::seq.asc())
+                    .limit(limit as i64)
+                    .select(key_log::entry)
+                    .load::<String>(self.conn);
+                self.db(entries)
+            }
+
+            fn key_log_appended_since(&mut self, user: UserId, since: UnixTime) -> Result<u64, StoreError> {
+                let n = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .filter(key_log::appended_at.ge(nanos(since)))
+                    .count()
+                    .get_result::<i64>(self.conn);
+                self.db(n).map(|n| n.max(0) as u64)
+            }
+
+            fn users_missing_key_log(&mut self, limit: usize) -> Result<Vec<UserId>, StoreError> {
+                let users = users::table
+                    .filter(users::alias.is_not_null())
+                    .filter(users::signing_key.is_not_null())
+                    .filter(users::encryption_key.is_not_null())
+                    .filter(diesel::dsl::not(diesel::dsl::exists(
+                        key_log::table.filter(key_log::user_id.eq(users::id)),
+                    )))
+                    .order(users::id.asc())
+                    .limit(limit as i64)
+                    .select(users::id)
+                    .load::<i64>(self.conn);
+                Ok(self.db(users)?.into_iter().map(UserId).collect())
+            }
+
             fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError> {
                 let row = peer_domains::table
                     .find(domain.as_str())

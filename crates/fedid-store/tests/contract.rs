@@ -15,7 +15,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 /// How many migrations each backend has.
-const MIGRATIONS: usize = 7;
+const MIGRATIONS: usize = 8;
 
 /// Runs `work` as one write unit and waits for its outcome.
 fn write<T, E>(

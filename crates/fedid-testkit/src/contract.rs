@@ -329,6 +329,31 @@ pub fn tx_semantics(store: &dyn Store) {
         assert!(write(store, move |tx| tx.dequeue(u2, &h(peer))).unwrap());
     }
 
+    // Key logs (section 12): append-only, one entry per seq, pages in order.
+    assert_eq!(read(store, |tx| tx.key_log_last(u2)).unwrap(), None);
+    assert!(write(store, move |tx| tx.key_log_append(u2, 1, "{\"seq\":1}", "h1", t(100))).unwrap());
+    assert!(
+        !write(store, move |tx| tx.key_log_append(u2, 1, "{\"seq\":9}", "h9", t(101))).unwrap(),
+        "a seq is taken once"
+    );
+    assert!(write(store, move |tx| tx.key_log_append(u2, 2, "{\"seq\":2}", "h2", t(200))).unwrap());
+    assert_eq!(
+        read(store, |tx| tx.key_log_last(u2)).unwrap(),
+        Some("{\"seq\":2}".to_owned())
+    );
+    assert_eq!(
+        read(store, |tx| tx.key_log_head(u2)).unwrap(),
+        Some((2, "h2".to_owned()))
+    );
+    assert_eq!(
+        read(store, |tx| tx.key_log_after(u2, 0, 10)).unwrap(),
+        vec!["{\"seq\":1}".to_owned(), "{\"seq\":2}".to_owned()]
+    );
+    assert_eq!(read(store, |tx| tx.key_log_after(u2, 1, 10)).unwrap().len(), 1);
+    assert_eq!(read(store, |tx| tx.key_log_after(u2, 0, 1)).unwrap().len(), 1);
+    assert_eq!(read(store, |tx| tx.key_log_appended_since(u2, t(150))).unwrap(), 1);
+    assert_eq!(read(store, |tx| tx.key_log_last(u1)).unwrap(), None, "per user");
+
     // Peer domains (section 11): failures in a row, since when, reset by a success.
     let peer = Domain::parse("p.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
     let d = peer.clone();

@@ -39,6 +39,8 @@ struct State {
     nonces: HashMap<(String, String), ReplayKey>,
     audit: Vec<AuditRecord>,
     peer_domains: BTreeMap<String, PeerDomainHealth>,
+    /// By (user, seq): entry bytes, hash and when appended.
+    key_log: BTreeMap<(UserId, u64), (String, String, UnixTime)>,
 }
 
 /// The in-memory store.
@@ -381,6 +383,66 @@ impl Tx for State {
             }
         }
         Ok(claimed)
+    }
+
+    fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self
+            .key_log
+            .range((user, 0)..=(user, u64::MAX))
+            .next_back()
+            .map(|((_, seq), (_, hash, _))| (*seq, hash.clone())))
+    }
+
+    fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .key_log
+            .range((user, 0)..=(user, u64::MAX))
+            .next_back()
+            .map(|(_, (entry, _, _))| entry.clone()))
+    }
+
+    fn key_log_append(
+        &mut self,
+        user: UserId,
+        seq: u64,
+        entry: &str,
+        hash: &str,
+        at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        if self.key_log.contains_key(&(user, seq)) {
+            return Ok(false);
+        }
+        self.key_log
+            .insert((user, seq), (entry.to_owned(), hash.to_owned(), at));
+        Ok(true)
+    }
+
+    fn key_log_after(&mut self, user: UserId, after: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .key_log
+            .range((user, after.saturating_add(1))..=(user, u64::MAX))
+            .take(limit)
+            .map(|(_, (entry, _, _))| entry.clone())
+            .collect())
+    }
+
+    fn key_log_appended_since(&mut self, user: UserId, since: UnixTime) -> Result<u64, StoreError> {
+        Ok(self
+            .key_log
+            .range((user, 0)..=(user, u64::MAX))
+            .filter(|(_, (_, _, at))| *at >= since)
+            .count() as u64)
+    }
+
+    fn users_missing_key_log(&mut self, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .identities
+            .values()
+            .filter(|r| r.is_active())
+            .filter(|r| self.key_log.range((r.user, 0)..=(r.user, u64::MAX)).next().is_none())
+            .map(|r| r.user)
+            .take(limit)
+            .collect())
     }
 
     fn peer_domain(&mut self, domain: &Domain) -> Result<Option<PeerDomainHealth>, StoreError> {

@@ -7,7 +7,9 @@ use crate::keys::{EncryptionKey, SigningKey};
 use crate::model::{AuditRecord, IdentityRecord, UserId};
 use std::sync::Arc;
 
+use crate::keylog::EntryKind;
 use crate::ports::{self, Lane, StoreError, Tx};
+use crate::services::key_log::{self, KeyLogHead};
 use crate::services::Fedid;
 use crate::settings::Settings;
 use crate::time::UnixTime;
@@ -48,6 +50,9 @@ pub enum IdentityError {
         /// Why, for people.
         reason: String,
     },
+    /// `409 key_log_full`: the log holds 10,000 entries.
+    #[error("the key log is full")]
+    KeyLogFull,
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -92,6 +97,7 @@ impl IdentityError {
             Self::RevocationsPending => "revocations_pending",
             Self::RateLimited { .. } => "rate_limited",
             Self::InvalidKey { .. } => "invalid_key",
+            Self::KeyLogFull => "key_log_full",
             Self::Store(_) => "internal_error",
         }
     }
@@ -106,6 +112,8 @@ pub struct IdentityView {
     pub handle: Option<Handle>,
     /// Revocations queued for delivery.
     pub pending_revocations: u64,
+    /// The user's key log (PROTOCOL.md section 12).
+    pub key_log: KeyLogHead,
 }
 
 impl IdentityView {
@@ -166,6 +174,7 @@ impl Fedid {
                 return Err(IdentityError::RevocationsPending);
             }
             tx.set_alias(user, &alias, now)?;
+            key_log::log_alias_change(tx, &settings, user, now)?;
             Ok(identity_view(&settings, tx, user)?)
         })
         .wait()
@@ -184,7 +193,8 @@ impl Fedid {
         let now = self.clock.now();
         let settings = Arc::clone(&self.settings);
         ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
-            tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+            let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
+            log_new_keys(tx, &settings, &record, &signing, &encryption, now)?;
             tx.set_keys(user, &signing, &encryption, now)?;
             audit(
                 tx,
@@ -197,6 +207,45 @@ impl Fedid {
         })
         .wait()
     }
+}
+
+/// Key-log appends per user per day, and in all (PROTOCOL.md section 12).
+const KEY_LOG_PER_DAY: u64 = 10;
+const KEY_LOG_MAX: u64 = 10_000;
+
+/// The server-built `keys` entry that new keys call for (section 12): none
+/// while the user has no alias (logged when it is set), none when the keys
+/// equal the last `keys` entry's with no reset after it.
+fn log_new_keys(
+    tx: &mut dyn Tx,
+    settings: &Settings,
+    record: &IdentityRecord,
+    signing: &SigningKey,
+    encryption: &EncryptionKey,
+    now: UnixTime,
+) -> Result<(), IdentityError> {
+    let Some(handle) = record.handle(&settings.domain) else {
+        return Ok(());
+    };
+    let last = key_log::last_entry(tx, record.user)?;
+    let kind = EntryKind::Keys {
+        signing: *signing,
+        encryption: *encryption,
+    };
+    if last.as_ref().is_some_and(|l| *l.kind() == kind) {
+        return Ok(());
+    }
+    if last.as_ref().is_some_and(|l| l.seq() >= KEY_LOG_MAX) {
+        return Err(IdentityError::KeyLogFull);
+    }
+    let day_ago = now.plus_secs(-DAY_SECS);
+    if tx.key_log_appended_since(record.user, day_ago)? >= KEY_LOG_PER_DAY {
+        return Err(IdentityError::RateLimited {
+            retry_after_secs: Some(DAY_SECS as u64),
+        });
+    }
+    key_log::append(tx, record.user, &handle, last.as_ref(), &kind, now)?;
+    Ok(())
 }
 
 /// The alias change budget of `limits.alias_changes_*`.
@@ -226,11 +275,11 @@ pub(crate) fn identity_view(settings: &Settings, tx: &mut dyn Tx, user: UserId) 
     let record = tx.identity(user)?.ok_or(ViewError::UnknownUser)?;
     let pending_revocations = tx.queue_len(user)?;
     let handle = record.handle(&settings.domain);
-
     Ok(IdentityView {
         record,
         handle,
         pending_revocations,
+        key_log: key_log::head_of(tx, user)?,
     })
 }
 

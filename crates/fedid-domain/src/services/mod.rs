@@ -6,6 +6,7 @@
 mod discovery;
 mod identity;
 mod inbox;
+mod key_log;
 mod outbox;
 mod reads;
 mod reset;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 pub use discovery::PublishedIdentity;
 pub use identity::{IdentityError, IdentityView, KeysInput};
 pub use inbox::{CheckedEnvelope, InboxError, Received};
+pub use key_log::{KeyLogHead, KeyLogPage, KEY_LOG_PAGE};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
 pub use reads::{ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};

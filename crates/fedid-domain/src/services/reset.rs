@@ -81,6 +81,8 @@ impl Fedid {
                     revocations_queued += 1;
                 }
             }
+            let handle = tx.identity(user)?.and_then(|r| r.handle(&settings.domain));
+            crate::services::key_log::log_reset(tx, handle, user, now)?;
             tx.clear_keys(user, now)?;
             let counts = json!({
                 "relationships": peers.len(),

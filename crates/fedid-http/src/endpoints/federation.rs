@@ -6,9 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fedid_domain::envelope::MAX_ENVELOPE_BYTES;
 use fedid_domain::Received;
 
-use crate::dto::{EnvelopeDocument as Envelope, PublishedKeys, Status};
+use crate::dto::{EnvelopeDocument as Envelope, KeyLogPageDocument, PublishedKeys, Status};
 use crate::error::{ApiError, Problem};
-use crate::request::{is_json, read_body};
+use crate::request::{is_json, read_body, seq_query};
 use crate::AppState;
 
 #[utoipa::path(post, path = "/federation/inbox", operation_id = "receiveEnvelope", tag = "federation",
@@ -91,6 +91,29 @@ pub async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<H
                 format!("max-age={}, must-revalidate", state.fedid.settings().key_cache_ttl_secs),
             ))
             .json(PublishedKeys::from(identity))),
+        None => Err(ApiError::unknown_user()),
+    }
+}
+
+#[utoipa::path(get, path = "/federation/users/{alias}/keylog", operation_id = "keyLog", tag = "federation",
+    params(("alias" = String, Path, description = "a local alias"),
+           ("after" = Option<i64>, Query, minimum = 0, description = "the entries after this seq (default 0)")),
+    responses((status = 200, body = KeyLogPageDocument),
+        (status = 400, description = "`invalid_request`", body = Problem),
+        (status = 404, description = "`unknown_user`", body = Problem)))]
+pub async fn key_log(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let after = seq_query(&req)?;
+    let alias = req.match_info().get("alias").unwrap_or_default().to_owned();
+    let Ok(alias) = fedid_domain::Alias::parse(&alias) else {
+        return Err(ApiError::unknown_user());
+    };
+    let fedid = state.fedid.clone();
+    match state
+        .readers
+        .run(move || Ok(fedid.key_log_page(&alias, after)?))
+        .await?
+    {
+        Some(page) => Ok(HttpResponse::Ok().json(KeyLogPageDocument::from(page))),
         None => Err(ApiError::unknown_user()),
     }
 }

@@ -1,0 +1,202 @@
+//! Users' key logs as the server writes and publishes them (PROTOCOL.md
+//! section 12), checked the way a peer checks them at first contact.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedid_domain::keylog::{check_pin, EntryClass, KeyLogEntry, LogAnswer, PinVerdict};
+use fedid_domain::services::IdentityError;
+use fedid_domain::{Alias, Clock};
+use fedid_testkit::{ClientKeys, Instance, ManualClock, Network, TestUser};
+use serde_json::Value;
+
+fn instance() -> (Arc<ManualClock>, Instance) {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_millis(100));
+    let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
+    (clock, a)
+}
+
+/// Every entry of `alias`'s published log, parsed, and the page's head.
+fn published(a: &Instance, alias: &str) -> (Vec<KeyLogEntry>, Vec<Value>, u64, String) {
+    let page = a.fedid.key_log_page(&Alias::parse(alias).unwrap(), 0).unwrap().unwrap();
+    let values: Vec<Value> = page.entries.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let entries = values.iter().map(|v| KeyLogEntry::parse(v).unwrap()).collect();
+    (entries, values, page.head.seq, page.head.head)
+}
+
+/// The classes a peer gives the entries, checking them one after another.
+fn classes(entries: &[KeyLogEntry], now: fedid_domain::UnixTime) -> Vec<Option<EntryClass>> {
+    let mut previous: Option<&KeyLogEntry> = None;
+    entries
+        .iter()
+        .map(|entry| {
+            let class = entry.follows(previous, now, 300).unwrap();
+            previous = Some(entry);
+            class
+        })
+        .collect()
+}
+
+/// What a peer at first contact concludes from `alice`'s discovery and log.
+fn first_contact(a: &Instance, alice: &TestUser) -> PinVerdict {
+    let keys = a.fedid.published_identity(alice.handle.alias_str()).unwrap().unwrap();
+    let (_, values, seq, head) = published(a, alice.handle.alias_str());
+    let answer = LogAnswer {
+        signing: keys.signing_key,
+        encryption: keys.encryption_key,
+        log: Some((keys.key_log.seq, keys.key_log.head.clone())),
+    };
+    assert_eq!((seq, head), (keys.key_log.seq, keys.key_log.head));
+    check_pin(&alice.handle, None, &values, &answer, a.fedid.clock().now(), 300)
+}
+
+#[test]
+fn keys_set_after_the_alias_start_the_log() {
+    let (_, a) = instance();
+    let alice = a.user("alice").unwrap();
+    let (entries, _, seq, head) = published(&a, "alice");
+    assert_eq!((entries.len(), seq), (1, 1));
+    assert_eq!(entries[0].hash(), head);
+    assert_eq!(entries[0].handle(), &alice.handle);
+    let identity = a.fedid.identity(alice.user).unwrap();
+    assert_eq!((identity.key_log.seq, identity.key_log.head), (1, head));
+}
+
+#[test]
+fn the_same_keys_again_append_nothing() {
+    let (_, a) = instance();
+    let alice = a.user("alice").unwrap();
+    alice.keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    assert_eq!(published(&a, "alice").2, 1);
+}
+
+#[test]
+fn keys_set_before_an_alias_are_logged_when_it_is_set() {
+    let (_, a) = instance();
+    let (user, _) = a.fedid.create_user().unwrap();
+    ClientKeys::generate()
+        .unwrap()
+        .with_keys(|k| a.fedid.set_keys(user, k))
+        .unwrap();
+    assert_eq!(a.fedid.identity(user).unwrap().key_log.seq, 0);
+    a.fedid.set_alias(user, "alice").unwrap();
+    assert_eq!(published(&a, "alice").2, 1);
+}
+
+#[test]
+fn an_alias_change_a_replacement_and_a_reset_are_logged_and_classed() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    clock.advance_secs(60);
+    a.fedid.set_alias(alice.user, "ally").unwrap();
+    clock.advance_secs(60);
+    let replaced = ClientKeys::generate().unwrap();
+    replaced.with_keys(|k| a.fedid.set_keys(alice.user, k)).unwrap();
+    clock.advance_secs(60);
+    a.fedid.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    clock.advance_secs(60);
+    let after_reset = ClientKeys::generate().unwrap();
+    after_reset.with_keys(|k| a.fedid.set_keys(alice.user, k)).unwrap();
+    let (entries, _, seq, _) = published(&a, "ally");
+    assert_eq!(seq, 5);
+    assert_eq!(
+        classes(&entries, clock.now()),
+        vec![
+            Some(EntryClass::First),
+            Some(EntryClass::Unchanged),
+            Some(EntryClass::Replaced),
+            None,
+            Some(EntryClass::Reset),
+        ]
+    );
+    assert_eq!(entries[0].handle().as_str(), "alice@a.example");
+    assert_eq!(entries[4].handle().as_str(), "ally@a.example");
+}
+
+#[test]
+fn a_published_log_passes_a_peers_first_contact_check() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    clock.advance_secs(60);
+    a.fedid.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| a.fedid.set_keys(alice.user, k)).unwrap();
+    match first_contact(&a, &alice) {
+        PinVerdict::Ok { change, pin } => {
+            assert_eq!(change, Some(EntryClass::First));
+            assert_eq!(pin.entry.seq(), 3);
+            assert_eq!(pin.last_break.map(|b| (b.seq, b.change)), Some((3, EntryClass::Reset)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_log_survives_a_reset_and_stays_public_without_keys() {
+    let (_, a) = instance();
+    let alice = a.user("alice").unwrap();
+    a.fedid.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    assert!(
+        a.fedid.published_identity("alice").unwrap().is_none(),
+        "no keys to discover"
+    );
+    let (entries, _, seq, _) = published(&a, "alice");
+    assert_eq!((entries.len(), seq), (2, 2));
+    assert!(matches!(entries[1].kind(), fedid_domain::keylog::EntryKind::Reset));
+}
+
+#[test]
+fn an_eleventh_append_in_a_day_is_rate_limited() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    for _ in 0..9 {
+        clock.advance_secs(1);
+        ClientKeys::generate()
+            .unwrap()
+            .with_keys(|k| a.fedid.set_keys(alice.user, k))
+            .unwrap();
+    }
+    let eleventh = ClientKeys::generate()
+        .unwrap()
+        .with_keys(|k| a.fedid.set_keys(alice.user, k));
+    assert!(
+        matches!(eleventh, Err(IdentityError::RateLimited { .. })),
+        "{eleventh:?}"
+    );
+    clock.advance_secs(86_400);
+    ClientKeys::generate()
+        .unwrap()
+        .with_keys(|k| a.fedid.set_keys(alice.user, k))
+        .unwrap();
+}
+
+#[test]
+fn keys_that_predate_the_log_get_their_first_entry_at_start() {
+    let (clock, a) = instance();
+    let (user, _) = a.fedid.create_user().unwrap();
+    a.fedid.set_alias(user, "alice").unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    let (signing, encryption) = keys.public_keys();
+    let set_at = clock.now();
+    let (signing, encryption) = (
+        fedid_domain::SigningKey::parse(&signing).unwrap(),
+        fedid_domain::EncryptionKey::parse(&encryption).unwrap(),
+    );
+    // As a server before the log wrote them: no entry.
+    fedid_domain::ports::write(a.store.as_ref(), None, move |tx| {
+        tx.set_keys(user, &signing, &encryption, set_at)
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(a.fedid.identity(user).unwrap().key_log.seq, 0);
+    clock.advance_secs(3_600);
+    assert_eq!(a.fedid.backfill_key_logs().unwrap(), 1);
+    assert_eq!(a.fedid.backfill_key_logs().unwrap(), 0, "once");
+    let (entries, _, _, _) = published(&a, "alice");
+    assert_eq!(
+        entries[0].at().instant(),
+        fedid_domain::UnixTime::from_secs(set_at.as_secs())
+    );
+}
