@@ -32,7 +32,9 @@ enum Shape {
 enum Command {
     /// New random keys: the two secrets and the body of PUT /users/me/keys.
     Keygen,
-    /// The body of PUT /users/me/keys for existing secrets.
+    /// The body of PUT /users/me/keys for existing secrets; with --handle,
+    /// --log-seq and --log-head (the identity's keyLog), a proven key-log
+    /// entry as well (PROTOCOL.md section 12).
     Keys {
         #[arg(long, env = "FEDID_SEED", hide_env_values = true, allow_hyphen_values = true)]
         seed: String,
@@ -43,6 +45,19 @@ enum Command {
             allow_hyphen_values = true
         )]
         encryption_secret: String,
+        /// Your handle, as the identity object shows it.
+        #[arg(long, requires_all = ["log_seq", "log_head"])]
+        handle: Option<String>,
+        /// The identity's keyLog.seq: the entry gets the next one.
+        #[arg(long, requires = "handle")]
+        log_seq: Option<u64>,
+        /// The identity's keyLog.head ("" while the log is empty).
+        #[arg(long, requires = "handle", allow_hyphen_values = true)]
+        log_head: Option<String>,
+        /// The seed of the keys being replaced: the old key vouches for the
+        /// new one (a rotation).
+        #[arg(long, requires = "handle", hide_env_values = true, allow_hyphen_values = true)]
+        rotate_from_seed: Option<String>,
     },
     /// Sign one envelope.
     Sign {
@@ -177,14 +192,41 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Keys {
             seed,
             encryption_secret,
+            handle: owner,
+            log_seq,
+            log_head,
+            rotate_from_seed,
         } => {
             let encryption = base64url::decode_array::<32>(&encryption_secret)
                 .ok_or("--encryption-secret is 32 bytes of base64url")?;
             let public = EncryptionSecret::from_bytes(encryption)
                 .public_key()
                 .map_err(|e| e.to_string())?;
-            Ok(json!({ "signingKey": secret(&seed)?.public_key().to_base64url(), "encryptionKey": public.to_base64url() })
-                .to_string())
+            let signer = secret(&seed)?;
+            let mut body =
+                json!({ "signingKey": signer.public_key().to_base64url(), "encryptionKey": public.to_base64url() });
+            if let (Some(owner), Some(log_seq), Some(log_head)) = (owner, log_seq, log_head) {
+                let owner = handle(&owner, "--handle")?;
+                let at = Timestamp::from_instant(now());
+                let kind = fedid_domain::keylog::EntryKind::Keys {
+                    signing: signer.public_key(),
+                    encryption: public,
+                };
+                let unsigned =
+                    fedid_domain::keylog::KeyLogEntry::build(&owner, log_seq + 1, &log_head, &at, &kind, None, None)
+                        .map_err(|e| format!("the entry: {e}"))?;
+                let proof = signer.sign(unsigned.signed_bytes());
+                body["seq"] = json!(log_seq + 1);
+                body["at"] = json!(at.as_str());
+                body["proof"] = json!(proof.to_base64url());
+                if let Some(old) = rotate_from_seed {
+                    let rotation = secret(&old)
+                        .map_err(|e| format!("--rotate-from-seed: {e}"))?
+                        .sign(unsigned.signed_bytes());
+                    body["rotationProof"] = json!(rotation.to_base64url());
+                }
+            }
+            Ok(body.to_string())
         }
         Command::Sign {
             seed,

@@ -170,3 +170,53 @@ fn a_lifetime_past_seven_days_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 7d"));
 }
+
+#[test]
+fn keys_with_a_log_position_carry_a_proven_rotation() {
+    let old = fedid(&["keygen"]);
+    let new = fedid(&["keygen"]);
+    let body = fedid(&[
+        "keys",
+        "--seed",
+        new["seed"].as_str().unwrap(),
+        "--encryption-secret",
+        new["encryptionSecret"].as_str().unwrap(),
+        "--handle",
+        "alice@a.example",
+        "--log-seq",
+        "1",
+        "--log-head",
+        "QX-SSY2onOQMQ0MAPVTE7yPkP3f5m7L3pOO2ZZj9BhY",
+        "--rotate-from-seed",
+        old["seed"].as_str().unwrap(),
+    ]);
+    assert_eq!(body["seq"], 2);
+    let handle = fedid_domain::Handle::parse("alice@a.example", DomainPolicy::ANY).unwrap();
+    let at = fedid_domain::Timestamp::parse(body["at"].as_str().unwrap()).unwrap();
+    let new_key = SigningKey::parse(new["signingKey"].as_str().unwrap()).unwrap();
+    let kind = fedid_domain::keylog::EntryKind::Keys {
+        signing: new_key,
+        encryption: fedid_domain::EncryptionKey::parse(new["encryptionKey"].as_str().unwrap()).unwrap(),
+    };
+    let entry = fedid_domain::keylog::KeyLogEntry::build(
+        &handle,
+        2,
+        "QX-SSY2onOQMQ0MAPVTE7yPkP3f5m7L3pOO2ZZj9BhY",
+        &at,
+        &kind,
+        None,
+        None,
+    )
+    .unwrap();
+    let proof = fedid_domain::Signature::parse(body["proof"].as_str().unwrap()).unwrap();
+    assert!(
+        proof.verify(&new_key, entry.signed_bytes()),
+        "the new key signs the entry"
+    );
+    let rotation = fedid_domain::Signature::parse(body["rotationProof"].as_str().unwrap()).unwrap();
+    let old_key = SigningKey::parse(old["signingKey"].as_str().unwrap()).unwrap();
+    assert!(
+        rotation.verify(&old_key, entry.signed_bytes()),
+        "the old key vouches for it"
+    );
+}

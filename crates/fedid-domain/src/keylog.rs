@@ -193,11 +193,12 @@ impl KeyLogEntry {
         })
     }
 
-    /// Builds an entry from its parts, under the same rules as [`parse`](Self::parse).
+    /// Builds an entry from its parts (`prev`: the previous entry's hash,
+    /// `""` for seq 1), under the same rules as [`parse`](Self::parse).
     pub fn build(
         handle: &Handle,
         seq: u64,
-        prev: Option<&KeyLogEntry>,
+        prev: &str,
         at: &Timestamp,
         kind: &EntryKind,
         proof: Option<&Signature>,
@@ -207,10 +208,7 @@ impl KeyLogEntry {
         object.insert("log".into(), Value::String(KEY_LOG_TAG.into()));
         object.insert("handle".into(), Value::String(handle.as_str().into()));
         object.insert("seq".into(), Value::from(seq));
-        object.insert(
-            "prev".into(),
-            Value::String(prev.map(KeyLogEntry::hash).unwrap_or_default()),
-        );
+        object.insert("prev".into(), Value::String(prev.into()));
         object.insert("at".into(), Value::String(at.as_str().into()));
         let (kind_name, signing, encryption) = match kind {
             EntryKind::Keys { signing, encryption } => ("keys", signing.to_base64url(), encryption.to_base64url()),

@@ -2,7 +2,8 @@
 //! domain's values, in one place.
 
 use fedid_domain::services::{
-    FlushItem, FlushReport, IdentityView, KeyLogHead, KeyLogPage, OutboxOutcome, PublishedIdentity, ResetReport,
+    ClientEntry, FlushItem, FlushReport, IdentityView, KeyLogHead, KeyLogPage, KeysInput, OutboxOutcome,
+    PublishedIdentity, ResetReport,
 };
 use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation, Relationship};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| Box::<RawValue>::default())
 }
 use utoipa::ToSchema;
+
+use crate::error::ApiError;
 
 /// The identity object.
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,6 +93,56 @@ pub struct KeysRequest {
     /// X25519 public key, 32 bytes, base64url (standard alphabet and padding accepted).
     #[schema(pattern = r"^([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=?)$")]
     pub encryption_key: String,
+    /// A client-built key-log entry (PROTOCOL.md section 12): `seq`, `at`
+    /// and `proof` together, and `rotationProof` only with them.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    )]
+    pub at: Option<String>,
+    /// The new signing key's Ed25519 signature over the entry's signed bytes, base64url.
+    #[serde(default)]
+    pub proof: Option<String>,
+    /// The previous signing key's signature over the same bytes, for a rotation.
+    #[serde(default)]
+    pub rotation_proof: Option<String>,
+}
+
+impl KeysRequest {
+    /// The body as the domain reads it; `400 invalid_request` naming the
+    /// member missing from a client-built entry.
+    pub fn input(&self) -> Result<KeysInput<'_>, ApiError> {
+        let entry = match (self.seq, &self.at, &self.proof) {
+            (None, None, None) if self.rotation_proof.is_none() => None,
+            (Some(seq), Some(at), Some(proof)) => Some(ClientEntry {
+                seq,
+                at,
+                proof,
+                rotation_proof: self.rotation_proof.as_deref(),
+            }),
+            (seq, at, _) => {
+                let missing = if seq.is_none() {
+                    "seq"
+                } else if at.is_none() {
+                    "at"
+                } else {
+                    "proof"
+                };
+                return Err(ApiError::invalid_request(
+                    missing,
+                    "seq, at and proof come together (and rotationProof only with them)",
+                ));
+            }
+        };
+        Ok(KeysInput {
+            signing_key: &self.signing_key,
+            encryption_key: &self.encryption_key,
+            entry,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -190,11 +190,16 @@ impl From<IdentityError> for ApiError {
         let status = match &e {
             IdentityError::UnknownUser => return Self::unauthenticated(),
             IdentityError::Store(s) => return s.clone().into(),
-            IdentityError::InvalidAlias(_) | IdentityError::InvalidKey { .. } => 400,
+            IdentityError::InvalidAlias(_)
+            | IdentityError::InvalidKey { .. }
+            | IdentityError::TimestampOutOfWindow
+            | IdentityError::InvalidProof { .. } => 400,
             IdentityError::AliasTaken
             | IdentityError::RelationshipsExist
             | IdentityError::RevocationsPending
-            | IdentityError::KeyLogFull => 409,
+            | IdentityError::KeyLogFull
+            | IdentityError::IdentityNotSetUp
+            | IdentityError::KeyLogConflict => 409,
             // No `Retry-After` once the total is spent: waiting cannot help.
             IdentityError::RateLimited { retry_after_secs } => {
                 return Self {
@@ -204,7 +209,9 @@ impl From<IdentityError> for ApiError {
             }
         };
         let member = match &e {
-            IdentityError::InvalidKey { member, .. } => Some((*member).to_owned()),
+            IdentityError::InvalidKey { member, .. } | IdentityError::InvalidProof { member } => {
+                Some((*member).to_owned())
+            }
             _ => None,
         };
         Self {

@@ -943,6 +943,36 @@ fn discovery_names_the_key_log_the_keylog_endpoint_serves() {
 }
 
 #[test]
+fn a_client_built_entry_is_appended_and_a_partial_one_refused() {
+    let app = spawn_app();
+    let (token, handle, old) = app.user("alice");
+    let log = app.get("/users/me/identity", &token).json()["keyLog"].clone();
+    let new = ClientKeys::generate().unwrap();
+    let partial = app.send("PUT", "/users/me/keys", &token, {
+        let (sk, ek) = new.public_keys();
+        json!({"signingKey": sk, "encryptionKey": ek, "seq": 2})
+    });
+    assert_eq!((partial.status, partial.code()), (400, "invalid_request".into()));
+    assert_eq!(partial.json()["member"], "at");
+    let body = new.with_proven_keys(
+        &handle,
+        (log["seq"].as_u64().unwrap(), log["head"].as_str().unwrap()),
+        app.clock.now(),
+        Some(&old),
+        |k| {
+            let entry = k.entry.unwrap();
+            json!({"signingKey": k.signing_key, "encryptionKey": k.encryption_key, "seq": entry.seq,
+                   "at": entry.at, "proof": entry.proof, "rotationProof": entry.rotation_proof})
+        },
+    );
+    let reply = app.send("PUT", "/users/me/keys", &token, body.clone());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["keyLog"]["seq"], 2);
+    let again = app.send("PUT", "/users/me/keys", &token, body);
+    assert_eq!((again.status, again.code()), (409, "key_log_conflict".into()));
+}
+
+#[test]
 fn the_keylog_of_an_unknown_alias_is_404_and_a_bad_after_400() {
     let app = spawn_app();
     app.user("alice");

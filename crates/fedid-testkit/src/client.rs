@@ -65,6 +65,48 @@ impl ClientKeys {
         f(KeysInput {
             signing_key: &signing_key,
             encryption_key: &encryption_key,
+            entry: None,
+        })
+    }
+
+    /// Runs `f` with a `PUT /users/me/keys` body for these keys that
+    /// carries a proven key-log entry (PROTOCOL.md section 12): it follows
+    /// the log at `log_seq`/`log_head` under `handle`, written `at`, and,
+    /// with `rotate_from`, the old keys vouch for these.
+    pub fn with_proven_keys<T>(
+        &self,
+        handle: &Handle,
+        (log_seq, log_head): (u64, &str),
+        at: UnixTime,
+        rotate_from: Option<&ClientKeys>,
+        f: impl FnOnce(KeysInput<'_>) -> T,
+    ) -> T {
+        let (signing_key, encryption_key) = self.public_keys();
+        let at = fedid_domain::Timestamp::from_instant(at);
+        // Keys generated here always parse; were they not to, the empty
+        // bytes signed make a proof the server refuses.
+        let signed = fedid_domain::EncryptionKey::parse(&encryption_key)
+            .ok()
+            .and_then(|encryption| {
+                let kind = fedid_domain::keylog::EntryKind::Keys {
+                    signing: self.signing_key(),
+                    encryption,
+                };
+                fedid_domain::keylog::KeyLogEntry::build(handle, log_seq + 1, log_head, &at, &kind, None, None).ok()
+            })
+            .map(|e| e.signed_bytes().to_vec())
+            .unwrap_or_default();
+        let proof = self.secret().sign(&signed).to_base64url();
+        let rotation = rotate_from.map(|old| old.secret().sign(&signed).to_base64url());
+        f(KeysInput {
+            signing_key: &signing_key,
+            encryption_key: &encryption_key,
+            entry: Some(fedid_domain::services::ClientEntry {
+                seq: log_seq + 1,
+                at: at.as_str(),
+                proof: &proof,
+                rotation_proof: rotation.as_deref(),
+            }),
         })
     }
 

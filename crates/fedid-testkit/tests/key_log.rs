@@ -200,3 +200,112 @@ fn keys_that_predate_the_log_get_their_first_entry_at_start() {
         fedid_domain::UnixTime::from_secs(set_at.as_secs())
     );
 }
+
+/// alice's log position now.
+fn position(a: &Instance, alice: &TestUser) -> (u64, String) {
+    let log = a.fedid.identity(alice.user).unwrap().key_log;
+    (log.seq, log.head)
+}
+
+#[test]
+fn a_proven_rotation_is_classed_rotated_by_a_peer() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    clock.advance_secs(60);
+    let new = ClientKeys::generate().unwrap();
+    let (seq, head) = position(&a, &alice);
+    new.with_proven_keys(&alice.handle, (seq, &head), clock.now(), Some(&alice.keys), |k| {
+        a.fedid.set_keys(alice.user, k)
+    })
+    .unwrap();
+    let (entries, _, _, _) = published(&a, "alice");
+    assert_eq!(
+        classes(&entries, clock.now()),
+        vec![Some(EntryClass::First), Some(EntryClass::Rotated)]
+    );
+    assert_eq!(
+        a.fedid.identity(alice.user).unwrap().record.signing_key,
+        Some(new.signing_key())
+    );
+}
+
+#[test]
+fn a_client_entry_that_does_not_follow_the_log_is_a_conflict() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    let new = ClientKeys::generate().unwrap();
+    let (_, head) = position(&a, &alice);
+    let stale = new.with_proven_keys(&alice.handle, (0, ""), clock.now(), None, |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(stale.unwrap_err(), IdentityError::KeyLogConflict);
+    let ahead = new.with_proven_keys(&alice.handle, (5, &head), clock.now(), None, |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(ahead.unwrap_err(), IdentityError::KeyLogConflict);
+}
+
+#[test]
+fn a_proof_by_another_key_is_invalid() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    let new = ClientKeys::generate().unwrap();
+    let (seq, head) = position(&a, &alice);
+    // Signed for another handle: the entry the server rebuilds differs.
+    let other = fedid_domain::Handle::parse("mallory@a.example", fedid_domain::DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let wrong = new.with_proven_keys(&other, (seq, &head), clock.now(), None, |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(wrong.unwrap_err(), IdentityError::InvalidProof { member: "proof" });
+    let stranger = ClientKeys::generate().unwrap();
+    let bad_rotation = new.with_proven_keys(&alice.handle, (seq, &head), clock.now(), Some(&stranger), |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(
+        bad_rotation.unwrap_err(),
+        IdentityError::InvalidProof {
+            member: "rotationProof"
+        }
+    );
+}
+
+#[test]
+fn a_rotation_proof_across_a_reset_is_invalid() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    a.fedid.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    let new = ClientKeys::generate().unwrap();
+    let (seq, head) = position(&a, &alice);
+    let across = new.with_proven_keys(&alice.handle, (seq, &head), clock.now(), Some(&alice.keys), |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(
+        across.unwrap_err(),
+        IdentityError::InvalidProof {
+            member: "rotationProof"
+        }
+    );
+}
+
+#[test]
+fn a_client_entry_outside_the_skew_window_is_refused() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    let new = ClientKeys::generate().unwrap();
+    let (seq, head) = position(&a, &alice);
+    let late = clock.now().plus_secs(-301);
+    let refused = new.with_proven_keys(&alice.handle, (seq, &head), late, None, |k| {
+        a.fedid.set_keys(alice.user, k)
+    });
+    assert_eq!(refused.unwrap_err(), IdentityError::TimestampOutOfWindow);
+}
+
+#[test]
+fn a_client_entry_needs_an_alias() {
+    let (clock, a) = instance();
+    let (user, _) = a.fedid.create_user().unwrap();
+    let nobody = fedid_domain::Handle::parse("nobody@a.example", fedid_domain::DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let keys = ClientKeys::generate().unwrap();
+    let refused = keys.with_proven_keys(&nobody, (0, ""), clock.now(), None, |k| a.fedid.set_keys(user, k));
+    assert_eq!(refused.unwrap_err(), IdentityError::IdentityNotSetUp);
+}

@@ -590,6 +590,7 @@ fn keys_are_checked_signing_key_first() {
             fedid_domain::services::KeysInput {
                 signing_key: s,
                 encryption_key: e,
+                entry: None,
             },
         )
     };

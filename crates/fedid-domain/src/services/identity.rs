@@ -7,11 +7,13 @@ use crate::keys::{EncryptionKey, SigningKey};
 use crate::model::{AuditRecord, IdentityRecord, UserId};
 use std::sync::Arc;
 
-use crate::keylog::EntryKind;
+use crate::keylog::{EntryKind, KeyLogEntry};
+use crate::keys::Signature;
 use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::key_log::{self, KeyLogHead};
 use crate::services::Fedid;
 use crate::settings::Settings;
+use crate::time::Timestamp;
 use crate::time::UnixTime;
 
 const DAY_SECS: i64 = 86_400;
@@ -53,6 +55,24 @@ pub enum IdentityError {
     /// `409 key_log_full`: the log holds 10,000 entries.
     #[error("the key log is full")]
     KeyLogFull,
+    /// `409 identity_not_set_up`: a client-built entry needs an alias.
+    #[error("a key-log entry needs an alias first")]
+    IdentityNotSetUp,
+    /// `409 key_log_conflict`: the log does not end at `seq` - 1, or
+    /// another append won the race.
+    #[error("the key log does not end where this entry follows")]
+    KeyLogConflict,
+    /// `400 timestamp_out_of_window`: `at` is outside the skew window or
+    /// earlier than the last entry's.
+    #[error("at is outside the clock skew or earlier than the last entry")]
+    TimestampOutOfWindow,
+    /// `400 invalid_proof`: `member` (`proof` or `rotationProof`) does not
+    /// verify over the entry the server rebuilt.
+    #[error("{member} does not verify over the entry")]
+    InvalidProof {
+        /// `proof` or `rotationProof`.
+        member: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -98,6 +118,10 @@ impl IdentityError {
             Self::RateLimited { .. } => "rate_limited",
             Self::InvalidKey { .. } => "invalid_key",
             Self::KeyLogFull => "key_log_full",
+            Self::IdentityNotSetUp => "identity_not_set_up",
+            Self::KeyLogConflict => "key_log_conflict",
+            Self::TimestampOutOfWindow => "timestamp_out_of_window",
+            Self::InvalidProof { .. } => "invalid_proof",
             Self::Store(_) => "internal_error",
         }
     }
@@ -134,6 +158,23 @@ pub struct KeysInput<'a> {
     pub signing_key: &'a str,
     /// Base64url, as sent.
     pub encryption_key: &'a str,
+    /// The client-built key-log entry, when the client sent one.
+    pub entry: Option<ClientEntry<'a>>,
+}
+
+/// The members of a client-built key-log entry (API.md `PUT
+/// /users/me/keys`); the server rebuilds the entry from them, its log's
+/// head and the user's handle, and checks every proof.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientEntry<'a> {
+    /// The entry's seq: the log must end at `seq` - 1.
+    pub seq: u64,
+    /// When the change was made, as the client wrote it.
+    pub at: &'a str,
+    /// The new signing key's signature over the entry's signed bytes.
+    pub proof: &'a str,
+    /// The previous signing key's signature over them, for a rotation.
+    pub rotation_proof: Option<&'a str>,
 }
 
 impl Fedid {
@@ -192,9 +233,13 @@ impl Fedid {
         })?;
         let now = self.clock.now();
         let settings = Arc::clone(&self.settings);
+        let entry = input.entry.map(OwnedClientEntry::from);
         ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
             let record = tx.identity(user)?.ok_or(IdentityError::UnknownUser)?;
-            log_new_keys(tx, &settings, &record, &signing, &encryption, now)?;
+            match &entry {
+                Some(entry) => log_client_entry(tx, &settings, &record, &signing, &encryption, entry, now)?,
+                None => log_new_keys(tx, &settings, &record, &signing, &encryption, now)?,
+            }
             tx.set_keys(user, &signing, &encryption, now)?;
             audit(
                 tx,
@@ -212,6 +257,113 @@ impl Fedid {
 /// Key-log appends per user per day, and in all (PROTOCOL.md section 12).
 const KEY_LOG_PER_DAY: u64 = 10;
 const KEY_LOG_MAX: u64 = 10_000;
+
+/// A [`ClientEntry`] the write unit owns.
+#[derive(Debug, Clone)]
+struct OwnedClientEntry {
+    seq: u64,
+    at: String,
+    proof: String,
+    rotation_proof: Option<String>,
+}
+
+impl From<ClientEntry<'_>> for OwnedClientEntry {
+    fn from(e: ClientEntry<'_>) -> Self {
+        Self {
+            seq: e.seq,
+            at: e.at.to_owned(),
+            proof: e.proof.to_owned(),
+            rotation_proof: e.rotation_proof.map(str::to_owned),
+        }
+    }
+}
+
+/// The bounds every append to a user's log meets (section 12).
+fn check_append_bounds(
+    tx: &mut dyn Tx,
+    user: UserId,
+    last: Option<&KeyLogEntry>,
+    now: UnixTime,
+) -> Result<(), IdentityError> {
+    if tx.key_log_appended_since(user, now.plus_secs(-DAY_SECS))? >= KEY_LOG_PER_DAY {
+        return Err(IdentityError::RateLimited {
+            retry_after_secs: Some(DAY_SECS as u64),
+        });
+    }
+    if last.is_some_and(|l| l.seq() >= KEY_LOG_MAX) {
+        return Err(IdentityError::KeyLogFull);
+    }
+    Ok(())
+}
+
+/// A client-built `keys` entry (section 12, API.md): rebuilt from the
+/// body, the log's head and the user's handle, every proof checked, and
+/// appended only if the log still ends at `seq` - 1.
+fn log_client_entry(
+    tx: &mut dyn Tx,
+    settings: &Settings,
+    record: &IdentityRecord,
+    signing: &SigningKey,
+    encryption: &EncryptionKey,
+    entry: &OwnedClientEntry,
+    now: UnixTime,
+) -> Result<(), IdentityError> {
+    let handle = record.handle(&settings.domain).ok_or(IdentityError::IdentityNotSetUp)?;
+    let last = key_log::last_entry(tx, record.user)?;
+    check_append_bounds(tx, record.user, last.as_ref(), now)?;
+    if entry.seq != last.as_ref().map_or(1, |l| l.seq() + 1) {
+        return Err(IdentityError::KeyLogConflict);
+    }
+    let at = Timestamp::parse(&entry.at).map_err(|_| IdentityError::TimestampOutOfWindow)?;
+    let skew = settings.max_clock_skew_secs.max(0) as u128 * 1_000_000_000;
+    let too_early = last.as_ref().is_some_and(|l| at.instant() < l.at().instant());
+    if at.instant().distance_nanos(now) > skew || too_early {
+        return Err(IdentityError::TimestampOutOfWindow);
+    }
+    let proof = Signature::parse(&entry.proof).ok_or(IdentityError::InvalidProof { member: "proof" })?;
+    let rotation_proof = entry
+        .rotation_proof
+        .as_deref()
+        .map(|p| {
+            Signature::parse(p).ok_or(IdentityError::InvalidProof {
+                member: "rotationProof",
+            })
+        })
+        .transpose()?;
+    let kind = EntryKind::Keys {
+        signing: *signing,
+        encryption: *encryption,
+    };
+    let prev = last.as_ref().map(KeyLogEntry::hash).unwrap_or_default();
+    let built = KeyLogEntry::build(
+        &handle,
+        entry.seq,
+        &prev,
+        &at,
+        &kind,
+        Some(&proof),
+        rotation_proof.as_ref(),
+    )
+    .map_err(|_| IdentityError::InvalidProof { member: "proof" })?;
+    if !proof.verify(signing, built.signed_bytes()) {
+        return Err(IdentityError::InvalidProof { member: "proof" });
+    }
+    if let Some(rotation_proof) = rotation_proof {
+        let vouches = last
+            .as_ref()
+            .and_then(KeyLogEntry::signing_key)
+            .is_some_and(|old| rotation_proof.verify(old, built.signed_bytes()));
+        if !vouches {
+            return Err(IdentityError::InvalidProof {
+                member: "rotationProof",
+            });
+        }
+    }
+    if !tx.key_log_append(record.user, entry.seq, &built.entry_text(), &built.hash(), now)? {
+        return Err(IdentityError::KeyLogConflict);
+    }
+    Ok(())
+}
 
 /// The server-built `keys` entry that new keys call for (section 12): none
 /// while the user has no alias (logged when it is set), none when the keys
@@ -235,15 +387,7 @@ fn log_new_keys(
     if last.as_ref().is_some_and(|l| *l.kind() == kind) {
         return Ok(());
     }
-    if last.as_ref().is_some_and(|l| l.seq() >= KEY_LOG_MAX) {
-        return Err(IdentityError::KeyLogFull);
-    }
-    let day_ago = now.plus_secs(-DAY_SECS);
-    if tx.key_log_appended_since(record.user, day_ago)? >= KEY_LOG_PER_DAY {
-        return Err(IdentityError::RateLimited {
-            retry_after_secs: Some(DAY_SECS as u64),
-        });
-    }
+    check_append_bounds(tx, record.user, last.as_ref(), now)?;
     key_log::append(tx, record.user, &handle, last.as_ref(), &kind, now)?;
     Ok(())
 }

@@ -61,7 +61,8 @@ pub(crate) fn append(
 ) -> Result<KeyLogEntry, StoreError> {
     let seq = last.map_or(1, |l| l.seq() + 1);
     let at = Timestamp::from_instant(now);
-    let entry = KeyLogEntry::build(handle, seq, last, &at, kind, None, None)
+    let prev = last.map(KeyLogEntry::hash).unwrap_or_default();
+    let entry = KeyLogEntry::build(handle, seq, &prev, &at, kind, None, None)
         .map_err(|e| StoreError::Unavailable(format!("a key-log entry could not be built: {e}")))?;
     if !tx.key_log_append(user, seq, &entry.entry_text(), &entry.hash(), now)? {
         return Err(StoreError::Unavailable("another append took this seq".into()));

@@ -17,7 +17,7 @@ mod sessions;
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use discovery::PublishedIdentity;
-pub use identity::{IdentityError, IdentityView, KeysInput};
+pub use identity::{ClientEntry, IdentityError, IdentityView, KeysInput};
 pub use inbox::{CheckedEnvelope, InboxError, Received};
 pub use key_log::{KeyLogHead, KeyLogPage, KEY_LOG_PAGE};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};

@@ -2,7 +2,6 @@
 //! `POST /users/me/identity/reset`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use fedid_domain::services::KeysInput;
 
 use crate::dto::{AliasRequest, Identity, KeysRequest, ResetResponse};
 use crate::error::{ApiError, Problem};
@@ -36,8 +35,11 @@ pub async fn set_alias(
 
 #[utoipa::path(put, path = "/users/me/keys", operation_id = "setKeys", tag = "identity", security(("bearer" = [])), request_body = KeysRequest,
     responses((status = 200, body = Identity),
-        (status = 400, description = "`invalid_request`, `invalid_key` (with `member`)", body = Problem),
-        (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem)))]
+        (status = 400, description = "`invalid_request`, `invalid_key` (with `member`), `timestamp_out_of_window`, `invalid_proof` (with `member`)", body = Problem),
+        (status = 401, body = Problem), (status = 408, description = "`request_timeout`", body = Problem),
+        (status = 409, description = "`identity_not_set_up`, `key_log_full`, `key_log_conflict`", body = Problem),
+        (status = 413, body = Problem),
+        (status = 429, description = "`rate_limited`: 10 key-log entries a day", body = Problem, headers(("Retry-After" = u64)))))]
 pub async fn set_keys(
     req: HttpRequest,
     payload: web::Payload,
@@ -45,14 +47,7 @@ pub async fn set_keys(
 ) -> Result<HttpResponse, ApiError> {
     let (user, request): (_, KeysRequest) = user_and_json(&req, payload, &state, state.http.body_bytes).await?;
     let fedid = state.fedid.clone();
-    let view = blocking(move || {
-        let keys = KeysInput {
-            signing_key: &request.signing_key,
-            encryption_key: &request.encryption_key,
-        };
-        Ok(fedid.set_keys(user, keys)?)
-    })
-    .await?;
+    let view = blocking(move || Ok(fedid.set_keys(user, request.input()?)?)).await?;
     Ok(HttpResponse::Ok().json(Identity::from(view)))
 }
 
