@@ -171,6 +171,12 @@ pub trait Tx {
     /// Records a delivery to `domain` at `at`: a success resets its
     /// failures; a failure (its reason) adds one.
     fn record_peer_outcome(&mut self, domain: &Domain, failure: Option<&str>, at: UnixTime) -> Result<(), StoreError>;
+    /// Takes the lease of a failing `domain` until `until` if nobody holds
+    /// it at `now` (one delivery in flight across instances, section 11);
+    /// whether it was taken.
+    fn lease_peer_domain(&mut self, domain: &Domain, now: UnixTime, until: UnixTime) -> Result<bool, StoreError>;
+    /// Gives the lease of `domain` back.
+    fn release_peer_domain(&mut self, domain: &Domain) -> Result<(), StoreError>;
     /// Rows queued, all users, for peers of `domain`.
     fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError>;
 

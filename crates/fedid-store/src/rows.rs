@@ -170,6 +170,7 @@ pub(crate) struct PeerDomainRow {
     pub last_failure_at: Option<i64>,
     pub last_failure: Option<String>,
     pub failing_since: Option<i64>,
+    pub lease_until: Option<i64>,
 }
 
 impl PeerDomainRow {

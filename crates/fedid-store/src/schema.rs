@@ -92,6 +92,7 @@ diesel::table! {
         last_failure_at -> Nullable<BigInt>,
         last_failure -> Nullable<Text>,
         failing_since -> Nullable<BigInt>,
+        lease_until -> Nullable<BigInt>,
     }
 }
 

@@ -596,6 +596,7 @@ macro_rules! impl_tx {
                         None => known.as_ref().and_then(|row| row.last_failure.clone()),
                     },
                     failing_since: failure.map(|_| failing_since.unwrap_or(at)),
+                    lease_until: known.as_ref().and_then(|row| row.lease_until),
                 };
                 // An upsert: two instances may meet a new domain at once.
                 // (Health is a heuristic: of two concurrent failures on
@@ -611,6 +612,32 @@ macro_rules! impl_tx {
                         peer_domains::last_failure.eq(&row.last_failure),
                         peer_domains::failing_since.eq(row.failing_since),
                     ))
+                    .execute(self.conn);
+                self.db(done).map(|_| ())
+            }
+
+            fn lease_peer_domain(
+                &mut self,
+                domain: &Domain,
+                now: UnixTime,
+                until: UnixTime,
+            ) -> Result<bool, StoreError> {
+                let now = nanos(now);
+                let taken = diesel::update(
+                    peer_domains::table.find(domain.as_str()).filter(
+                        peer_domains::lease_until
+                            .is_null()
+                            .or(peer_domains::lease_until.le(now)),
+                    ),
+                )
+                .set(peer_domains::lease_until.eq(nanos(until)))
+                .execute(self.conn);
+                self.db(taken).map(|n| n > 0)
+            }
+
+            fn release_peer_domain(&mut self, domain: &Domain) -> Result<(), StoreError> {
+                let done = diesel::update(peer_domains::table.find(domain.as_str()))
+                    .set(peer_domains::lease_until.eq(None::<i64>))
                     .execute(self.conn);
                 self.db(done).map(|_| ())
             }

@@ -388,6 +388,26 @@ pub fn tx_semantics(store: &dyn Store) {
     );
     assert_eq!(health.state(t(10)), PeerDomainState::Healthy);
     assert_eq!(read(store, |tx| tx.peer_domains()).unwrap(), vec![health]);
+    // The lease of a failing domain: one holder at a time, lapsing.
+    let d = peer.clone();
+    assert!(write(store, move |tx| tx.lease_peer_domain(&d, t(20), t(30))).unwrap());
+    let d = peer.clone();
+    assert!(
+        !write(store, move |tx| tx.lease_peer_domain(&d, t(25), t(35))).unwrap(),
+        "held"
+    );
+    let d = peer.clone();
+    assert!(
+        write(store, move |tx| tx.lease_peer_domain(&d, t(30), t(40))).unwrap(),
+        "lapsed"
+    );
+    let d = peer.clone();
+    write(store, move |tx| tx.release_peer_domain(&d)).unwrap();
+    let d = peer.clone();
+    assert!(
+        write(store, move |tx| tx.lease_peer_domain(&d, t(31), t(41))).unwrap(),
+        "given back"
+    );
     let row = QueuedRevocation::new(h("xyz@p.example"), t(0));
     write(store, move |tx| tx.enqueue(u2, &row)).unwrap();
     let d = peer.clone();

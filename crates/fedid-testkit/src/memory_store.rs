@@ -39,6 +39,8 @@ struct State {
     nonces: HashMap<(String, String), ReplayKey>,
     audit: Vec<AuditRecord>,
     peer_domains: BTreeMap<String, PeerDomainHealth>,
+    /// Leases of failing peer domains (section 11).
+    peer_leases: BTreeMap<String, UnixTime>,
     /// By (user, seq): entry bytes, hash and when appended.
     key_log: BTreeMap<(UserId, u64), (String, String, UnixTime)>,
 }
@@ -478,6 +480,24 @@ impl Tx for State {
                 health.failing_since = health.failing_since.or(Some(at));
             }
         }
+        Ok(())
+    }
+
+    fn lease_peer_domain(&mut self, domain: &Domain, now: UnixTime, until: UnixTime) -> Result<bool, StoreError> {
+        if !self.peer_domains.contains_key(domain.as_str()) {
+            return Ok(false);
+        }
+        match self.peer_leases.get(domain.as_str()) {
+            Some(held) if *held > now => Ok(false),
+            _ => {
+                self.peer_leases.insert(domain.as_str().to_owned(), until);
+                Ok(true)
+            }
+        }
+    }
+
+    fn release_peer_domain(&mut self, domain: &Domain) -> Result<(), StoreError> {
+        self.peer_leases.remove(domain.as_str());
         Ok(())
     }
 

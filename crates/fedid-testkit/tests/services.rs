@@ -1493,3 +1493,34 @@ fn a_failing_domain_gets_one_delivery_at_a_time() {
         "then they are due again"
     );
 }
+
+#[test]
+fn a_failing_domain_leased_by_another_instance_gets_nothing_from_this_one() {
+    let w = world();
+    let peers: Vec<Person> = ["bob", "carol", "dave"].iter().map(|p| person(&w.b, p)).collect();
+    let (alice, keys) = reset_alice_with(&w, &peers.iter().collect::<Vec<_>>());
+    w.network.set_unreachable("b.example", true);
+    let expires = w.now().plus_secs(7 * 86_400);
+    let items: Vec<_> = peers
+        .iter()
+        .map(|p| keys.flush_item_expiring(&alice.handle, &p.handle, w.now(), Some(expires)))
+        .collect();
+    alice.node.flush(alice.user, &items).unwrap();
+    w.clock.advance_secs(60);
+    alice.node.deliver_due(16).unwrap();
+    assert!(b_health(&w).unwrap().consecutive_failures >= 5, "failing");
+    // Another instance on the same database holds b.example's lease.
+    let (domain, now) = (Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap(), w.now());
+    let until = now.plus_secs(3_600);
+    let leased = fedid_domain::ports::write(w.a.store.as_ref(), None, move |tx| {
+        tx.lease_peer_domain(&domain, now, until)
+    })
+    .wait()
+    .unwrap();
+    assert!(leased);
+    w.clock.advance_secs(600);
+    let before: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
+    alice.node.deliver_due(16).unwrap();
+    let after: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
+    assert_eq!(after, before, "no delivery while another instance holds the lease");
+}

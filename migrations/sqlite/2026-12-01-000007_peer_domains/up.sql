@@ -9,5 +9,8 @@ CREATE TABLE peer_domains (
     last_failure TEXT,
     -- The first failure since the last success: seven days of it make the
     -- domain unreachable.
-    failing_since BIGINT
+    failing_since BIGINT,
+    -- While a domain is failing, the one instance holding this lease may
+    -- have a delivery to it in flight; the others wait (section 11).
+    lease_until BIGINT
 );

@@ -165,7 +165,7 @@ impl Fedid {
         let until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
         let claimed = ports::write(self.store.as_ref(), None, move |tx| tx.claim_due(now, until, limit)).wait()?;
         let claimed_count = claimed.len();
-        let claimed = self.one_per_failing_domain(claimed, now)?;
+        let (claimed, leased) = self.one_per_failing_domain(claimed, now, until)?;
         let next = AtomicUsize::new(0);
         let delivered = AtomicUsize::new(0);
         let workers = self.settings.delivery_concurrency.clamp(1, claimed.len().max(1));
@@ -182,20 +182,34 @@ impl Fedid {
                 });
             }
         });
+        if !leased.is_empty() {
+            // A lease that cannot be given back lapses with the claims.
+            let _ = ports::write(self.store.as_ref(), None, move |tx| {
+                for domain in &leased {
+                    tx.release_peer_domain(domain)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .wait();
+        }
         Ok(DeliveryRound {
             claimed: claimed_count,
             delivered: delivered.into_inner(),
         })
     }
 
-    /// The claimed rows to deliver now, each with its domain's state: of a
-    /// failing (or unreachable) domain only the first, the others released
-    /// to wait for its outcome (section 11).
+    /// The claimed rows to deliver now, each with its domain's state, and
+    /// the failing domains leased for them: of a failing (or unreachable)
+    /// domain only the first row, and only if this instance holds the
+    /// domain's lease (one delivery in flight across instances); the other
+    /// rows are released to wait for its outcome (section 11).
+    #[allow(clippy::type_complexity)]
     fn one_per_failing_domain(
         &self,
         claimed: Vec<(UserId, QueuedRevocation)>,
         now: UnixTime,
-    ) -> Result<Vec<(UserId, QueuedRevocation, PeerDomainState)>, StoreError> {
+        until: UnixTime,
+    ) -> Result<(Vec<(UserId, QueuedRevocation, PeerDomainState)>, Vec<Domain>), StoreError> {
         let mut domains: Vec<Domain> = claimed.iter().map(|(_, row)| row.peer.domain()).collect();
         domains.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         domains.dedup();
@@ -209,14 +223,32 @@ impl Fedid {
             }
             Ok::<_, StoreError>(states)
         })?;
-        let mut taken = HashSet::new();
+        let failing: Vec<Domain> = domains
+            .into_iter()
+            .filter(|d| states.get(d.as_str()).is_some_and(|s| *s != PeerDomainState::Healthy))
+            .collect();
+        let leased: Vec<Domain> = if failing.is_empty() {
+            Vec::new()
+        } else {
+            ports::write(self.store.as_ref(), None, move |tx| {
+                let mut leased = Vec::new();
+                for domain in &failing {
+                    if tx.lease_peer_domain(domain, now, until)? {
+                        leased.push(domain.clone());
+                    }
+                }
+                Ok::<_, StoreError>(leased)
+            })
+            .wait()?
+        };
+        let mut free: HashSet<String> = leased.iter().map(|d| d.as_str().to_owned()).collect();
         let (mut now_rows, mut waiting) = (Vec::new(), Vec::new());
         for (user, row) in claimed {
             let state = states
                 .get(row.peer.domain_str())
                 .copied()
                 .unwrap_or(PeerDomainState::Healthy);
-            if state == PeerDomainState::Healthy || taken.insert(row.peer.domain_str().to_owned()) {
+            if state == PeerDomainState::Healthy || free.remove(row.peer.domain_str()) {
                 now_rows.push((user, row, state));
             } else {
                 waiting.push((user, row.peer));
@@ -239,7 +271,7 @@ impl Fedid {
             })
             .wait()?;
         }
-        Ok(now_rows)
+        Ok((now_rows, leased))
     }
 
     /// Delivers one claimed row's REVOKE and records what happened; whether
