@@ -285,6 +285,53 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
     Ok(seconds)
 }
 
+/// Milliseconds for a peer's first contact with a 1,000-entry key log
+/// (PROTOCOL.md section 12): every entry a proven rotation, so each check
+/// verifies two signatures; the median of 5 checks.
+fn keylog_check_1000_entries_ms() -> Result<f64, Failure> {
+    use fedid_domain::keylog::{check_pin, EntryKind, KeyLogEntry, LogAnswer, PinVerdict};
+    let handle = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).map_err(|e| e.to_string())?;
+    let start = SystemClock.now().plus_secs(-86_400);
+    let mut values: Vec<Value> = Vec::with_capacity(1000);
+    let mut previous: Option<(KeyLogEntry, ClientKeys)> = None;
+    for seq in 1..=1000u64 {
+        let keys = ClientKeys::generate().ok_or("no randomness")?;
+        let (_, encryption) = keys.public_keys();
+        let kind = EntryKind::Keys {
+            signing: keys.signing_key(),
+            encryption: fedid_domain::EncryptionKey::parse(&encryption).map_err(|e| e.to_string())?,
+        };
+        let at = fedid_domain::Timestamp::from_instant(start.plus_secs(seq as i64));
+        let prev = previous.as_ref().map(|(e, _)| e.hash()).unwrap_or_default();
+        let unsigned = KeyLogEntry::build(&handle, seq, &prev, &at, &kind, None, None).map_err(|e| e.to_string())?;
+        let proof = keys.secret().sign(unsigned.signed_bytes());
+        let rotation = previous
+            .as_ref()
+            .map(|(_, old)| old.secret().sign(unsigned.signed_bytes()));
+        let entry = KeyLogEntry::build(&handle, seq, &prev, &at, &kind, Some(&proof), rotation.as_ref())
+            .map_err(|e| e.to_string())?;
+        values.push(serde_json::from_slice(entry.entry_bytes()).map_err(|e| e.to_string())?);
+        previous = Some((entry, keys));
+    }
+    let (last, keys) = previous.ok_or("no entry")?;
+    let (_, encryption) = keys.public_keys();
+    let answer = LogAnswer {
+        signing: keys.signing_key(),
+        encryption: fedid_domain::EncryptionKey::parse(&encryption).map_err(|e| e.to_string())?,
+        log: Some((1000, last.hash())),
+    };
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let verdict = check_pin(&handle, None, &values, &answer, SystemClock.now(), 300);
+        runs.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !matches!(verdict, PinVerdict::Ok { .. }) {
+            return Err(format!("the generated log did not check: {verdict:?}"));
+        }
+    }
+    Ok(median(runs))
+}
+
 /// Another user's identity GET latencies, measured until `stop`.
 fn watch_latencies(
     url: String,
@@ -571,6 +618,10 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
         figures.insert("identity_vs_hello_ratio", identity / hello);
         return Ok(figures);
     }
+    if std::env::args().nth(1).as_deref() == Some("keylog") {
+        figures.insert("keylog_check_1000_entries_ms", keylog_check_1000_entries_ms()?);
+        return Ok(figures);
+    }
     if std::env::args().nth(1).as_deref() == Some("redelivery") {
         let (seconds, p99) = background_redelivery(&bin, dir.path())?;
         figures.insert("background_redelivery_seconds", seconds);
@@ -632,6 +683,7 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     figures.insert("inbox_accepted_per_s_postgres_64_recipients", inbox_pg_64);
     figures.insert("flush_1000_seconds", flush);
     figures.insert("flush_vs_ideal_ratio", flush / ((1000f64 / 16.0).ceil() * 0.1));
+    figures.insert("keylog_check_1000_entries_ms", keylog_check_1000_entries_ms()?);
     figures.insert("background_redelivery_seconds", redelivery);
     figures.insert("other_user_max_ms_during_redelivery", redelivery_p99);
     figures.insert("reset_seconds", reset);
@@ -658,6 +710,7 @@ fn main() -> std::process::ExitCode {
                 "flush_1000_seconds",
                 "flush_vs_ideal_ratio",
                 "background_redelivery_seconds",
+                "keylog_check_1000_entries_ms",
                 "other_user_max_ms_during_redelivery",
                 "reset_seconds",
                 "other_user_p99_ms_during_reset",
