@@ -492,6 +492,57 @@ fn a_slow_peer_does_not_hold_up_the_others_beyond_one_timeout() {
     );
 }
 
+/// alice (on `home`) and bob (on `b`) become friends; bob's server stops;
+/// alice resets on `home` and flushes a long-lived REVOKE on `flush_on`,
+/// which fails. Returns alice's token and handle, bob's token, and the flush
+/// report.
+fn flush_while_peer_down(home: &Server, flush_on: &Server, b: &mut Server) -> (String, Handle, String, Value) {
+    let (alice, ah, ak) = home.user("alice");
+    let (bob, bh, bk) = b.user("bob");
+    assert_eq!(
+        outbox(home, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest).0,
+        200
+    );
+    assert_eq!(outbox(b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
+    b.stop();
+    let (status, _) = send(
+        &home.url("/users/me/identity/reset"),
+        "POST",
+        Some(&alice),
+        json!({"confirm": "erase-all-my-data"}),
+    );
+    assert_eq!(status, 200);
+    let keys = ClientKeys::generate().unwrap();
+    home.register_keys(&alice, &keys);
+    let item = keys.flush_item_expiring(&ah, &bh, now(), Some(now().plus_secs(7 * 86_400)));
+    let (status, report) = send(
+        &flush_on.url("/users/me/revocations/flush"),
+        "POST",
+        Some(&alice),
+        json!({"items": [{"peerHandle": item.peer_handle, "signature": item.signature, "nonce": item.nonce,
+                          "timestamp": item.timestamp, "expires": item.expires}]}),
+    );
+    assert_eq!(
+        (status, report["results"][0]["outcome"].clone()),
+        (200, json!("failed")),
+        "{report}"
+    );
+    (alice, ah, bob, report)
+}
+
+/// Waits until alice's pending list on `server` is empty.
+fn until_nothing_pending(server: &Server, alice: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, pending) = get(&server.url("/users/me/revocations/pending"), Some(alice));
+        if pending["items"].as_array().unwrap().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still queued: {pending}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// PROTOCOL.md section 11 with real processes: bob's server is down when
 /// alice flushes; her client goes away; when bob's server comes back, the
 /// REVOKE reaches it without any further request from her.
@@ -504,34 +555,7 @@ fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
     ];
     let a = Server::start(dir.path(), "a", &fast_retries);
     let mut b = Server::start(dir.path(), "b", &[]);
-    let (alice, ah, ak) = a.user("alice");
-    let (bob, bh, bk) = b.user("bob");
-    assert_eq!(
-        outbox(&a, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest).0,
-        200
-    );
-    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
-
-    b.stop();
-    let (status, _) = send(
-        &a.url("/users/me/identity/reset"),
-        "POST",
-        Some(&alice),
-        json!({"confirm": "erase-all-my-data"}),
-    );
-    assert_eq!(status, 200);
-    let keys = ClientKeys::generate().unwrap();
-    a.register_keys(&alice, &keys);
-    let item = keys.flush_item_expiring(&ah, &bh, now(), Some(now().plus_secs(7 * 86_400)));
-    let (status, report) = send(
-        &a.url("/users/me/revocations/flush"),
-        "POST",
-        Some(&alice),
-        json!({"items": [{"peerHandle": item.peer_handle, "signature": item.signature, "nonce": item.nonce,
-                          "timestamp": item.timestamp, "expires": item.expires}]}),
-    );
-    assert_eq!(status, 200, "{report}");
-    assert_eq!(report["results"][0]["outcome"], "failed", "{report}");
+    let (alice, ah, bob, report) = flush_while_peer_down(&a, &a, &mut b);
     assert!(report["results"][0]["nextAttemptAt"].is_string(), "{report}");
     let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
     assert!(pending["items"][0]["nextAttemptAt"].is_string(), "{pending}");
@@ -557,15 +581,7 @@ fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
     assert!(metrics.contains("fedid_peer_domains{state=\"healthy\"} 1"), "{metrics}");
 
     b.launch();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, pending) = get(&a.url("/users/me/revocations/pending"), Some(&alice));
-        if pending["items"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still queued: {pending}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_nothing_pending(&a, &alice);
     assert_eq!(relationship_state(&b, &bob, &ah), None, "bob's relationship is gone");
     let (_, identity) = get(&a.url("/users/me/identity"), Some(&alice));
     let audit = a
@@ -599,48 +615,10 @@ fn two_instances_on_one_postgres_deliver_a_scheduled_revoke_once() {
     second.push(("FEDID__FEDERATION__DOMAIN", domain.as_str()));
     let a2 = Server::start(dir.path(), "a2", &second);
     let mut b = Server::start(dir.path(), "b", &[]);
-    let (alice, ah, ak) = a1.user("alice");
-    let (bob, bh, bk) = b.user("bob");
-    assert_eq!(
-        outbox(&a1, &alice, &ak, &ah, &bh, MessageType::RelationshipRequest).0,
-        200
-    );
-    assert_eq!(outbox(&b, &bob, &bk, &bh, &ah, MessageType::RelationshipAccept).0, 200);
-
-    b.stop();
-    let (status, _) = send(
-        &a2.url("/users/me/identity/reset"),
-        "POST",
-        Some(&alice),
-        json!({"confirm": "erase-all-my-data"}),
-    );
-    assert_eq!(status, 200);
-    let keys = ClientKeys::generate().unwrap();
-    a2.register_keys(&alice, &keys);
-    let item = keys.flush_item_expiring(&ah, &bh, now(), Some(now().plus_secs(86_400)));
-    let (status, report) = send(
-        &a1.url("/users/me/revocations/flush"),
-        "POST",
-        Some(&alice),
-        json!({"items": [{"peerHandle": item.peer_handle, "signature": item.signature, "nonce": item.nonce,
-                          "timestamp": item.timestamp, "expires": item.expires}]}),
-    );
-    assert_eq!(
-        (status, report["results"][0]["outcome"].clone()),
-        (200, json!("failed")),
-        "{report}"
-    );
+    let (alice, _, _, _) = flush_while_peer_down(&a1, &a2, &mut b);
 
     b.launch();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !get(&a2.url("/users/me/revocations/pending"), Some(&alice)).1["items"]
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "still queued");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_nothing_pending(&a2, &alice);
     // Give a second, wrongful delivery time to arrive.
     std::thread::sleep(Duration::from_secs(3));
     let metrics = agent()

@@ -223,24 +223,21 @@ fn open_store(db_url: &str) -> Result<fedid_store::DieselStore, Failure> {
     fedid_store::DieselStore::open(db_url, 2).map_err(|e| e.to_string())
 }
 
-/// Seconds for one flush of 1000 queued revocations to 10 peers answering after 100 ms.
-fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure> {
-    let db = format!("sqlite://{}", dir.join("flush.db").display());
-    let server = Server::start(bin, &db, &[("FEDID__DELIVERY__CONCURRENCY", "16")])?;
-    let alice = user(&server, "alice")?;
-    let ports: Vec<u16> = (0..10)
-        .map(|_| slow_peer(Duration::from_millis(100)))
-        .collect::<Result<_, _>>()?;
+/// alice on `server` (its database `db`) with 1000 active peers on the
+/// peer servers at `ports`, reset (1000 revocations queued) and with new
+/// keys: (alice, her former peers, her new keys).
+fn reset_with_1000_peers(server: &Server, db: &str, ports: &[u16]) -> Result<(User, Vec<Handle>, ClientKeys), Failure> {
+    let alice = user(server, "alice")?;
     let peers: Vec<Handle> = (0..1000)
         .map(|i| {
             Handle::parse(
-                &format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]),
+                &format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % ports.len()]),
                 DomainPolicy::ANY,
             )
             .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    let store = open_store(&db)?;
+    let store = open_store(db)?;
     let now = SystemClock.now();
     let relationships: Vec<Relationship> = peers
         .iter()
@@ -261,12 +258,23 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
     .wait()
     .map_err(|e| e.to_string())?;
     let reset = json!({"confirm": "erase-all-my-data"}).to_string();
-    let body = request(&server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
+    let body = request(server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
     if !body.contains("\"revocationsQueued\":1000") {
         return Err(format!("reset queued: {body}"));
     }
     let keys = ClientKeys::generate().ok_or("no randomness")?;
-    set_keys(&server, &alice.token, &keys)?;
+    set_keys(server, &alice.token, &keys)?;
+    Ok((alice, peers, keys))
+}
+
+/// Seconds for one flush of 1000 queued revocations to 10 peers answering after 100 ms.
+fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure> {
+    let db = format!("sqlite://{}", dir.join("flush.db").display());
+    let server = Server::start(bin, &db, &[("FEDID__DELIVERY__CONCURRENCY", "16")])?;
+    let ports: Vec<u16> = (0..10)
+        .map(|_| slow_peer(Duration::from_millis(100)))
+        .collect::<Result<_, _>>()?;
+    let (alice, peers, keys) = reset_with_1000_peers(&server, &db, &ports)?;
     let now = SystemClock.now();
     let items: Vec<Value> = peers
         .iter()
@@ -375,7 +383,6 @@ fn background_redelivery(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64)
             ("FEDID__DELIVERY__RETRY_MAX_SECS", "2"),
         ],
     )?;
-    let alice = user(&server, "alice")?;
     let other = user(&server, "other")?;
     // Ports for the peers, free now and left closed until they come back.
     let ports: Vec<u16> = (0..10)
@@ -384,40 +391,7 @@ fn background_redelivery(bin: &Path, dir: &std::path::Path) -> Result<(f64, f64)
             listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
         })
         .collect::<Result<_, Failure>>()?;
-    let peers: Vec<Handle> = (0..1000)
-        .map(|i| {
-            Handle::parse(
-                &format!("peer{:03}@127.0.0.1:{}", i / 10, ports[i % 10]),
-                DomainPolicy::ANY,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let store = open_store(&db)?;
-    let now = SystemClock.now();
-    let relationships: Vec<Relationship> = peers
-        .iter()
-        .map(|peer| Relationship {
-            peer: peer.clone(),
-            state: RelationshipState::Active,
-            since: now,
-            created_at: now,
-        })
-        .collect();
-    let alice_id = alice.id;
-    write(&store, None, move |tx| {
-        for relationship in &relationships {
-            tx.put_relationship(alice_id, relationship)?;
-        }
-        Ok::<_, fedid_domain::StoreError>(())
-    })
-    .wait()
-    .map_err(|e| e.to_string())?;
-    drop(store);
-    let reset = json!({"confirm": "erase-all-my-data"}).to_string();
-    request(&server, "POST", "/users/me/identity/reset", &alice.token, &reset, 200)?;
-    let keys = ClientKeys::generate().ok_or("no randomness")?;
-    set_keys(&server, &alice.token, &keys)?;
+    let (alice, peers, keys) = reset_with_1000_peers(&server, &db, &ports)?;
     let now = SystemClock.now();
     let expires = now.plus_secs(7 * 86_400);
     let items: Vec<Value> = peers

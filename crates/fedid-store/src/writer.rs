@@ -68,13 +68,7 @@ impl BatchConnection for SqliteConnection {
     }
 
     fn run(&mut self, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool) {
-        let mut tx = DbTx {
-            conn: self,
-            lock_rows: false,
-            retry: false,
-        };
-        let outcome = unit.run(&mut tx);
-        (outcome, tx.retry)
+        run_on(self, false, unit)
     }
 }
 
@@ -88,14 +82,23 @@ impl BatchConnection for PgConnection {
     }
 
     fn run(&mut self, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool) {
-        let mut tx = DbTx {
-            conn: self,
-            lock_rows: true,
-            retry: false,
-        };
-        let outcome = unit.run(&mut tx);
-        (outcome, tx.retry)
+        run_on(self, true, unit)
     }
+}
+
+/// Runs `unit` on `conn`'s open transaction, locking the rows it reads for
+/// update when `lock_rows`; whether the database asked for a retry.
+fn run_on<C>(conn: &mut C, lock_rows: bool, unit: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool)
+where
+    for<'a> DbTx<'a, C>: fedid_domain::Tx,
+{
+    let mut tx = DbTx {
+        conn,
+        lock_rows,
+        retry: false,
+    };
+    let outcome = unit.run(&mut tx);
+    (outcome, tx.retry)
 }
 
 /// The writer threads of one store and the queues that feed them.

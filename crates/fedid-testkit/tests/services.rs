@@ -1456,11 +1456,11 @@ fn deliveries_keep_the_health_of_the_peer_domain() {
     );
 }
 
-#[test]
-fn a_failing_domain_gets_one_delivery_at_a_time() {
-    let w = world();
+/// alice with three long-lived REVOKEs to b.example, which is down and,
+/// after one of the deliverer's rounds, failing.
+fn alice_with_b_failing(w: &World) -> Person {
     let peers: Vec<Person> = ["bob", "carol", "dave"].iter().map(|p| person(&w.b, p)).collect();
-    let (alice, keys) = reset_alice_with(&w, &peers.iter().collect::<Vec<_>>());
+    let (alice, keys) = reset_alice_with(w, &peers.iter().collect::<Vec<_>>());
     w.network.set_unreachable("b.example", true);
     let expires = w.now().plus_secs(7 * 86_400);
     let items: Vec<_> = peers
@@ -1471,7 +1471,14 @@ fn a_failing_domain_gets_one_delivery_at_a_time() {
     // Three failures from the flush, three from a round: failing.
     w.clock.advance_secs(60);
     assert_eq!(alice.node.deliver_due(16).unwrap().claimed, 3);
-    assert!(b_health(&w).unwrap().consecutive_failures >= 5);
+    assert!(b_health(w).unwrap().consecutive_failures >= 5);
+    alice
+}
+
+#[test]
+fn a_failing_domain_gets_one_delivery_at_a_time() {
+    let w = world();
+    let alice = alice_with_b_failing(&w);
     w.clock.advance_secs(600);
     let attempts_before: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
     let round = alice.node.deliver_due(16).unwrap();
@@ -1497,18 +1504,7 @@ fn a_failing_domain_gets_one_delivery_at_a_time() {
 #[test]
 fn a_failing_domain_leased_by_another_instance_gets_nothing_from_this_one() {
     let w = world();
-    let peers: Vec<Person> = ["bob", "carol", "dave"].iter().map(|p| person(&w.b, p)).collect();
-    let (alice, keys) = reset_alice_with(&w, &peers.iter().collect::<Vec<_>>());
-    w.network.set_unreachable("b.example", true);
-    let expires = w.now().plus_secs(7 * 86_400);
-    let items: Vec<_> = peers
-        .iter()
-        .map(|p| keys.flush_item_expiring(&alice.handle, &p.handle, w.now(), Some(expires)))
-        .collect();
-    alice.node.flush(alice.user, &items).unwrap();
-    w.clock.advance_secs(60);
-    alice.node.deliver_due(16).unwrap();
-    assert!(b_health(&w).unwrap().consecutive_failures >= 5, "failing");
+    let alice = alice_with_b_failing(&w);
     // Another instance on the same database holds b.example's lease.
     let (domain, now) = (Domain::parse("b.example", DomainPolicy::HTTPS_PUBLIC).unwrap(), w.now());
     let until = now.plus_secs(3_600);
