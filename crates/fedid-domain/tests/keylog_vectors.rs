@@ -215,3 +215,119 @@ fn the_valid_chain_passes_whole_and_from_every_pin() {
         );
     }
 }
+
+/// What a user does to their keys, in a generated history.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// New keys, the old key vouching for them.
+    Rotate,
+    /// New keys nobody vouched for.
+    Replace,
+    /// The same keys again (an alias change).
+    Same,
+    /// An identity reset.
+    Reset,
+}
+
+/// A valid log built from `steps` (ending with keys), as served values,
+/// and the answer that publishes its last keys.
+fn generated_log(steps: &[Step]) -> (Vec<Value>, LogAnswer) {
+    use fedid_domain::keylog::EntryKind;
+    use fedid_domain::{EncryptionSecret, SigningSecret};
+    let handle = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let keys_for = |n: u8| {
+        let signing = SigningSecret::from_seed(&[n; 32]).unwrap();
+        let encryption = EncryptionSecret::from_bytes([n.wrapping_add(100); 32])
+            .public_key()
+            .unwrap();
+        (signing, encryption)
+    };
+    let start = Timestamp::parse("2026-11-20T00:00:00Z").unwrap().instant();
+    let mut values = Vec::new();
+    let mut last: Option<KeyLogEntry> = None;
+    let mut current: Option<(SigningSecret, EncryptionKey)> = None;
+    let mut fresh = 1u8;
+    let mut steps = steps.to_vec();
+    steps.insert(0, Step::Replace);
+    steps.push(Step::Replace);
+    for step in steps {
+        let seq = last.as_ref().map_or(1, |l| l.seq() + 1);
+        let prev = last.as_ref().map(KeyLogEntry::hash).unwrap_or_default();
+        let at = Timestamp::from_instant(start.plus_secs(seq as i64 * 60));
+        let after_reset = last.as_ref().is_some_and(|l| matches!(l.kind(), EntryKind::Reset));
+        let entry = match (step, &current) {
+            (Step::Reset, Some(_)) => {
+                current = None;
+                KeyLogEntry::build(&handle, seq, &prev, &at, &EntryKind::Reset, None, None).unwrap()
+            }
+            (Step::Same, Some((signing, encryption))) if !after_reset => {
+                let kind = EntryKind::Keys {
+                    signing: signing.public_key(),
+                    encryption: *encryption,
+                };
+                KeyLogEntry::build(&handle, seq, &prev, &at, &kind, None, None).unwrap()
+            }
+            (step, old) => {
+                fresh = fresh.wrapping_add(1);
+                let (signing, encryption) = keys_for(fresh);
+                let kind = EntryKind::Keys {
+                    signing: signing.public_key(),
+                    encryption,
+                };
+                let unsigned = KeyLogEntry::build(&handle, seq, &prev, &at, &kind, None, None).unwrap();
+                let proof = signing.sign(unsigned.signed_bytes());
+                let rotation = match (step, old) {
+                    (Step::Rotate, Some((old, _))) if !after_reset => Some(old.sign(unsigned.signed_bytes())),
+                    _ => None,
+                };
+                current = Some((signing, encryption));
+                KeyLogEntry::build(&handle, seq, &prev, &at, &kind, Some(&proof), rotation.as_ref()).unwrap()
+            }
+        };
+        values.push(serde_json::from_slice(entry.entry_bytes()).unwrap());
+        last = Some(entry);
+    }
+    let last = last.unwrap();
+    let (signing, encryption) = current.unwrap();
+    let answer = LogAnswer {
+        signing: signing.public_key(),
+        encryption,
+        log: Some((last.seq(), last.hash())),
+    };
+    (values, answer)
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    proptest::prop_oneof![
+        proptest::strategy::Just(Step::Rotate),
+        proptest::strategy::Just(Step::Replace),
+        proptest::strategy::Just(Step::Same),
+        proptest::strategy::Just(Step::Reset),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn a_valid_chain_passes_at_first_contact_and_from_any_pin(
+        steps in proptest::collection::vec(step(), 0..12),
+        pin_at in 0usize..16,
+    ) {
+        let (values, answer) = generated_log(&steps);
+        let alice = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+        let first = check_pin(&alice, None, &values, &answer, now(), 300);
+        proptest::prop_assert!(matches!(first, PinVerdict::Ok { .. }), "{first:?}");
+        // A peer that pinned an earlier entry extends its pin with the rest.
+        let pinned = pin_at % values.len();
+        if pinned + 1 < values.len() {
+            let pin = KeyPin {
+                entry: KeyLogEntry::parse(&values[pinned]).unwrap(),
+                class: None,
+                previous_signing_key: None,
+                last_break: None,
+            };
+            let extended = check_pin(&alice, Some(&pin), &values[pinned + 1..], &answer, now(), 300);
+            proptest::prop_assert!(matches!(extended, PinVerdict::Ok { .. }), "{extended:?}");
+        }
+    }
+}
