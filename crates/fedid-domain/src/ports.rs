@@ -492,6 +492,21 @@ pub struct PublishedKeys {
     pub encryption_key: EncryptionKey,
     /// When the keys were registered, if the peer says.
     pub keys_updated_at: Option<UnixTime>,
+    /// `keyLogSeq` and `keyLogHead` (revision 1.1); `None` from a peer
+    /// that publishes no key log.
+    pub key_log: Option<(u64, String)>,
+}
+
+/// One page of a remote user's key log (`GET
+/// /federation/users/{alias}/keylog`, PROTOCOL.md section 12).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyLogFetch {
+    /// The entries after the page's start, in order, as served.
+    pub entries: Vec<serde_json::Value>,
+    /// The whole log's last seq.
+    pub seq: u64,
+    /// The whole log's head.
+    pub head: String,
 }
 
 /// Why no key could be had.
@@ -516,4 +531,12 @@ pub enum KeyFetchFailure {
 pub trait KeyFetcher: Send + Sync {
     /// Looks up `handle`'s keys on its server; `refetch` after a failed signature.
     fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure>;
+
+    /// One page of `handle`'s key log after seq `after` (section 12);
+    /// `refetch` asks caches to revalidate. A fetcher that cannot read key
+    /// logs answers [`KeyFetchFailure::NotFound`].
+    fn fetch_key_log(&self, handle: &Handle, after: u64, refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        let _ = (handle, after, refetch);
+        Err(KeyFetchFailure::NotFound)
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use fedid_domain::ports::{KeyFetchFailure, PublishedKeys};
+use fedid_domain::ports::{KeyFetchFailure, KeyLogFetch, PublishedKeys};
 use fedid_domain::{DeliveryFailure, Domain, Fedid, Handle, KeyFetcher, Transport};
 
 #[derive(Default, Clone)]
@@ -110,6 +110,28 @@ impl KeyFetcher for Endpoint {
             signing_key: published.signing_key,
             encryption_key: published.encryption_key,
             keys_updated_at: published.keys_updated_at,
+            key_log: (published.key_log.seq > 0).then_some((published.key_log.seq, published.key_log.head)),
+        })
+    }
+
+    fn fetch_key_log(&self, handle: &Handle, after: u64, _refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        let instance = self
+            .0
+            .reach(handle.domain_str())
+            .map_err(|e| KeyFetchFailure::Unreachable(e.to_string()))?;
+        let page = instance
+            .key_log_page(&handle.alias(), after)
+            .map_err(|e| KeyFetchFailure::Failed(e.to_string()))?
+            .ok_or(KeyFetchFailure::NotFound)?;
+        let entries = page
+            .entries
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(|e| KeyFetchFailure::Failed(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        Ok(KeyLogFetch {
+            entries,
+            seq: page.head.seq,
+            head: page.head.head,
         })
     }
 }

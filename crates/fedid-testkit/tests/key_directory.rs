@@ -46,6 +46,7 @@ impl KeyFetcher for FakeKeyServer {
                 signing_key,
                 encryption_key,
                 keys_updated_at: None,
+                key_log: None,
             }),
             None => Err(KeyFetchFailure::NotFound),
         }

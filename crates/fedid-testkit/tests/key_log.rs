@@ -309,3 +309,24 @@ fn a_client_entry_needs_an_alias() {
     let refused = keys.with_proven_keys(&nobody, (0, ""), clock.now(), None, |k| a.fedid.set_keys(user, k));
     assert_eq!(refused.unwrap_err(), IdentityError::IdentityNotSetUp);
 }
+
+#[test]
+fn the_in_process_network_serves_discovery_with_the_log_and_its_pages() {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_millis(100));
+    let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
+    let alice = a.user("alice").unwrap();
+    let fetcher = network.key_fetcher();
+    let keys = fetcher.fetch_keys(&alice.handle, false).unwrap();
+    let page = fetcher.fetch_key_log(&alice.handle, 0, false).unwrap();
+    assert_eq!(keys.key_log, Some((page.seq, page.head.clone())));
+    let answer = LogAnswer {
+        signing: keys.signing_key,
+        encryption: keys.encryption_key,
+        log: keys.key_log,
+    };
+    assert!(matches!(
+        check_pin(&alice.handle, None, &page.entries, &answer, clock.now(), 300),
+        PinVerdict::Ok { .. }
+    ));
+}

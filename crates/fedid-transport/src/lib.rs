@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::lookup_pool::LookupPool;
-use fedid_domain::ports::{KeyFetchFailure, PublishedKeys};
+use fedid_domain::ports::{KeyFetchFailure, KeyLogFetch, PublishedKeys};
 use fedid_domain::{
     DeliveryFailure, Domain, EncryptionKey, Handle, KeyFetcher, Scheme, SigningKey, Transport, UnixTime,
 };
@@ -230,9 +230,14 @@ fn failure(error: &ureq::Error) -> DeliveryFailure {
 
 /// Reads at most `ANSWER_CAP` bytes of an answer; `None` if it is larger.
 fn capped(body: &mut ureq::Body) -> Option<Vec<u8>> {
+    capped_at(body, ANSWER_CAP)
+}
+
+/// Reads at most `cap` bytes of an answer; `None` if it is larger.
+fn capped_at(body: &mut ureq::Body, cap: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    body.as_reader().take(ANSWER_CAP + 1).read_to_end(&mut out).ok()?;
-    (out.len() as u64 <= ANSWER_CAP).then_some(out)
+    body.as_reader().take(cap + 1).read_to_end(&mut out).ok()?;
+    (out.len() as u64 <= cap).then_some(out)
 }
 
 fn is_json(response: &ureq::http::Response<ureq::Body>) -> bool {
@@ -318,11 +323,77 @@ impl KeyFetcher for HttpTransport {
         let encryption_key = text("encryptionKey")
             .and_then(|k| EncryptionKey::parse(k).ok())
             .ok_or_else(|| failed("invalid encryptionKey".into()))?;
+        let key_log = match (doc.get("keyLogSeq"), text("keyLogHead")) {
+            (None, None) => None,
+            (Some(seq), Some(head)) if is_hash(head) => Some((
+                seq.as_u64().ok_or_else(|| failed("invalid keyLogSeq".into()))?,
+                head.to_owned(),
+            )),
+            _ => return Err(failed("keyLogSeq and keyLogHead come together".into())),
+        };
         Ok(PublishedKeys {
             handle: handle.clone(),
             signing_key,
             encryption_key,
             keys_updated_at: text("keysUpdatedAt").and_then(UnixTime::parse_rfc3339),
+            key_log,
         })
     }
+
+    fn fetch_key_log(&self, handle: &Handle, after: u64, refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        let failed = |reason: String| KeyFetchFailure::Failed(reason);
+        if !self.allowed(handle.domain_str()) {
+            return Err(failed("blocked domain".into()));
+        }
+        let url = self.url(
+            handle.domain_str(),
+            &format!("/federation/users/{}/keylog?after={after}", handle.alias_str()),
+        );
+        let mut request = self.fetch.get(&url).header("Accept", "application/json");
+        if refetch {
+            request = request.header("Cache-Control", "no-cache");
+        }
+        let mut response = request
+            .call()
+            .map_err(|e| KeyFetchFailure::Unreachable(failure(&e).to_string()))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Err(KeyFetchFailure::NotFound),
+            other => return Err(failed(format!("http {other}"))),
+        }
+        if !is_json(&response) {
+            return Err(failed("not application/json".into()));
+        }
+        let body = capped_at(response.body_mut(), KEY_LOG_PAGE_CAP)
+            .ok_or_else(|| failed("key-log page over 256 KiB".into()))?;
+        let page: serde_json::Value =
+            fedid_domain::json::parse_strict(&body).map_err(|_| failed("malformed key-log page".into()))?;
+        if page.get("handle").and_then(|h| h.as_str()) != Some(handle.as_str()) {
+            return Err(failed("the page names another handle".into()));
+        }
+        let entries = page
+            .get("entries")
+            .and_then(|e| e.as_array())
+            .ok_or_else(|| failed("the page holds no entries".into()))?
+            .clone();
+        let seq = page
+            .get("seq")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| failed("invalid seq".into()))?;
+        let head = page
+            .get("head")
+            .and_then(|h| h.as_str())
+            .filter(|h| h.is_empty() || is_hash(h))
+            .ok_or_else(|| failed("invalid head".into()))?
+            .to_owned();
+        Ok(KeyLogFetch { entries, seq, head })
+    }
+}
+
+/// A key-log page is read up to this many bytes (PROTOCOL.md section 12).
+const KEY_LOG_PAGE_CAP: u64 = 256 * 1024;
+
+/// Whether `text` is a SHA-256 in unpadded base64url.
+fn is_hash(text: &str) -> bool {
+    text.len() == 43 && fedid_domain::base64url::decode_array::<32>(text).is_some()
 }

@@ -390,3 +390,96 @@ fn a_probe_refuses_a_domain_that_resolves_to_a_private_address() {
         "{report:?}"
     );
 }
+
+/// alice's handle on the test server at `port`.
+fn alice_at(port: u16) -> Handle {
+    Handle::parse(
+        &format!("alice@127.0.0.1:{port}"),
+        DomainPolicy {
+            default_port: 80,
+            allow_ip_literals: true,
+        },
+    )
+    .unwrap()
+}
+
+/// The port the request head was sent to (its `Host`).
+fn host_port(head: &str) -> u16 {
+    head.lines()
+        .find_map(|l| {
+            l.strip_prefix("host: 127.0.0.1:")
+                .or_else(|| l.strip_prefix("Host: 127.0.0.1:"))
+        })
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+const HEAD: &str = "QX-SSY2onOQMQ0MAPVTE7yPkP3f5m7L3pOO2ZZj9BhY";
+
+#[test]
+fn discovery_names_the_key_log_when_the_peer_publishes_one() {
+    let keys = fedid_domain::SigningSecret::from_seed(&[1; 32])
+        .unwrap()
+        .public_key()
+        .to_base64url();
+    let server = serve(Duration::ZERO, move |head| {
+        let body = format!(
+            "{{\"handle\":\"alice@127.0.0.1:{}\",\"signingKey\":\"{keys}\",\"encryptionKey\":\"Z13VdO13iTELPS52gfN5C0ZsdzsVIf7PNld5WDcepS8\",\"keyLogSeq\":3,\"keyLogHead\":\"{HEAD}\"}}",
+            host_port(head)
+        );
+        response("200 OK", "application/json", &body)
+    });
+    let fetched = transport().fetch_keys(&alice_at(server.port), false).unwrap();
+    assert_eq!(fetched.key_log, Some((3, HEAD.to_owned())));
+}
+
+#[test]
+fn a_key_log_page_is_read_and_checked() {
+    let server = serve(Duration::ZERO, move |head| {
+        let body = format!(
+            "{{\"handle\":\"alice@127.0.0.1:{}\",\"entries\":[{{\"seq\":2}}],\"seq\":2,\"head\":\"{HEAD}\"}}",
+            host_port(head)
+        );
+        response("200 OK", "application/json", &body)
+    });
+    let page = transport().fetch_key_log(&alice_at(server.port), 1, true).unwrap();
+    assert_eq!((page.entries.len(), page.seq, page.head.as_str()), (1, 2, HEAD));
+    let request = server.heads.lock().unwrap()[0].clone();
+    assert!(
+        request.starts_with("GET /federation/users/alice/keylog?after=1 HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request.to_ascii_lowercase().contains("cache-control: no-cache"),
+        "{request}"
+    );
+}
+
+#[test]
+fn a_key_log_page_for_another_handle_or_over_256_kib_is_refused() {
+    let other = serve(Duration::ZERO, |_| {
+        response(
+            "200 OK",
+            "application/json",
+            "{\"handle\":\"mallory@m.example\",\"entries\":[],\"seq\":0,\"head\":\"\"}",
+        )
+    });
+    assert!(matches!(
+        transport().fetch_key_log(&alice_at(other.port), 0, false),
+        Err(KeyFetchFailure::Failed(_))
+    ));
+    let huge = serve(Duration::ZERO, |head| {
+        let body = format!(
+            "{{\"handle\":\"alice@127.0.0.1:{}\",\"entries\":[\"{}\"],\"seq\":1,\"head\":\"{HEAD}\"}}",
+            host_port(head),
+            "x".repeat(300 * 1024)
+        );
+        response("200 OK", "application/json", &body)
+    });
+    assert!(matches!(
+        transport().fetch_key_log(&alice_at(huge.port), 0, false),
+        Err(KeyFetchFailure::Failed(reason)) if reason.contains("256 KiB")
+    ));
+}
