@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::lookup_pool::LookupPool;
+use fedid_domain::json;
 use fedid_domain::ports::{KeyFetchFailure, KeyLogFetch, PublishedKeys};
 use fedid_domain::{
     DeliveryFailure, Domain, EncryptionKey, Handle, KeyFetcher, Scheme, SigningKey, Transport, UnixTime,
@@ -228,11 +229,6 @@ fn failure(error: &ureq::Error) -> DeliveryFailure {
     }
 }
 
-/// Reads at most `ANSWER_CAP` bytes of an answer; `None` if it is larger.
-fn capped(body: &mut ureq::Body) -> Option<Vec<u8>> {
-    capped_at(body, ANSWER_CAP)
-}
-
 /// Reads at most `cap` bytes of an answer; `None` if it is larger.
 fn capped_at(body: &mut ureq::Body, cap: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -271,7 +267,7 @@ impl Transport for HttpTransport {
             200..=299 => Ok(()),
             300..=399 => Err(DeliveryFailure::Redirect),
             _ => {
-                let code = capped(response.body_mut())
+                let code = capped_at(response.body_mut(), ANSWER_CAP)
                     .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
                     .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
                     .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
@@ -285,17 +281,25 @@ impl Transport for HttpTransport {
     }
 }
 
-impl KeyFetcher for HttpTransport {
-    fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+impl HttpTransport {
+    /// `GET path` on `handle`'s server for a JSON document of at most
+    /// `cap` bytes, under the rules of section 6 (allow-list, guard, no
+    /// redirects, timeouts); `refetch` asks caches to revalidate.
+    fn get_json(
+        &self,
+        handle: &Handle,
+        path: &str,
+        refetch: bool,
+        cap: u64,
+    ) -> Result<serde_json::Value, KeyFetchFailure> {
         let failed = |reason: String| KeyFetchFailure::Failed(reason);
         if !self.allowed(handle.domain_str()) {
             return Err(failed("blocked domain".into()));
         }
-        let url = self.url(
-            handle.domain_str(),
-            &format!("/federation/users/{}", handle.alias_str()),
-        );
-        let mut request = self.fetch.get(&url).header("Accept", "application/json");
+        let mut request = self
+            .fetch
+            .get(&self.url(handle.domain_str(), path))
+            .header("Accept", "application/json");
         if refetch {
             request = request.header("Cache-Control", "no-cache");
         }
@@ -310,9 +314,21 @@ impl KeyFetcher for HttpTransport {
         if !is_json(&response) {
             return Err(failed("not application/json".into()));
         }
-        let body = capped(response.body_mut()).ok_or_else(|| failed("key document over 16 KiB".into()))?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| failed("malformed key document".into()))?;
+        let body =
+            capped_at(response.body_mut(), cap).ok_or_else(|| failed(format!("answer over {} KiB", cap / 1024)))?;
+        json::parse_strict(&body).map_err(|_| failed("malformed JSON document".into()))
+    }
+}
+
+impl KeyFetcher for HttpTransport {
+    fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        let failed = |reason: String| KeyFetchFailure::Failed(reason);
+        let doc = self.get_json(
+            handle,
+            &format!("/federation/users/{}", handle.alias_str()),
+            refetch,
+            ANSWER_CAP,
+        )?;
         let text = |name: &str| doc.get(name).and_then(|v| v.as_str());
         if text("handle") != Some(handle.as_str()) {
             return Err(failed("the document names another handle".into()));
@@ -342,32 +358,12 @@ impl KeyFetcher for HttpTransport {
 
     fn fetch_key_log(&self, handle: &Handle, after: u64, refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
         let failed = |reason: String| KeyFetchFailure::Failed(reason);
-        if !self.allowed(handle.domain_str()) {
-            return Err(failed("blocked domain".into()));
-        }
-        let url = self.url(
-            handle.domain_str(),
+        let page = self.get_json(
+            handle,
             &format!("/federation/users/{}/keylog?after={after}", handle.alias_str()),
-        );
-        let mut request = self.fetch.get(&url).header("Accept", "application/json");
-        if refetch {
-            request = request.header("Cache-Control", "no-cache");
-        }
-        let mut response = request
-            .call()
-            .map_err(|e| KeyFetchFailure::Unreachable(failure(&e).to_string()))?;
-        match response.status().as_u16() {
-            200 => {}
-            404 => return Err(KeyFetchFailure::NotFound),
-            other => return Err(failed(format!("http {other}"))),
-        }
-        if !is_json(&response) {
-            return Err(failed("not application/json".into()));
-        }
-        let body = capped_at(response.body_mut(), KEY_LOG_PAGE_CAP)
-            .ok_or_else(|| failed("key-log page over 256 KiB".into()))?;
-        let page: serde_json::Value =
-            fedid_domain::json::parse_strict(&body).map_err(|_| failed("malformed key-log page".into()))?;
+            refetch,
+            KEY_LOG_PAGE_CAP,
+        )?;
         if page.get("handle").and_then(|h| h.as_str()) != Some(handle.as_str()) {
             return Err(failed("the page names another handle".into()));
         }

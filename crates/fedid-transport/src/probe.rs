@@ -125,7 +125,9 @@ impl HttpTransport {
             return ProbeReport { steps };
         };
         let (fetched, millis) = timed(|| self.fetch_keys(&handle, true));
-        let tls_failed = matches!(&fetched, Err(KeyFetchFailure::Unreachable(reason)) if reason == "tls");
+        // A failed handshake is recorded under the delivery reason `tls`.
+        let tls = fedid_domain::DeliveryFailure::Tls.to_string();
+        let tls_failed = matches!(&fetched, Err(KeyFetchFailure::Unreachable(reason)) if *reason == tls);
         if self.settings.scheme == Scheme::Https {
             steps.push(ProbeStep {
                 name: "tls",

@@ -206,16 +206,6 @@ fn connection_refused_and_blocked_addresses() {
 
 #[test]
 fn key_documents_are_checked() {
-    let alias_handle = |port: u16| {
-        Handle::parse(
-            &format!("alice@127.0.0.1:{port}"),
-            DomainPolicy {
-                default_port: 80,
-                allow_ip_literals: true,
-            },
-        )
-        .unwrap()
-    };
     let keys = fedid_domain::SigningSecret::from_seed(&[1; 32])
         .unwrap()
         .public_key()
@@ -227,16 +217,7 @@ fn key_documents_are_checked() {
     let good = serve(Duration::ZERO, {
         let doc = doc.clone();
         move |head| {
-            let port = head
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("host: 127.0.0.1:")
-                        .or_else(|| l.strip_prefix("Host: 127.0.0.1:"))
-                })
-                .unwrap_or("0")
-                .trim()
-                .parse()
-                .unwrap_or(0);
+            let port = host_port(head);
             response(
                 "200 OK",
                 "application/json; charset=utf-8",
@@ -244,8 +225,8 @@ fn key_documents_are_checked() {
             )
         }
     });
-    let fetched = transport().fetch_keys(&alias_handle(good.port), true).unwrap();
-    assert_eq!(fetched.handle, alias_handle(good.port));
+    let fetched = transport().fetch_keys(&alice_at(good.port), true).unwrap();
+    assert_eq!(fetched.handle, alice_at(good.port));
     let head = good.heads.lock().unwrap()[0].clone();
     assert!(head.starts_with("GET /federation/users/alice HTTP/1.1"));
     assert!(
@@ -258,7 +239,7 @@ fn key_documents_are_checked() {
         move |_| response("200 OK", "text/html", &doc(0, "x"))
     });
     assert!(matches!(
-        transport().fetch_keys(&alias_handle(wrong_type.port), false),
+        transport().fetch_keys(&alice_at(wrong_type.port), false),
         Err(KeyFetchFailure::Failed(_))
     ));
     let other_handle = serve(Duration::ZERO, {
@@ -266,7 +247,7 @@ fn key_documents_are_checked() {
         move |_| response("200 OK", "application/json", &doc(0, "mallory@127.0.0.1:1"))
     });
     assert!(matches!(
-        transport().fetch_keys(&alias_handle(other_handle.port), false),
+        transport().fetch_keys(&alice_at(other_handle.port), false),
         Err(KeyFetchFailure::Failed(_))
     ));
     let oversized = serve(Duration::ZERO, |_| {
@@ -277,7 +258,7 @@ fn key_documents_are_checked() {
         )
     });
     assert!(matches!(
-        transport().fetch_keys(&alias_handle(oversized.port), false),
+        transport().fetch_keys(&alice_at(oversized.port), false),
         Err(KeyFetchFailure::Failed(_))
     ));
     let missing = serve(Duration::ZERO, |_| {
@@ -288,7 +269,7 @@ fn key_documents_are_checked() {
         )
     });
     assert_eq!(
-        transport().fetch_keys(&alias_handle(missing.port), false),
+        transport().fetch_keys(&alice_at(missing.port), false),
         Err(KeyFetchFailure::NotFound)
     );
 }
