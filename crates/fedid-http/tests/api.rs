@@ -1045,6 +1045,43 @@ fn an_alias_cannot_change_while_peers_know_it() {
 }
 
 #[test]
+fn a_long_lived_revoke_queued_by_the_outbox_shows_when_it_is_retried() {
+    let (app, alice, ah, ak, bob) = alice_and_bob();
+    befriend(&app, &alice, &ah, &ak, &bob);
+    app.network.set_unreachable("b.example", true);
+    let expires = fedid_domain::Timestamp::from_instant(app.clock.now().plus_secs(86_400));
+    let mut payload = Map::new();
+    payload.insert("expires".into(), json!(expires.as_str()));
+    let r = ak.outbox_request(
+        &ah,
+        &bob.handle,
+        MessageType::RelationshipRevoke,
+        payload,
+        app.clock.now(),
+    );
+    let reply = app.send(
+        "POST",
+        "/users/me/outbox",
+        &alice,
+        json!({"to": r.to.as_str(), "messageType": r.message_type, "nonce": r.nonce, "timestamp": r.timestamp,
+               "payload": r.payload, "signature": r.signature}),
+    );
+    assert_eq!(
+        (reply.status, reply.json()["outcome"].clone()),
+        (200, json!("queued")),
+        "{}",
+        reply.body
+    );
+    let next = reply.json()["nextAttemptAt"].clone();
+    assert!(next.is_string(), "{}", reply.body);
+    let row = app.get("/users/me/revocations/pending", &alice).json()["items"][0].clone();
+    assert_eq!(
+        (row["expiresAt"].clone(), row["nextAttemptAt"].clone()),
+        (json!(expires.as_str()), next)
+    );
+}
+
+#[test]
 fn the_flush_body_limit_is_16_times_the_user_apis() {
     let app = spawn_app();
     let (alice, _, _) = app.user("alice");

@@ -330,3 +330,25 @@ fn the_in_process_network_serves_discovery_with_the_log_and_its_pages() {
         PinVerdict::Ok { .. }
     ));
 }
+
+#[test]
+fn a_keylog_page_holds_at_most_100_entries_and_names_the_whole_log() {
+    let (clock, a) = instance();
+    let alice = a.user("alice").unwrap();
+    let (user, now) = (alice.user, clock.now());
+    fedid_domain::ports::write(a.store.as_ref(), None, move |tx| {
+        for seq in 2..=150u64 {
+            tx.key_log_append(user, seq, &format!("{{\"seq\":{seq}}}"), &format!("h{seq}"), now)?;
+        }
+        Ok::<_, fedid_domain::StoreError>(())
+    })
+    .wait()
+    .unwrap();
+    let alias = Alias::parse("alice").unwrap();
+    let page = a.fedid.key_log_page(&alias, 0).unwrap().unwrap();
+    assert_eq!(page.entries.len(), fedid_domain::services::KEY_LOG_PAGE);
+    assert_eq!((page.head.seq, page.head.head.as_str()), (150, "h150"));
+    let rest = a.fedid.key_log_page(&alias, 100).unwrap().unwrap();
+    assert_eq!(rest.entries.len(), 50);
+    assert_eq!(rest.entries[0], "{\"seq\":101}");
+}

@@ -1520,3 +1520,28 @@ fn a_failing_domain_leased_by_another_instance_gets_nothing_from_this_one() {
     let after: u32 = queued_rows(&alice).iter().map(|(_, attempts)| attempts).sum();
     assert_eq!(after, before, "no delivery while another instance holds the lease");
 }
+
+#[test]
+fn a_new_flush_replaces_the_scheduled_revoke_and_counts_its_retries_afresh() {
+    let w = world();
+    let bob = person(&w.b, "bob");
+    let (alice, _) = flush_long_lived_while_down(&w, &bob, 7);
+    for _ in 0..3 {
+        let due = only_row(&alice).next_attempt_at.unwrap();
+        w.clock
+            .advance_secs((due.as_nanos() - w.now().as_nanos()) as i64 / 1_000_000_000 + 1);
+        alice.node.deliver_due(16).unwrap();
+    }
+    let before = only_row(&alice);
+    assert_eq!(before.retries, 3);
+    // The client comes back and flushes a new signature while bob is still down.
+    let keys = ClientKeys::generate().unwrap();
+    keys.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
+    let item = keys.flush_item_expiring(&alice.handle, &bob.handle, w.now(), Some(w.now().plus_secs(86_400)));
+    alice.node.flush(alice.user, &[item]).unwrap();
+    let after = only_row(&alice);
+    assert_ne!(after.envelope, before.envelope, "the new REVOKE replaces the old");
+    assert_eq!(after.retries, 0);
+    let wait = after.next_attempt_at.unwrap().as_nanos() - w.now().as_nanos();
+    assert!(wait <= 30_000_000_000, "back to the base delay: {wait}");
+}

@@ -164,6 +164,10 @@ impl Fedid {
         let now = self.clock.now();
         let until = now.plus_millis(self.settings.delivery_timeout_ms).plus_secs(30);
         let claimed = ports::write(self.store.as_ref(), None, move |tx| tx.claim_due(now, until, limit)).wait()?;
+        if claimed.is_empty() {
+            // The idle case, every second: nothing more to read or write.
+            return Ok(DeliveryRound::default());
+        }
         let claimed_count = claimed.len();
         let (claimed, leased) = self.one_per_failing_domain(claimed, now, until)?;
         let next = AtomicUsize::new(0);
