@@ -237,11 +237,6 @@ impl KeyLogEntry {
         String::from_utf8_lossy(&self.entry_bytes).into_owned()
     }
 
-    /// Its `proof` and `rotationProof`.
-    pub fn proofs(&self) -> (Option<&Signature>, Option<&Signature>) {
-        (self.proof.as_ref(), self.rotation_proof.as_ref())
-    }
-
     /// The handle it was written for.
     pub fn handle(&self) -> &Handle {
         &self.handle

@@ -217,10 +217,7 @@ impl From<Page<QueuedRevocation, Handle>> for PendingPage {
                     queued_at: r.queued_at.to_rfc3339(),
                     attempts: r.attempts,
                     last_attempt_at: r.last_attempt_at.map(|t| t.to_rfc3339()),
-                    expires_at: r
-                        .expires_at
-                        .filter(|_| r.next_attempt_at.is_some())
-                        .map(|t| t.to_rfc3339()),
+                    expires_at: r.expires_at.map(|t| t.to_rfc3339()),
                     next_attempt_at: r.next_attempt_at.map(|t| t.to_rfc3339()),
                     last_error: r.last_error,
                 })

@@ -122,12 +122,7 @@ impl TestApp {
     }
 
     fn send(&self, method: &str, path: &str, token: &str, body: Value) -> Reply {
-        self.call(
-            method,
-            path,
-            Some(token),
-            Some(("application/json", serde_json::to_vec(&body).unwrap())),
-        )
+        self.server.send_json(method, path, Some(token), &body).unwrap()
     }
 
     /// A user with alias and keys, through the API.

@@ -33,9 +33,6 @@ use crate::tx::DbTx;
 /// of them waits for its answer.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// How many times an idle writer yields before it sleeps ([`next_unit`]).
-const IDLE_YIELDS: usize = 32;
-
 /// How often a unit is run again after a serialization failure or a
 /// deadlock before it fails.
 const RETRIES: usize = 5;
@@ -171,7 +168,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>> Writer<C, F> {
     /// Runs batches until every queue sender is gone (the store dropped).
     fn serve(mut self, units: mpsc::Receiver<Box<dyn WriteUnit>>) {
-        while let Some(first) = next_unit(&units) {
+        while let Ok(first) = units.recv() {
             self.batch(first, &units);
         }
     }
@@ -204,21 +201,6 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>> Writer<C, F> {
         }
         Ok(self.conn.insert(conn))
     }
-}
-
-/// The next unit, waiting for one; `None` once the store is gone. A writer
-/// that finds its queue empty yields a few times before it sleeps: under
-/// load the next unit is usually microseconds away, and waking a sleeping
-/// thread costs more than that.
-fn next_unit(units: &mpsc::Receiver<Box<dyn WriteUnit>>) -> Option<Box<dyn WriteUnit>> {
-    for _ in 0..IDLE_YIELDS {
-        match units.try_recv() {
-            Ok(unit) => return Some(unit),
-            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-        }
-    }
-    units.recv().ok()
 }
 
 /// Runs `first` and the units queued behind it in the open transaction,

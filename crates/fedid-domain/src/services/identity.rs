@@ -215,7 +215,7 @@ impl Fedid {
                 return Err(IdentityError::RevocationsPending);
             }
             tx.set_alias(user, &alias, now)?;
-            key_log::log_alias_change(tx, &settings, user, now)?;
+            key_log::log_alias_change(tx, &record, &Handle::new(&alias, &settings.domain), now)?;
             Ok(identity_view(&settings, tx, user)?)
         })
         .wait()

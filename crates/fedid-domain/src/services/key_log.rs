@@ -7,7 +7,6 @@ use crate::keylog::{EntryKind, KeyLogEntry};
 use crate::model::{IdentityRecord, UserId};
 use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::Fedid;
-use crate::settings::Settings;
 use crate::time::{Timestamp, UnixTime};
 
 /// At most this many entries on one page of `GET .../keylog`.
@@ -78,22 +77,20 @@ pub(crate) fn keys_of(record: &IdentityRecord) -> Option<EntryKind> {
     })
 }
 
-/// After an alias is set: a user with keys gets a `keys` entry under the
-/// new handle (the first, for keys set while the user had no alias).
+/// After `record`'s user took the alias of `handle`: a user with keys gets
+/// a `keys` entry under the new handle (the first, for keys set while the
+/// user had no alias).
 pub(crate) fn log_alias_change(
     tx: &mut dyn Tx,
-    settings: &Settings,
-    user: UserId,
+    record: &IdentityRecord,
+    handle: &Handle,
     now: UnixTime,
 ) -> Result<(), StoreError> {
-    let Some(record) = tx.identity(user)? else {
+    let Some(kind) = keys_of(record) else {
         return Ok(());
     };
-    let (Some(handle), Some(kind)) = (record.handle(&settings.domain), keys_of(&record)) else {
-        return Ok(());
-    };
-    let last = last_entry(tx, user)?;
-    append(tx, user, &handle, last.as_ref(), &kind, now).map(|_| ())
+    let last = last_entry(tx, record.user)?;
+    append(tx, record.user, handle, last.as_ref(), &kind, now).map(|_| ())
 }
 
 /// In a reset's transaction: a `reset` entry when the log ends with keys.

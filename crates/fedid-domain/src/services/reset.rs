@@ -72,7 +72,7 @@ impl Fedid {
         let now = self.clock.now();
         let settings = Arc::clone(&self.settings);
         ports::write(self.store.as_ref(), Some(Lane::of_user(user)), move |tx| {
-            tx.identity(user)?.ok_or(ResetError::UnknownUser)?;
+            let record = tx.identity(user)?.ok_or(ResetError::UnknownUser)?;
             let inbox_messages_erased = tx.delete_messages(user)?;
             let peers = tx.delete_relationships(user)?;
             let mut revocations_queued = 0;
@@ -81,8 +81,7 @@ impl Fedid {
                     revocations_queued += 1;
                 }
             }
-            let handle = tx.identity(user)?.and_then(|r| r.handle(&settings.domain));
-            crate::services::key_log::log_reset(tx, handle, user, now)?;
+            crate::services::key_log::log_reset(tx, record.handle(&settings.domain), user, now)?;
             tx.clear_keys(user, now)?;
             let counts = json!({
                 "relationships": peers.len(),
