@@ -138,6 +138,17 @@ impl Server {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
     }
+
+    /// `GET /metrics`, as text.
+    fn metrics(&self) -> String {
+        agent()
+            .get(&self.url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
 }
 
 impl Drop for Server {
@@ -570,13 +581,7 @@ fn a_long_lived_revoke_reaches_a_peer_that_comes_back_after_the_client_left() {
         (Some(b.domain().as_str()), Some("connect refused"), Some(1)),
         "{status}"
     );
-    let metrics = agent()
-        .get(&a.url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = a.metrics();
     assert!(metrics.contains("fedid_revocations_scheduled 1"), "{metrics}");
     assert!(metrics.contains("fedid_peer_domains{state=\"healthy\"} 1"), "{metrics}");
 
@@ -621,13 +626,7 @@ fn two_instances_on_one_postgres_deliver_a_scheduled_revoke_once() {
     until_nothing_pending(&a2, &alice);
     // Give a second, wrongful delivery time to arrive.
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = agent()
-        .get(&b.url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = b.metrics();
     let revokes_answered: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("fedid_inbox_envelopes_total"))
