@@ -77,6 +77,13 @@ impl EntryClass {
     pub fn is_break(self) -> bool {
         matches!(self, Self::Replaced | Self::Reset)
     }
+
+    /// The class named `text` ([`Self::as_str`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Replaced, Self::Reset, Self::First, Self::Unchanged, Self::Rotated]
+            .into_iter()
+            .find(|class| class.as_str() == text)
+    }
 }
 
 /// One entry of a key log, checked member by member.
@@ -387,6 +394,59 @@ impl KeyPin {
     }
 }
 
+/// A pin as a server keeps it for a remote handle: the pin, what its
+/// latest move crossed and when this server made it (`peerKeys` in
+/// API.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerPin {
+    /// Whose log.
+    pub handle: Handle,
+    /// The pin.
+    pub pin: KeyPin,
+    /// `first` after first contact, else the weakest class the latest move
+    /// crossed (`reset` for a move onto a `reset` entry).
+    pub change: EntryClass,
+    /// When this server moved the pin, by its own clock.
+    pub changed_at: UnixTime,
+}
+
+impl PeerPin {
+    /// The pinned seq and head: what a compare-and-set compares.
+    pub fn position(&self) -> (u64, String) {
+        (self.pin.entry.seq, self.pin.head())
+    }
+}
+
+/// What `fedid-server federation unpin` forgets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTarget {
+    /// One remote handle.
+    Handle(Handle),
+    /// Every handle of one domain (after it restored a backup, say).
+    Domain(crate::handle::Domain),
+}
+
+/// A conflict recorded for the operator (`fedid-server federation
+/// conflicts`): the pinned position, what the peer offered, and why it
+/// was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConflict {
+    /// Whose log.
+    pub handle: Handle,
+    /// When it was first recorded.
+    pub at: UnixTime,
+    /// The pin's seq.
+    pub pinned_seq: u64,
+    /// The pin's head.
+    pub pinned_head: String,
+    /// `keyLogSeq` of the refused answer, when it had one.
+    pub offered_seq: Option<u64>,
+    /// `keyLogHead` of the refused answer, when it had one.
+    pub offered_head: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
 /// A discovery answer as the pin check reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogAnswer {
@@ -529,6 +589,48 @@ fn check(
             last_break,
         },
     ))
+}
+
+/// The check of a pinned handle whose discovery answers `404` (no keys):
+/// its log alone, the `entries` after the pin up to the log's last. `Ok`
+/// with the moved pin when the log ends in a `reset` entry (and `lastBreak`
+/// then names it); `Ok(None)` when there is nothing to move; `Err` for a
+/// log that contradicts the pin.
+pub fn check_log_alone(
+    handle: &Handle,
+    pin: &KeyPin,
+    entries: &[Value],
+    now: UnixTime,
+    skew_secs: i64,
+) -> Result<Option<KeyPin>, KeyLogError> {
+    if entries.len() > MAX_CHECKED_ENTRIES {
+        return Err(refused(format!("{} entries to check", entries.len())));
+    }
+    let mut previous = pin.entry.clone();
+    for value in entries {
+        let entry = KeyLogEntry::parse(value)?;
+        entry.follows(Some(&previous), now, skew_secs)?;
+        previous = entry;
+    }
+    if previous.handle != *handle {
+        return Err(refused("the last entry names another handle"));
+    }
+    if previous.kind != EntryKind::Reset || previous.seq == pin.entry.seq {
+        return Ok(None);
+    }
+    // The reset is the latest break: any break before it is older.
+    Ok(Some(KeyPin {
+        last_break: Some(KeyBreak {
+            seq: previous.seq,
+            change: EntryClass::Reset,
+            at: previous.at.clone(),
+            seen_at: now,
+        }),
+        entry: previous,
+        class: None,
+        // Keys before a reset are presumed lost: no grace for them.
+        previous_signing_key: None,
+    }))
 }
 
 /// The rotation grace of section 12: right after a proven rotation, an

@@ -3,6 +3,7 @@
 //! them together.
 
 use crate::handle::{Alias, Domain, Handle};
+use crate::keylog::{KeyConflict, PeerPin, PinTarget};
 use crate::keys::{EncryptionKey, SigningKey};
 use crate::model::*;
 use crate::time::UnixTime;
@@ -162,6 +163,30 @@ pub trait Tx {
     fn key_log_appended_since(&mut self, user: UserId, since: UnixTime) -> Result<u64, StoreError>;
     /// Up to `limit` users with an alias and both keys but an empty log.
     fn users_missing_key_log(&mut self, limit: usize) -> Result<Vec<UserId>, StoreError>;
+
+    // Pins of remote handles' key logs (PROTOCOL.md section 12).
+    /// The pin this server keeps for a remote handle, if any.
+    fn key_pin(&mut self, handle: &Handle) -> Result<Option<PeerPin>, StoreError>;
+    /// The pins of those of `handles` that have one.
+    fn key_pins(&mut self, handles: &[Handle]) -> Result<Vec<PeerPin>, StoreError>;
+    /// Writes `pin` if the handle's pin is still at `from` (its seq and
+    /// head; `None`: no pin yet), a compare-and-set that two instances on
+    /// one database never both win; whether it was written.
+    fn move_key_pin(&mut self, pin: &PeerPin, from: Option<&(u64, String)>) -> Result<bool, StoreError>;
+    /// The conflict recorded for a handle, if any.
+    fn key_conflict(&mut self, handle: &Handle) -> Result<Option<KeyConflict>, StoreError>;
+    /// Records a conflict unless one is recorded for its handle already;
+    /// whether it was recorded.
+    fn record_key_conflict(&mut self, conflict: &KeyConflict) -> Result<bool, StoreError>;
+    /// Every recorded conflict, by handle (byte order).
+    fn key_conflicts(&mut self) -> Result<Vec<KeyConflict>, StoreError>;
+    /// How many conflicts are recorded: the `fedid_key_log_conflicts` gauge.
+    fn count_key_conflicts(&mut self) -> Result<u64, StoreError>;
+    /// Forgets the pins and conflicts of one handle or of every handle of
+    /// one domain; the handles whose pin it forgot.
+    fn unpin(&mut self, target: &PinTarget) -> Result<Vec<Handle>, StoreError>;
+    /// Local users with a relationship with `peer`, by id, at most `limit`.
+    fn users_related_to(&mut self, peer: &Handle, limit: usize) -> Result<Vec<UserId>, StoreError>;
 
     // Peer domains (PROTOCOL.md section 11).
     /// What is known of `domain`, if anything was delivered to it.

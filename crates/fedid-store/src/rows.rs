@@ -3,8 +3,9 @@
 
 use diesel::prelude::*;
 use fedid_domain::ports::StoreError;
+use fedid_domain::keylog::{EntryClass, KeyBreak, KeyConflict, KeyLogEntry, KeyPin, PeerPin};
 use fedid_domain::{
-    Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
+    Timestamp, Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
     QueuedRevocation, Relationship, RelationshipState, SigningKey, UnixTime, UserId,
 };
 
@@ -182,6 +183,120 @@ impl PeerDomainRow {
             last_failure_at: self.last_failure_at.map(time),
             last_failure: self.last_failure,
             failing_since: self.failing_since.map(time),
+        })
+    }
+}
+
+fn seq(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+pub(crate) fn stored_seq(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = key_pins)]
+pub(crate) struct KeyPinRow {
+    pub handle: String,
+    pub domain: String,
+    pub seq: i64,
+    pub head: String,
+    pub entry: String,
+    pub class: Option<String>,
+    pub previous_signing_key: Option<String>,
+    pub change: String,
+    pub changed_at: i64,
+    pub break_seq: Option<i64>,
+    pub break_change: Option<String>,
+    pub break_at: Option<String>,
+    pub break_seen_at: Option<i64>,
+}
+
+impl KeyPinRow {
+    pub fn new(pin: &PeerPin) -> Self {
+        let last_break = pin.pin.last_break.as_ref();
+        Self {
+            handle: pin.handle.as_str().to_owned(),
+            domain: pin.handle.domain_str().to_owned(),
+            seq: stored_seq(pin.pin.entry.seq()),
+            head: pin.pin.head(),
+            entry: pin.pin.entry.entry_text(),
+            class: pin.pin.class.map(|c| c.as_str().to_owned()),
+            previous_signing_key: pin.pin.previous_signing_key.map(|k| k.to_base64url()),
+            change: pin.change.as_str().to_owned(),
+            changed_at: nanos(pin.changed_at),
+            break_seq: last_break.map(|b| stored_seq(b.seq)),
+            break_change: last_break.map(|b| b.change.as_str().to_owned()),
+            break_at: last_break.map(|b| b.at.as_str().to_owned()),
+            break_seen_at: last_break.map(|b| nanos(b.seen_at)),
+        }
+    }
+
+    pub fn into_record(self) -> Result<PeerPin, StoreError> {
+        let class = |text: &str| EntryClass::parse(text).ok_or_else(|| corrupt("pin class"));
+        let last_break = match (self.break_seq, self.break_change, self.break_at, self.break_seen_at) {
+            (Some(at_seq), Some(change), Some(at), Some(seen_at)) => Some(KeyBreak {
+                seq: seq(at_seq),
+                change: class(&change)?,
+                at: Timestamp::parse(&at).map_err(|_| corrupt("pin break"))?,
+                seen_at: time(seen_at),
+            }),
+            _ => None,
+        };
+        Ok(PeerPin {
+            handle: handle(&self.handle)?,
+            pin: KeyPin {
+                entry: KeyLogEntry::from_entry_bytes(self.entry.as_bytes()).map_err(|_| corrupt("pinned entry"))?,
+                class: self.class.as_deref().map(class).transpose()?,
+                previous_signing_key: self
+                    .previous_signing_key
+                    .map(|k| SigningKey::parse(&k).map_err(|_| corrupt("pinned key")))
+                    .transpose()?,
+                last_break,
+            },
+            change: class(&self.change)?,
+            changed_at: time(self.changed_at),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = key_log_conflicts)]
+pub(crate) struct KeyConflictRow {
+    pub handle: String,
+    pub domain: String,
+    pub at: i64,
+    pub pinned_seq: i64,
+    pub pinned_head: String,
+    pub offered_seq: Option<i64>,
+    pub offered_head: Option<String>,
+    pub reason: String,
+}
+
+impl KeyConflictRow {
+    pub fn new(conflict: &KeyConflict) -> Self {
+        Self {
+            handle: conflict.handle.as_str().to_owned(),
+            domain: conflict.handle.domain_str().to_owned(),
+            at: nanos(conflict.at),
+            pinned_seq: stored_seq(conflict.pinned_seq),
+            pinned_head: conflict.pinned_head.clone(),
+            offered_seq: conflict.offered_seq.map(stored_seq),
+            offered_head: conflict.offered_head.clone(),
+            reason: conflict.reason.clone(),
+        }
+    }
+
+    pub fn into_record(self) -> Result<KeyConflict, StoreError> {
+        Ok(KeyConflict {
+            handle: handle(&self.handle)?,
+            at: time(self.at),
+            pinned_seq: seq(self.pinned_seq),
+            pinned_head: self.pinned_head,
+            offered_seq: self.offered_seq.map(seq),
+            offered_head: self.offered_head,
+            reason: self.reason,
         })
     }
 }

@@ -123,6 +123,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    key_pins (handle) {
+        handle -> Text,
+        domain -> Text,
+        seq -> BigInt,
+        head -> Text,
+        entry -> Text,
+        class -> Nullable<Text>,
+        previous_signing_key -> Nullable<Text>,
+        change -> Text,
+        changed_at -> BigInt,
+        break_seq -> Nullable<BigInt>,
+        break_change -> Nullable<Text>,
+        break_at -> Nullable<Text>,
+        break_seen_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    key_log_conflicts (handle) {
+        handle -> Text,
+        domain -> Text,
+        at -> BigInt,
+        pinned_seq -> BigInt,
+        pinned_head -> Text,
+        offered_seq -> Nullable<BigInt>,
+        offered_head -> Nullable<Text>,
+        reason -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     alias_history,
@@ -136,4 +167,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     readiness,
     peer_domains,
     key_log,
+    key_pins,
+    key_log_conflicts,
 );

@@ -7,6 +7,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
+use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
     Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
@@ -640,6 +641,114 @@ macro_rules! impl_tx {
                     .set(peer_domains::lease_until.eq(None::<i64>))
                     .execute(self.conn);
                 self.db(done).map(|_| ())
+            }
+
+            fn key_pin(&mut self, handle: &Handle) -> Result<Option<PeerPin>, StoreError> {
+                let row = key_pins::table
+                    .find(handle.as_str())
+                    .select(KeyPinRow::as_select())
+                    .get_result(self.conn)
+                    .optional();
+                self.db(row)?.map(KeyPinRow::into_record).transpose()
+            }
+
+            fn key_pins(&mut self, handles: &[Handle]) -> Result<Vec<PeerPin>, StoreError> {
+                let rows = key_pins::table
+                    .filter(key_pins::handle.eq_any(handles.iter().map(Handle::as_str)))
+                    .select(KeyPinRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?.into_iter().map(KeyPinRow::into_record).collect()
+            }
+
+            fn move_key_pin(&mut self, pin: &PeerPin, from: Option<&(u64, String)>) -> Result<bool, StoreError> {
+                let row = KeyPinRow::new(pin);
+                let n = match from {
+                    None => diesel::insert_into(key_pins::table)
+                        .values(&row)
+                        .on_conflict_do_nothing()
+                        .execute(self.conn),
+                    Some((seq, head)) => diesel::update(
+                        key_pins::table
+                            .find(pin.handle.as_str())
+                            .filter(key_pins::seq.eq(stored_seq(*seq)))
+                            .filter(key_pins::head.eq(head)),
+                    )
+                    .set((
+                        key_pins::seq.eq(row.seq),
+                        key_pins::head.eq(&row.head),
+                        key_pins::entry.eq(&row.entry),
+                        key_pins::class.eq(&row.class),
+                        key_pins::previous_signing_key.eq(&row.previous_signing_key),
+                        key_pins::change.eq(&row.change),
+                        key_pins::changed_at.eq(row.changed_at),
+                        key_pins::break_seq.eq(row.break_seq),
+                        key_pins::break_change.eq(&row.break_change),
+                        key_pins::break_at.eq(&row.break_at),
+                        key_pins::break_seen_at.eq(row.break_seen_at),
+                    ))
+                    .execute(self.conn),
+                };
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn key_conflict(&mut self, handle: &Handle) -> Result<Option<KeyConflict>, StoreError> {
+                let row = key_log_conflicts::table
+                    .find(handle.as_str())
+                    .select(KeyConflictRow::as_select())
+                    .get_result(self.conn)
+                    .optional();
+                self.db(row)?.map(KeyConflictRow::into_record).transpose()
+            }
+
+            fn record_key_conflict(&mut self, conflict: &KeyConflict) -> Result<bool, StoreError> {
+                let n = diesel::insert_into(key_log_conflicts::table)
+                    .values(&KeyConflictRow::new(conflict))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                self.db(n).map(|n| n > 0)
+            }
+
+            fn key_conflicts(&mut self) -> Result<Vec<KeyConflict>, StoreError> {
+                let rows = key_log_conflicts::table
+                    .order(key_log_conflicts::handle.asc())
+                    .select(KeyConflictRow::as_select())
+                    .load(self.conn);
+                self.db(rows)?.into_iter().map(KeyConflictRow::into_record).collect()
+            }
+
+            fn count_key_conflicts(&mut self) -> Result<u64, StoreError> {
+                let n = key_log_conflicts::table.count().get_result::<i64>(self.conn);
+                self.db(n).map(|n| n.max(0) as u64)
+            }
+
+            fn unpin(&mut self, target: &PinTarget) -> Result<Vec<Handle>, StoreError> {
+                let (pins, conflicts) = match target {
+                    PinTarget::Handle(handle) => (
+                        diesel::delete(key_pins::table.find(handle.as_str()))
+                            .returning(key_pins::handle)
+                            .get_results::<String>(self.conn),
+                        diesel::delete(key_log_conflicts::table.find(handle.as_str())).execute(self.conn),
+                    ),
+                    PinTarget::Domain(domain) => (
+                        diesel::delete(key_pins::table.filter(key_pins::domain.eq(domain.as_str())))
+                            .returning(key_pins::handle)
+                            .get_results::<String>(self.conn),
+                        diesel::delete(key_log_conflicts::table.filter(key_log_conflicts::domain.eq(domain.as_str())))
+                            .execute(self.conn),
+                    ),
+                };
+                self.db(conflicts)?;
+                self.db(pins)?.iter().map(|h| handle(h)).collect()
+            }
+
+            fn users_related_to(&mut self, peer: &Handle, limit: usize) -> Result<Vec<UserId>, StoreError> {
+                let users = relationships::table
+                    .filter(relationships::peer.eq(peer.as_str()))
+                    .order(relationships::user_id.asc())
+                    .limit(limit as i64)
+                    .select(relationships::user_id)
+                    .load::<i64>(self.conn);
+                Ok(self.db(users)?.into_iter().map(UserId).collect())
             }
 
             fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError> {

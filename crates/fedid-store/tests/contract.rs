@@ -15,7 +15,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 /// How many migrations each backend has.
-const MIGRATIONS: usize = 8;
+const MIGRATIONS: usize = 9;
 
 /// Runs `work` as one write unit and waits for its outcome.
 fn write<T, E>(
@@ -100,6 +100,30 @@ fn sqlite_keeps_the_tx_contract() {
 fn sqlite_runs_the_service_story() {
     let (_dir, store) = sqlite();
     contract::service_story(Arc::new(store));
+}
+
+#[test]
+fn sqlite_keeps_pins_by_compare_and_set() {
+    let (_dir, store) = sqlite();
+    contract::key_pins(&store);
+}
+
+#[test]
+fn sqlite_finds_users_related_to_a_peer() {
+    let (_dir, store) = sqlite();
+    contract::users_related_to(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_keeps_pins_by_compare_and_set() {
+    contract::key_pins(&postgres("pins"));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_finds_users_related_to_a_peer() {
+    contract::users_related_to(&postgres("related"));
 }
 
 #[test]

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedid_domain::keylog::{EntryClass, EntryKind, KeyBreak, KeyConflict, KeyLogEntry, KeyPin, PeerPin, PinTarget};
 use fedid_domain::ports::{read, StoreError, Tx};
 use fedid_domain::{
     Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, Nonce, PageLimit, PeerDomainState, QueuedRevocation,
-    Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, UnixTime, UserId,
+    Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, Timestamp, UnixTime, UserId,
 };
 use serde_json::Map;
 
@@ -502,6 +503,139 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(read(store, |tx| tx.queue_len(u2)).unwrap(), 0);
     assert_eq!(read(store, |tx| tx.identity(u2)).unwrap().unwrap().inbox_messages, 1);
     assert!(write(store, move |tx| tx.record_readiness(t(0))).is_ok());
+}
+
+fn pin_of(handle: &str, seq: u64, prev: &str, kind: EntryKind, change: EntryClass) -> PeerPin {
+    let handle = h(handle);
+    let at = Timestamp::parse("2026-11-27T10:00:00Z").unwrap();
+    let entry = KeyLogEntry::build(&handle, seq, prev, &at, &kind, None, None).unwrap();
+    PeerPin {
+        handle,
+        pin: KeyPin {
+            class: matches!(kind, EntryKind::Keys { .. }).then_some(change),
+            entry,
+            previous_signing_key: None,
+            last_break: (change == EntryClass::Reset).then(|| KeyBreak {
+                seq,
+                change,
+                at,
+                seen_at: t(5),
+            }),
+        },
+        change,
+        changed_at: t(5),
+    }
+}
+
+/// Pins of remote handles' key logs and their conflicts (PROTOCOL.md
+/// section 12): stored whole, moved only by compare-and-set, forgotten by
+/// handle or by domain together with their conflicts.
+pub fn key_pins(store: &dyn Store) {
+    let keys = ClientKeys::generate().unwrap();
+    let signing = keys.signing_key();
+    let encryption = fedid_domain::EncryptionKey::parse(&keys.public_keys().1).unwrap();
+    let first = pin_of(
+        "alice@a.example",
+        1,
+        "",
+        EntryKind::Keys { signing, encryption },
+        EntryClass::First,
+    );
+    let moved = pin_of("alice@a.example", 2, &first.pin.head(), EntryKind::Reset, EntryClass::Reset);
+    let other = pin_of("carol@a.example", 1, "", EntryKind::Keys { signing, encryption }, EntryClass::First);
+    let elsewhere = pin_of("dave@c.example", 1, "", EntryKind::Keys { signing, encryption }, EntryClass::First);
+
+    let pin = first.clone();
+    assert!(write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap(), "a first pin is written");
+    let pin = first.clone();
+    assert!(
+        !write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap(),
+        "a second first contact loses"
+    );
+    assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), Some(first.clone()));
+    let (pin, stale) = (moved.clone(), (7, first.pin.head()));
+    assert!(
+        !write(store, move |tx| tx.move_key_pin(&pin, Some(&stale))).unwrap(),
+        "a move from another position loses"
+    );
+    let (pin, from) = (moved.clone(), first.position());
+    assert!(write(store, move |tx| tx.move_key_pin(&pin, Some(&from))).unwrap());
+    let (pin, from) = (moved.clone(), first.position());
+    assert!(
+        !write(store, move |tx| tx.move_key_pin(&pin, Some(&from))).unwrap(),
+        "the same move twice: the second loses"
+    );
+    assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), Some(moved.clone()));
+    for pin in [other.clone(), elsewhere.clone()] {
+        assert!(write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap());
+    }
+    let asked = [h("alice@a.example"), h("nobody@a.example"), h("dave@c.example")];
+    let mut found = read(store, |tx| tx.key_pins(&asked)).unwrap();
+    found.sort_by(|a, b| a.handle.as_str().cmp(b.handle.as_str()));
+    assert_eq!(found, vec![moved.clone(), elsewhere.clone()]);
+
+    // Conflicts: one per handle, the first kept.
+    let conflict = |handle: &str, reason: &str| KeyConflict {
+        handle: h(handle),
+        at: t(6),
+        pinned_seq: 2,
+        pinned_head: moved.pin.head(),
+        offered_seq: Some(1),
+        offered_head: None,
+        reason: reason.into(),
+    };
+    let (c1, c2, c3) = (
+        conflict("alice@a.example", "rolled back"),
+        conflict("alice@a.example", "later"),
+        conflict("dave@c.example", "forked"),
+    );
+    assert!(write(store, move |tx| tx.record_key_conflict(&c1)).unwrap());
+    assert!(!write(store, move |tx| tx.record_key_conflict(&c2)).unwrap());
+    assert!(write(store, move |tx| tx.record_key_conflict(&c3)).unwrap());
+    assert_eq!(
+        read(store, |tx| tx.key_conflict(&h("alice@a.example"))).unwrap(),
+        Some(conflict("alice@a.example", "rolled back"))
+    );
+    assert_eq!(read(store, |tx| tx.count_key_conflicts()).unwrap(), 2);
+    let listed = read(store, |tx| tx.key_conflicts()).unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.handle.as_str()).collect::<Vec<_>>(),
+        vec!["alice@a.example", "dave@c.example"]
+    );
+
+    // Unpinning: a domain's handles, then one handle.
+    let target = PinTarget::Domain(Domain::parse("a.example", DomainPolicy::HTTPS_PUBLIC).unwrap());
+    let mut unpinned = write(store, move |tx| tx.unpin(&target)).unwrap();
+    unpinned.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(unpinned, vec![h("alice@a.example"), h("carol@a.example")]);
+    assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), None);
+    assert_eq!(read(store, |tx| tx.key_conflict(&h("alice@a.example"))).unwrap(), None);
+    assert_eq!(read(store, |tx| tx.count_key_conflicts()).unwrap(), 1, "other domains keep theirs");
+    let target = PinTarget::Handle(h("dave@c.example"));
+    assert_eq!(write(store, move |tx| tx.unpin(&target)).unwrap(), vec![h("dave@c.example")]);
+    assert_eq!(read(store, |tx| tx.count_key_conflicts()).unwrap(), 0);
+    let target = PinTarget::Handle(h("dave@c.example"));
+    assert!(write(store, move |tx| tx.unpin(&target)).unwrap().is_empty());
+}
+
+/// Who relates to a peer: every local user with a relationship with it.
+pub fn users_related_to(store: &dyn Store) {
+    let (u1, u2, u3) = write(store, move |tx| {
+        Ok::<_, StoreError>((tx.create_user(t(0))?, tx.create_user(t(0))?, tx.create_user(t(0))?))
+    })
+    .unwrap();
+    for (user, peer) in [(u1, "alice@a.example"), (u2, "alice@a.example"), (u3, "bob@a.example")] {
+        let relationship = Relationship::entering(h(peer), RelationshipState::Active, t(1), None);
+        write(store, move |tx| tx.put_relationship(user, &relationship)).unwrap();
+    }
+    assert_eq!(
+        read(store, |tx| tx.users_related_to(&h("alice@a.example"), 10)).unwrap(),
+        vec![u1, u2]
+    );
+    assert_eq!(
+        read(store, |tx| tx.users_related_to(&h("alice@a.example"), 1)).unwrap(),
+        vec![u1]
+    );
 }
 
 /// The product story with `store` behind the instance of `b.example`,

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx, Work, WriteUnit};
 use fedid_domain::{
     Alias, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
@@ -43,6 +44,9 @@ struct State {
     peer_leases: BTreeMap<String, UnixTime>,
     /// By (user, seq): entry bytes, hash and when appended.
     key_log: BTreeMap<(UserId, u64), (String, String, UnixTime)>,
+    /// Pins of remote handles, and conflicts, by handle.
+    key_pins: BTreeMap<String, PeerPin>,
+    key_conflicts: BTreeMap<String, KeyConflict>,
 }
 
 /// The in-memory store.
@@ -499,6 +503,73 @@ impl Tx for State {
     fn release_peer_domain(&mut self, domain: &Domain) -> Result<(), StoreError> {
         self.peer_leases.remove(domain.as_str());
         Ok(())
+    }
+
+    fn key_pin(&mut self, handle: &Handle) -> Result<Option<PeerPin>, StoreError> {
+        Ok(self.key_pins.get(handle.as_str()).cloned())
+    }
+
+    fn key_pins(&mut self, handles: &[Handle]) -> Result<Vec<PeerPin>, StoreError> {
+        Ok(handles
+            .iter()
+            .filter_map(|h| self.key_pins.get(h.as_str()).cloned())
+            .collect())
+    }
+
+    fn move_key_pin(&mut self, pin: &PeerPin, from: Option<&(u64, String)>) -> Result<bool, StoreError> {
+        let current = self.key_pins.get(pin.handle.as_str()).map(PeerPin::position);
+        if current.as_ref() != from {
+            return Ok(false);
+        }
+        self.key_pins.insert(pin.handle.as_str().to_owned(), pin.clone());
+        Ok(true)
+    }
+
+    fn key_conflict(&mut self, handle: &Handle) -> Result<Option<KeyConflict>, StoreError> {
+        Ok(self.key_conflicts.get(handle.as_str()).cloned())
+    }
+
+    fn record_key_conflict(&mut self, conflict: &KeyConflict) -> Result<bool, StoreError> {
+        if self.key_conflicts.contains_key(conflict.handle.as_str()) {
+            return Ok(false);
+        }
+        self.key_conflicts
+            .insert(conflict.handle.as_str().to_owned(), conflict.clone());
+        Ok(true)
+    }
+
+    fn key_conflicts(&mut self) -> Result<Vec<KeyConflict>, StoreError> {
+        Ok(self.key_conflicts.values().cloned().collect())
+    }
+
+    fn count_key_conflicts(&mut self) -> Result<u64, StoreError> {
+        Ok(self.key_conflicts.len() as u64)
+    }
+
+    fn unpin(&mut self, target: &PinTarget) -> Result<Vec<Handle>, StoreError> {
+        let hit = |handle: &str| match target {
+            PinTarget::Handle(h) => h.as_str() == handle,
+            PinTarget::Domain(d) => handle.rsplit_once('@').is_some_and(|(_, domain)| domain == d.as_str()),
+        };
+        self.key_conflicts.retain(|handle, _| !hit(handle));
+        let unpinned: Vec<Handle> = self
+            .key_pins
+            .iter()
+            .filter(|(handle, _)| hit(handle))
+            .map(|(_, pin)| pin.handle.clone())
+            .collect();
+        self.key_pins.retain(|handle, _| !hit(handle));
+        Ok(unpinned)
+    }
+
+    fn users_related_to(&mut self, peer: &Handle, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .relationships
+            .keys()
+            .filter(|(_, p)| p == peer.as_str())
+            .map(|(user, _)| *user)
+            .take(limit)
+            .collect())
     }
 
     fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError> {

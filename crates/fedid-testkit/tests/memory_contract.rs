@@ -14,3 +14,13 @@ fn memory_store_keeps_the_tx_contract() {
 fn memory_store_runs_the_service_story() {
     contract::service_story(Arc::new(MemoryStore::new()));
 }
+
+#[test]
+fn memory_store_keeps_pins_by_compare_and_set() {
+    contract::key_pins(&MemoryStore::new());
+}
+
+#[test]
+fn memory_store_finds_users_related_to_a_peer() {
+    contract::users_related_to(&MemoryStore::new());
+}

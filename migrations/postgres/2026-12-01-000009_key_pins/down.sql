@@ -1,0 +1,2 @@
+DROP TABLE key_log_conflicts;
+DROP TABLE key_pins;
