@@ -7,19 +7,31 @@
 //! the fetch timeout). Every bound answers `Unavailable` at once, so that no
 //! remote party can hold the inbox's threads. The rules live here once; a
 //! [`KeyFetcher`] adapter only does the HTTP.
+//!
+//! Every lookup also runs the pin check of section 12 against the pin the
+//! store keeps for the handle: the pin check happens on fetch, not on every
+//! envelope. A cached key carries its [`PinMove`], which the inbox writes
+//! with the first envelope it accepts and stores; a conflict is recorded
+//! (for a pinned handle) and answered `Conflict` until the operator unpins.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::envelope::{Envelope, VerifiedEnvelope};
 use crate::handle::Handle;
+use crate::keylog::{self, EntryClass, KeyConflict, LogAnswer, PeerPin, PinVerdict, MAX_CHECKED_ENTRIES};
 use crate::keys::SigningKey;
-use crate::ports::{Clock, KeyFetchFailure, KeyFetcher};
+use crate::ports::{self, Clock, KeyFetchFailure, KeyFetcher, PublishedKeys, Store, StoreError};
 use crate::settings::Settings;
 use crate::time::UnixTime;
 
 const REFETCH_INTERVAL_SECS: i64 = 30;
+/// A whole key-log check, every page included (section 12).
+const LOG_CHECK_TIME: Duration = Duration::from_secs(30);
 const FAILURE_MEMORY_SECS: i64 = 60;
 /// Past this many remembered handles, stale entries are dropped first.
 const MAX_ENTRIES: usize = 100_000;
@@ -39,6 +51,84 @@ pub enum KeyCheckError {
     Unavailable,
     /// 401 `invalid_signature`.
     InvalidSignature,
+    /// 502 `key_log_conflict`: the handle's key log contradicts its pin
+    /// or the discovery answer (section 12).
+    Conflict,
+}
+
+const PIN_PENDING: u8 = 0;
+const PIN_WRITTEN: u8 = 1;
+const PIN_LOST: u8 = 2;
+
+/// The pin behind a cached key: the position it moves from and the pin
+/// it moves to, written by the inbox with the first envelope from the
+/// handle that it accepts and stores.
+#[derive(Debug)]
+pub struct PinMove {
+    from: Option<(u64, String)>,
+    to: PeerPin,
+    state: AtomicU8,
+}
+
+impl PinMove {
+    fn new(from: Option<(u64, String)>, to: PeerPin, pending: bool) -> Self {
+        Self {
+            from,
+            to,
+            state: AtomicU8::new(if pending { PIN_PENDING } else { PIN_WRITTEN }),
+        }
+    }
+
+    /// The stored pin's seq and head it replaces (`None`: first contact).
+    pub fn from(&self) -> Option<&(u64, String)> {
+        self.from.as_ref()
+    }
+
+    /// The pin.
+    pub fn to(&self) -> &PeerPin {
+        &self.to
+    }
+
+    /// Whether the store still has to get it.
+    pub fn is_pending(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PIN_PENDING
+    }
+
+    /// The store holds it now.
+    pub fn written(&self) {
+        let _ = self
+            .state
+            .compare_exchange(PIN_PENDING, PIN_WRITTEN, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Another instance moved the stored pin elsewhere: the cached key is
+    /// dropped and the next envelope checks again against the new pin.
+    pub fn lost(&self) {
+        self.state.store(PIN_LOST, Ordering::Release);
+    }
+
+    fn is_lost(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PIN_LOST
+    }
+}
+
+/// A sender's key as the directory holds it, with its pin (none for a
+/// peer that publishes no key log).
+#[derive(Debug, Clone)]
+pub struct SenderKey {
+    /// The current signing key.
+    pub key: SigningKey,
+    /// The pin checked when the key was fetched.
+    pub pin: Option<Arc<PinMove>>,
+}
+
+/// An envelope whose signature verified, and the pin its sender's key
+/// was checked against.
+pub struct Verified {
+    /// The envelope.
+    pub envelope: VerifiedEnvelope,
+    /// The pin, to be written if still pending.
+    pub pin: Option<Arc<PinMove>>,
 }
 
 /// What one key lookup came to (the `fedid_key_fetches_total` labels).
@@ -55,6 +145,8 @@ pub enum FetchOutcome {
     Busy,
     /// The domain failed a lookup in the last 60 s: refused without one.
     DomainFailing,
+    /// The key log contradicts the pin or the answer (section 12).
+    Conflict,
 }
 
 impl FetchOutcome {
@@ -66,6 +158,7 @@ impl FetchOutcome {
             Self::Failed => "failed",
             Self::Busy => "busy",
             Self::DomainFailing => "domain_failing",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -78,9 +171,34 @@ pub trait KeyFetchObserver: Send + Sync {
 
 #[derive(Default)]
 struct Entry {
-    key: Option<(SigningKey, UnixTime)>,
+    key: Option<(SenderKey, UnixTime)>,
     failed_at: Option<UnixTime>,
     refetched_at: Option<UnixTime>,
+}
+
+/// What one lookup came to.
+enum Lookup {
+    Found(SenderKey),
+    Refused {
+        outcome: FetchOutcome,
+        error: KeyCheckError,
+        /// The domain did not answer at all.
+        unreachable: bool,
+    },
+}
+
+impl Lookup {
+    fn refused(outcome: FetchOutcome) -> Self {
+        Self::Refused {
+            outcome,
+            error: if outcome == FetchOutcome::Conflict {
+                KeyCheckError::Conflict
+            } else {
+                KeyCheckError::Unavailable
+            },
+            unreachable: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -141,8 +259,11 @@ impl Refetches {
 /// Remote signing keys for the inbox, with the bounds of the module's documentation.
 pub struct KeyDirectory {
     fetcher: Arc<dyn KeyFetcher>,
+    /// Where pins and conflicts are kept.
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ttl_secs: i64,
+    skew_secs: i64,
     max_in_flight: usize,
     max_per_domain: usize,
     lookups_per_domain_per_sec: u32,
@@ -205,12 +326,20 @@ impl Drop for Turn<'_> {
 }
 
 impl KeyDirectory {
-    /// A directory with the bounds of `settings` (PROTOCOL.md section 6).
-    pub fn new(fetcher: Arc<dyn KeyFetcher>, clock: Arc<dyn Clock>, settings: &Settings) -> Self {
+    /// A directory with the bounds of `settings` (PROTOCOL.md section 6),
+    /// keeping pins in `store` (section 12).
+    pub fn new(
+        fetcher: Arc<dyn KeyFetcher>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: &Settings,
+    ) -> Self {
         Self {
             fetcher,
+            store,
             clock,
             ttl_secs: settings.key_cache_ttl_secs,
+            skew_secs: settings.max_clock_skew_secs,
             max_in_flight: settings.max_key_fetches,
             max_per_domain: settings.max_key_fetches_per_domain,
             lookups_per_domain_per_sec: settings.key_lookups_per_domain_per_sec,
@@ -230,44 +359,41 @@ impl KeyDirectory {
         self
     }
 
-    /// Verifies a remote envelope against its sender's current key.
-    pub fn verify(&self, envelope: Envelope) -> Result<VerifiedEnvelope, KeyCheckError> {
+    /// Verifies a remote envelope against its sender's current key (or,
+    /// right after a proven rotation, the previous one).
+    pub fn verify(&self, envelope: Envelope) -> Result<Verified, KeyCheckError> {
         let sender = envelope.from().clone();
         let now = self.clock.now();
         let (key, fresh) = match self.cached_key(&sender, now)? {
             Some(key) => (key, false),
             None => (self.fetch(&sender, false, now)?, true),
         };
-        match envelope.verify(&key) {
-            Ok(verified) => Ok(verified),
+        match envelope.verify(&key.key) {
+            Ok(envelope) => Ok(Verified { envelope, pin: key.pin }),
             Err(envelope) => self.verify_again(*envelope, key, fresh),
         }
     }
 
     /// The sender's key if the cache holds a live one: what the inbox tries
     /// before anything that needs the store or the network.
-    pub fn cached(&self, handle: &Handle) -> Option<SigningKey> {
+    pub fn cached(&self, handle: &Handle) -> Option<SenderKey> {
         self.cached_key(handle, self.clock.now()).ok().flatten()
     }
 
     /// After `envelope` failed against the cached key `failed`: the rest of
-    /// [`Self::verify`] (a key rotated meanwhile, or one refetch).
-    pub fn verify_after_cached_failure(
-        &self,
-        envelope: Envelope,
-        failed: SigningKey,
-    ) -> Result<VerifiedEnvelope, KeyCheckError> {
+    /// [`Self::verify`] (the rotation grace, a key rotated meanwhile, or
+    /// one refetch).
+    pub fn verify_after_cached_failure(&self, envelope: Envelope, failed: SenderKey) -> Result<Verified, KeyCheckError> {
         self.verify_again(envelope, failed, false)
     }
 
-    fn verify_again(
-        &self,
-        mut envelope: Envelope,
-        failed: SigningKey,
-        fresh: bool,
-    ) -> Result<VerifiedEnvelope, KeyCheckError> {
+    fn verify_again(&self, envelope: Envelope, failed: SenderKey, fresh: bool) -> Result<Verified, KeyCheckError> {
         let sender = envelope.from().clone();
         let now = self.clock.now();
+        let mut envelope = match self.within_grace(envelope, &failed, now) {
+            Ok(verified) => return Ok(verified),
+            Err(envelope) => envelope,
+        };
         // One refetch per handle at a time. A concurrent request may have
         // refetched meanwhile (the REVOKEs of one flush arrive together):
         // after waiting for it, try what the cache holds now before
@@ -278,9 +404,9 @@ impl KeyDirectory {
             KeyCheckError::Unavailable
         })?;
         if let Ok(Some(current)) = self.cached_key(&sender, now) {
-            if current != failed {
-                envelope = match envelope.verify(&current) {
-                    Ok(verified) => return Ok(verified),
+            if current.key != failed.key {
+                envelope = match envelope.verify(&current.key) {
+                    Ok(envelope) => return Ok(Verified { envelope, pin: current.pin }),
                     Err(envelope) => *envelope,
                 };
             }
@@ -289,17 +415,41 @@ impl KeyDirectory {
             return Err(KeyCheckError::InvalidSignature);
         }
         let key = self.fetch(&sender, true, now)?;
-        envelope.verify(&key).map_err(|_| KeyCheckError::InvalidSignature)
+        match envelope.verify(&key.key) {
+            Ok(envelope) => Ok(Verified { envelope, pin: key.pin }),
+            Err(envelope) => self
+                .within_grace(*envelope, &key, now)
+                .map_err(|_| KeyCheckError::InvalidSignature),
+        }
     }
 
-    fn cached_key(&self, handle: &Handle, now: UnixTime) -> Result<Option<SigningKey>, KeyCheckError> {
+    /// The rotation grace of section 12: the pinned previous key, right
+    /// after a proven rotation.
+    fn within_grace(&self, envelope: Envelope, current: &SenderKey, now: UnixTime) -> Result<Verified, Envelope> {
+        let previous = current.pin.as_ref().and_then(|pin| {
+            keylog::grace_key(&pin.to.pin, envelope.timestamp().instant(), now, self.skew_secs).copied()
+        });
+        match previous {
+            Some(key) => envelope
+                .verify(&key)
+                .map(|envelope| Verified {
+                    envelope,
+                    pin: current.pin.clone(),
+                })
+                .map_err(|envelope| *envelope),
+            None => Err(envelope),
+        }
+    }
+
+    fn cached_key(&self, handle: &Handle, now: UnixTime) -> Result<Option<SenderKey>, KeyCheckError> {
         let entries = lock(&self.entries);
         let Some(entry) = entries.get(handle) else {
             return Ok(None);
         };
-        if let Some((key, fetched_at)) = entry.key {
-            if now < fetched_at.plus_secs(self.ttl_secs) {
-                return Ok(Some(key));
+        if let Some((key, fetched_at)) = &entry.key {
+            let pin_lost = key.pin.as_ref().is_some_and(|pin| pin.is_lost());
+            if now < fetched_at.plus_secs(self.ttl_secs) && !pin_lost {
+                return Ok(Some(key.clone()));
             }
         }
         match entry.failed_at {
@@ -361,17 +511,28 @@ impl KeyDirectory {
         }
     }
 
-    fn fetch(&self, handle: &Handle, refetch: bool, now: UnixTime) -> Result<SigningKey, KeyCheckError> {
+    fn fetch(&self, handle: &Handle, refetch: bool, now: UnixTime) -> Result<SenderKey, KeyCheckError> {
+        // What the store keeps for the handle, read before any network: a
+        // recorded conflict stands until the operator unpins, without a
+        // lookup (and is not remembered here, so an unpin acts at once).
+        let (pin, conflicted) = ports::read(self.store.as_ref(), |tx| {
+            Ok::<_, StoreError>((tx.key_pin(handle)?, tx.key_conflict(handle)?.is_some()))
+        })
+        .map_err(|_| KeyCheckError::Unavailable)?;
+        if conflicted {
+            self.observe(FetchOutcome::Conflict);
+            return Err(KeyCheckError::Conflict);
+        }
         let _slot = self.take_slot(handle.domain_str(), now).map_err(|outcome| {
             self.observe(outcome);
             KeyCheckError::Unavailable
         })?;
-        let result = self.fetcher.fetch_keys(handle, refetch);
+        let lookup = self.look_up(handle, pin.as_ref(), refetch, now);
         let mut entries = lock(&self.entries);
         if entries.len() >= MAX_ENTRIES {
             let (ttl, memory) = (self.ttl_secs, FAILURE_MEMORY_SECS);
             entries.retain(|_, e| {
-                e.key.is_some_and(|(_, at)| now < at.plus_secs(ttl))
+                e.key.as_ref().is_some_and(|(_, at)| now < at.plus_secs(ttl))
                     || e.failed_at.is_some_and(|at| now < at.plus_secs(memory))
             });
             if entries.len() >= MAX_ENTRIES {
@@ -379,22 +540,22 @@ impl KeyDirectory {
             }
         }
         let entry = entries.entry(handle.clone()).or_default();
-        match result {
-            Ok(keys) if keys.handle == *handle => {
+        match lookup {
+            Lookup::Found(key) => {
                 self.observe(FetchOutcome::Fetched);
-                entry.key = Some((keys.signing_key, now));
+                entry.key = Some((key.clone(), now));
                 entry.failed_at = None;
-                Ok(keys.signing_key)
+                Ok(key)
             }
-            other => {
-                let unreachable = matches!(other, Err(KeyFetchFailure::Unreachable(_)));
-                let outcome = match other {
-                    Err(KeyFetchFailure::NotFound) => FetchOutcome::NotFound,
-                    _ => FetchOutcome::Failed,
-                };
+            Lookup::Refused {
+                outcome,
+                error,
+                unreachable,
+            } => {
                 self.observe(outcome);
                 entry.key = None;
-                entry.failed_at = Some(now);
+                // A conflict is kept by the store, not here.
+                entry.failed_at = (error != KeyCheckError::Conflict).then_some(now);
                 drop(entries);
                 if unreachable {
                     // The domain did not answer: its other handles would
@@ -409,9 +570,172 @@ impl KeyDirectory {
                     }
                     lookups.failed_domains.insert(handle.domain_str().to_owned(), now);
                 }
-                Err(KeyCheckError::Unavailable)
+                Err(error)
             }
         }
+    }
+
+    /// Discovery, then the pin check of section 12 against `pin`; a
+    /// conflict is checked once more without caches before it is
+    /// recorded.
+    fn look_up(&self, handle: &Handle, pin: Option<&PeerPin>, refetch: bool, now: UnixTime) -> Lookup {
+        let mut fresh = refetch;
+        loop {
+            let keys = match self.fetcher.fetch_keys(handle, fresh) {
+                Ok(keys) if keys.handle == *handle => keys,
+                Err(KeyFetchFailure::NotFound) => match pin {
+                    Some(pin) => return self.check_unpublished(handle, pin, now),
+                    None => return Lookup::refused(FetchOutcome::NotFound),
+                },
+                Err(KeyFetchFailure::Unreachable(_)) => {
+                    return Lookup::Refused {
+                        outcome: FetchOutcome::Failed,
+                        error: KeyCheckError::Unavailable,
+                        unreachable: true,
+                    }
+                }
+                _ => return Lookup::refused(FetchOutcome::Failed),
+            };
+            let verdict = match self.pin_verdict(handle, pin, &keys, fresh, now) {
+                Some(verdict) => verdict,
+                None => return Lookup::refused(FetchOutcome::Failed),
+            };
+            let key = keys.signing_key;
+            return match verdict {
+                PinVerdict::Unlogged => Lookup::Found(SenderKey { key, pin: None }),
+                PinVerdict::Ok { change, pin: moved } => {
+                    let to = PeerPin {
+                        handle: handle.clone(),
+                        pin: *moved,
+                        change: change.unwrap_or_else(|| pin.map_or(EntryClass::First, |p| p.change)),
+                        changed_at: now,
+                    };
+                    let pin_move = match (pin, change) {
+                        (Some(stored), None) => PinMove::new(Some(stored.position()), stored.clone(), false),
+                        (stored, _) => PinMove::new(stored.map(PeerPin::position), to, true),
+                    };
+                    Lookup::Found(SenderKey {
+                        key,
+                        pin: Some(Arc::new(pin_move)),
+                    })
+                }
+                PinVerdict::Conflict(_) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                PinVerdict::Conflict(reason) => {
+                    if let Some(pin) = pin {
+                        self.record_conflict(pin, keys.key_log, reason, now);
+                    }
+                    Lookup::refused(FetchOutcome::Conflict)
+                }
+            };
+        }
+    }
+
+    /// The pin check of a discovery answer, with the log entries it needs
+    /// fetched; `None` when they could not be.
+    fn pin_verdict(
+        &self,
+        handle: &Handle,
+        pin: Option<&PeerPin>,
+        keys: &PublishedKeys,
+        refetch: bool,
+        now: UnixTime,
+    ) -> Option<PinVerdict> {
+        let answer = LogAnswer {
+            signing: keys.signing_key,
+            encryption: keys.encryption_key,
+            log: keys.key_log.clone(),
+        };
+        let after = pin.map_or(0, |p| p.pin.entry.seq());
+        let entries = match &answer.log {
+            Some((seq, _)) if *seq > after => self.fetch_entries(handle, after, *seq, refetch)?,
+            _ => Vec::new(),
+        };
+        Some(keylog::check_pin(
+            handle,
+            pin.map(|p| &p.pin),
+            &entries,
+            &answer,
+            now,
+            self.skew_secs,
+        ))
+    }
+
+    /// The entries of `handle`'s log after `after`, page by page, up to
+    /// `up_to` or the log's end: at most [`MAX_CHECKED_ENTRIES`] and
+    /// 30 s in all. `None` when a page could not be had in time.
+    fn fetch_entries(&self, handle: &Handle, after: u64, up_to: u64, refetch: bool) -> Option<Vec<Value>> {
+        let deadline = Instant::now() + LOG_CHECK_TIME;
+        let mut entries = Vec::new();
+        let mut next = after;
+        while next < up_to && entries.len() <= MAX_CHECKED_ENTRIES {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let page = self.fetcher.fetch_key_log(handle, next, refetch).ok()?;
+            let last = page.entries.last().and_then(|e| e.get("seq")).and_then(Value::as_u64);
+            match last {
+                // A page that does not go forward ends the fetch: the
+                // check refuses what is missing.
+                Some(last) if last > next => {
+                    next = last;
+                    entries.extend(page.entries);
+                }
+                _ => {
+                    entries.extend(page.entries);
+                    break;
+                }
+            }
+        }
+        Some(entries)
+    }
+
+    /// A pinned handle whose discovery answers `404`: its log alone, twice
+    /// before a conflict; the pin moves when the log ends in a `reset`
+    /// entry. The keys stay not obtainable either way.
+    fn check_unpublished(&self, handle: &Handle, pin: &PeerPin, now: UnixTime) -> Lookup {
+        let mut reason = String::new();
+        for refetch in [false, true] {
+            let Some(entries) = self.fetch_entries(handle, pin.pin.entry.seq(), u64::MAX, refetch) else {
+                return Lookup::refused(FetchOutcome::NotFound);
+            };
+            match keylog::check_log_alone(handle, &pin.pin, &entries, now, self.skew_secs) {
+                Ok(Some(moved)) => {
+                    let to = PeerPin {
+                        handle: handle.clone(),
+                        pin: moved,
+                        change: EntryClass::Reset,
+                        changed_at: now,
+                    };
+                    let from = pin.position();
+                    // A lost race means another instance moved it: fine.
+                    let _ = ports::write(self.store.as_ref(), None, move |tx| tx.move_key_pin(&to, Some(&from))).wait();
+                    return Lookup::refused(FetchOutcome::NotFound);
+                }
+                Ok(None) => return Lookup::refused(FetchOutcome::NotFound),
+                Err(refused) => reason = refused.0,
+            }
+        }
+        self.record_conflict(pin, None, reason, now);
+        Lookup::refused(FetchOutcome::Conflict)
+    }
+
+    /// Records a conflict for the operator. A write that fails leaves the
+    /// answer a conflict all the same.
+    fn record_conflict(&self, pin: &PeerPin, offered: Option<(u64, String)>, reason: String, now: UnixTime) {
+        let (pinned_seq, pinned_head) = pin.position();
+        let conflict = KeyConflict {
+            handle: pin.handle.clone(),
+            at: now,
+            pinned_seq,
+            pinned_head,
+            offered_seq: offered.as_ref().map(|(seq, _)| *seq),
+            offered_head: offered.map(|(_, head)| head),
+            reason,
+        };
+        let _ = ports::write(self.store.as_ref(), None, move |tx| tx.record_key_conflict(&conflict)).wait();
     }
 
     /// A lookup slot for `domain`, or why there is none: the domain failed

@@ -191,6 +191,13 @@ impl Metrics {
             for (state, n) in gauges.peer_domains {
                 let _ = writeln!(out, "fedid_peer_domains{{state=\"{}\"}} {n}", state.as_str());
             }
+            header(
+                &mut out,
+                "fedid_key_log_conflicts",
+                "gauge",
+                "Key-log conflicts recorded for the operator (fedid-server federation conflicts).",
+            );
+            let _ = writeln!(out, "fedid_key_log_conflicts {}", gauges.key_log_conflicts);
         }
         out
     }
@@ -224,6 +231,7 @@ mod tests {
         let text = metrics.render(Some(FederationGauges {
             queued: 0,
             scheduled: 0,
+            key_log_conflicts: 0,
             peer_domains: [
                 (fedid_domain::PeerDomainState::Healthy, 0),
                 (fedid_domain::PeerDomainState::Failing, 0),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::web;
 use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::services::Ports;
-use fedid_domain::{key_directory, Fedid, KeyDirectory};
+use fedid_domain::{key_directory, Fedid, KeyDirectory, Store};
 use fedid_http::{AppState, HttpSettings, Metrics, RateLimiter, WorkPool};
 use fedid_store::DieselStore;
 use fedid_transport::HttpTransport;
@@ -86,9 +86,11 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let transport = Arc::new(HttpTransport::new(config.transport_settings(&settings)));
         let clock = Arc::new(SystemClock);
-        let keys = KeyDirectory::new(transport.clone(), clock.clone(), &settings).with_observer(metrics.clone());
+        let store: Arc<dyn Store> = Arc::new(store);
+        let keys = KeyDirectory::new(transport.clone(), Arc::clone(&store), clock.clone(), &settings)
+            .with_observer(metrics.clone());
         let ports = Ports {
-            store: Arc::new(store),
+            store,
             clock,
             random: Arc::new(SystemRandom::default()),
             transport,

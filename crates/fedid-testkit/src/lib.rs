@@ -128,7 +128,7 @@ impl Instance {
 
 /// A [`Fedid`] over any store, wired to the in-process network.
 pub fn build(settings: Settings, store: Arc<dyn Store>, network: &Arc<Network>, clock: Arc<dyn Clock>) -> Fedid {
-    let keys = KeyDirectory::new(network.key_fetcher(), Arc::clone(&clock), &settings);
+    let keys = KeyDirectory::new(network.key_fetcher(), Arc::clone(&store), Arc::clone(&clock), &settings);
     let ports = Ports {
         store,
         clock,

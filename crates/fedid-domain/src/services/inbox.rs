@@ -3,8 +3,9 @@
 
 use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
 use crate::handle::{Alias, Handle};
-use crate::key_directory::KeyCheckError;
-use crate::keys::SigningKey;
+use std::sync::Arc;
+
+use crate::key_directory::{KeyCheckError, PinMove, SenderKey, Verified};
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
 use crate::ports::{self, Completion, Lane, StoreError, Tx};
 use crate::services::Fedid;
@@ -28,6 +29,10 @@ pub enum InboxError {
     /// Step 4.
     #[error("the sender's keys cannot be obtained right now")]
     SenderKeysUnavailable,
+    /// Step 4: the sender's key log contradicts what this server pinned
+    /// (PROTOCOL.md section 12).
+    #[error("the sender's key log contradicts what this server pinned")]
+    KeyLogConflict,
     /// Step 5.
     #[error("the signature does not verify against the sender's key")]
     InvalidSignature,
@@ -57,6 +62,7 @@ impl InboxError {
             Self::DomainNotAllowed => "domain_not_allowed",
             Self::TimestampOutOfWindow => "timestamp_out_of_window",
             Self::SenderKeysUnavailable => "sender_keys_unavailable",
+            Self::KeyLogConflict => "key_log_conflict",
             Self::InvalidSignature => "invalid_signature",
             Self::NonceReused => "nonce_reused",
             Self::NoRelationship => "no_relationship",
@@ -75,7 +81,7 @@ impl InboxError {
             Self::Envelope(_) | Self::TimestampOutOfWindow => 400,
             Self::UnknownRecipient => 404,
             Self::DomainNotAllowed | Self::NoRelationship => 403,
-            Self::SenderKeysUnavailable => 502,
+            Self::SenderKeysUnavailable | Self::KeyLogConflict => 502,
             Self::InvalidSignature => 401,
             Self::NonceReused | Self::NoPendingRequest => 409,
             Self::InboxFull => 429,
@@ -89,6 +95,7 @@ impl From<KeyCheckError> for InboxError {
         match e {
             KeyCheckError::Unavailable => Self::SenderKeysUnavailable,
             KeyCheckError::InvalidSignature => Self::InvalidSignature,
+            KeyCheckError::Conflict => Self::KeyLogConflict,
         }
     }
 }
@@ -111,10 +118,10 @@ enum Checked {
     /// signature did not verify against.
     Unchecked {
         envelope: Envelope,
-        failed_key: Option<SigningKey>,
+        failed_key: Option<SenderKey>,
     },
     /// Steps 2 to 5 passed without the store: only the write is left.
-    Verified(VerifiedEnvelope),
+    Verified(Verified),
 }
 
 impl CheckedEnvelope {
@@ -142,6 +149,8 @@ struct Delivery {
     /// A long-lived REVOKE (section 11), which records no replay row when
     /// it removes nothing.
     long_lived: bool,
+    /// The sender's pin, when the store has yet to get it (section 12).
+    pin: Option<Arc<PinMove>>,
     limits: InboxLimits,
 }
 
@@ -183,7 +192,7 @@ impl Fedid {
     /// back at once.
     pub fn receive_checked(&self, checked: CheckedEnvelope) -> Result<Completion<Received, InboxError>, InboxError> {
         let (envelope, failed_key) = match *checked.0 {
-            Checked::Verified(envelope) => return Ok(self.apply(&envelope, None)),
+            Checked::Verified(verified) => return Ok(self.apply(verified, None)),
             Checked::Unchecked { envelope, failed_key } => (envelope, failed_key),
         };
         // Step 2: recipient, then allow-list.
@@ -203,7 +212,7 @@ impl Fedid {
             None => self.verify_sender(envelope)?,
         };
         // Steps 6 and 7 in one transaction with the re-check of step 2.
-        Ok(self.apply(&verified, Some(recipient)))
+        Ok(self.apply(verified, Some(recipient)))
     }
 
     /// Step 1, then steps 2 to 5 if they need no read: every check of
@@ -214,8 +223,8 @@ impl Fedid {
         // Step 1: size, I-JSON, protocol version, member rules, type.
         let envelope = Envelope::parse(body, self.settings.policy())?;
         Ok(match self.cached_sender_key(&envelope) {
-            Some(key) => match envelope.verify(&key) {
-                Ok(verified) => Checked::Verified(verified),
+            Some(key) => match envelope.verify(&key.key) {
+                Ok(envelope) => Checked::Verified(Verified { envelope, pin: key.pin }),
                 Err(envelope) => Checked::Unchecked {
                     envelope: *envelope,
                     failed_key: Some(key),
@@ -230,7 +239,7 @@ impl Fedid {
 
     /// The remote sender's cached key, if every check of steps 2 and 3
     /// that needs neither the store nor the network passes.
-    fn cached_sender_key(&self, envelope: &Envelope) -> Option<SigningKey> {
+    fn cached_sender_key(&self, envelope: &Envelope) -> Option<SenderKey> {
         let (to, from) = (envelope.to().domain_str(), envelope.from().domain_str());
         let store_free_checks_pass = self.settings.is_local(to)
             && !self.settings.is_local(from)
@@ -265,7 +274,7 @@ impl Fedid {
         }
     }
 
-    fn verify_sender(&self, envelope: Envelope) -> Result<VerifiedEnvelope, InboxError> {
+    fn verify_sender(&self, envelope: Envelope) -> Result<Verified, InboxError> {
         let from = envelope.from().clone();
         if !self.settings.is_local(from.domain_str()) {
             return self.keys.verify(envelope).map_err(InboxError::from);
@@ -275,18 +284,23 @@ impl Fedid {
         let key = sender
             .and_then(|s| s.signing_key)
             .ok_or(InboxError::SenderKeysUnavailable)?;
-        envelope.verify(&key).map_err(|_| InboxError::InvalidSignature)
+        // Local users' keys are read from local storage, never pinned.
+        match envelope.verify(&key) {
+            Ok(envelope) => Ok(Verified { envelope, pin: None }),
+            Err(_) => Err(InboxError::InvalidSignature),
+        }
     }
 
     /// Steps 6 and 7, handed to the store. `seen` is the recipient as step
     /// 2 read it, if it was read before this transaction.
-    fn apply(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>) -> Completion<Received, InboxError> {
-        let delivery = self.delivery(envelope, seen);
+    fn apply(&self, verified: Verified, seen: Option<IdentityRecord>) -> Completion<Received, InboxError> {
+        let pin = verified.pin.filter(|pin| pin.is_pending());
+        let delivery = self.delivery(&verified.envelope, seen, pin);
         let lane = Some(Lane::of_alias(&delivery.alias));
         ports::write(self.store.as_ref(), lane, move |tx| delivery.store(tx))
     }
 
-    fn delivery(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>) -> Delivery {
+    fn delivery(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>, pin: Option<Arc<PinMove>>) -> Delivery {
         let record = ReplayRecord {
             key: envelope.replay_key(),
             sender: envelope.from().clone(),
@@ -306,6 +320,7 @@ impl Fedid {
                 .instant()
                 .plus_secs(self.settings.max_clock_skew_secs),
             long_lived: envelope.expires().is_some(),
+            pin,
             limits: InboxLimits {
                 messages_per_user: self.settings.inbox_messages_per_user,
                 unsolicited_per_sender: self.settings.unsolicited_per_sender,
@@ -327,6 +342,7 @@ impl Delivery {
             now,
             revokes_created_up_to,
             long_lived,
+            pin,
             limits,
         } = self;
         // Step 2 (again), under the recipient's lock: never apply to an
@@ -371,7 +387,32 @@ impl Delivery {
             let unsolicited_from = (!consented).then(|| record.sender.as_str());
             tx.insert_message(recipient.user, *now, unsolicited_from, wire)?;
         }
+        if let Some(pin) = pin {
+            // A first pin only with an envelope that was stored, so that
+            // strangers cannot fill the pins; a pin moves with any.
+            if pin.from().is_some() || matches!(effect, Effect::Store { .. }) {
+                write_pin(tx, pin)?;
+            }
+        }
         Ok(Received::Accepted)
+    }
+}
+
+/// Moves the sender's pin by compare-and-set (section 12). Lost to another
+/// instance: fine if that one moved it to the same place, else the
+/// envelope is refused as retryable and the next one checks again.
+fn write_pin(tx: &mut dyn Tx, pin: &PinMove) -> Result<(), InboxError> {
+    let to = pin.to();
+    let landed = tx.move_key_pin(to, pin.from())?
+        || tx.key_pin(&to.handle)?.map(|current| current.position()) == Some(to.position());
+    if landed {
+        // Marked before the commit: should the commit fail, the pin is
+        // written again once the cached key expires.
+        pin.written();
+        Ok(())
+    } else {
+        pin.lost();
+        Err(InboxError::SenderKeysUnavailable)
     }
 }
 

@@ -87,7 +87,7 @@ impl Fedid {
     /// tools (users, tokens, audit): deliveries fail as `blocked domain`
     /// and key lookups fail, without any network adapter to provide.
     pub fn offline(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>, random: Arc<dyn Random>) -> Self {
-        let keys = KeyDirectory::new(Arc::new(Offline), Arc::clone(&clock), &settings);
+        let keys = KeyDirectory::new(Arc::new(Offline), Arc::clone(&store), Arc::clone(&clock), &settings);
         Self::new(
             settings,
             Ports {
@@ -181,6 +181,7 @@ impl Fedid {
             Ok::<_, StoreError>(FederationGauges {
                 queued: tx.total_queue_len()?,
                 scheduled: tx.total_scheduled()?,
+                key_log_conflicts: tx.count_key_conflicts()?,
                 peer_domains: [
                     (PeerDomainState::Healthy, domains[0]),
                     (PeerDomainState::Failing, domains[1]),
@@ -221,6 +222,8 @@ pub struct FederationGauges {
     pub queued: u64,
     /// Rows holding a long-lived REVOKE the server retries by itself.
     pub scheduled: u64,
+    /// Key-log conflicts recorded for the operator (PROTOCOL.md section 12).
+    pub key_log_conflicts: u64,
     /// Peer domains by state.
     pub peer_domains: [(PeerDomainState, u64); 3],
 }

@@ -20,7 +20,7 @@ use crate::AppState;
         (status = 404, description = "`unknown_recipient`", body = Problem),
         (status = 409, description = "`nonce_reused`, `no_pending_request`", body = Problem),
         (status = 408, description = "`request_timeout`", body = Problem), (status = 413, body = Problem), (status = 429, description = "`rate_limited`, `inbox_full`", body = Problem),
-        (status = 502, description = "`sender_keys_unavailable`", body = Problem)))]
+        (status = 502, description = "`sender_keys_unavailable`, `key_log_conflict` (both retryable)", body = Problem)))]
 pub async fn inbox(
     req: HttpRequest,
     payload: web::Payload,
