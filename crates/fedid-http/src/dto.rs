@@ -5,7 +5,9 @@ use fedid_domain::services::{
     ClientEntry, FlushItem, FlushReport, IdentityView, KeyLogHead, KeyLogPage, KeysInput, OutboxOutcome,
     PublishedIdentity, ResetReport,
 };
-use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation, Relationship};
+use fedid_domain::keylog::PeerPin;
+use fedid_domain::services::PeerRelationship;
+use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -236,6 +238,50 @@ pub struct RelationshipItem {
     pub state: &'static str,
     #[schema(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")]
     pub since: String,
+    /// What this server pinned of the peer's key log (PROTOCOL.md section
+    /// 12); `null` until it holds a pin.
+    pub peer_keys: Option<PeerKeys>,
+}
+
+/// `peerKeys` of a relationship item.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerKeys {
+    pub seq: u64,
+    pub head: String,
+    /// `first`, `unchanged`, `rotated`, `reset` or `replaced`.
+    pub change: &'static str,
+    pub changed_at: String,
+    pub last_break: Option<KeyBreakItem>,
+}
+
+/// `lastBreak` of `peerKeys`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyBreakItem {
+    pub seq: u64,
+    /// `reset` or `replaced`.
+    pub change: &'static str,
+    /// The entry's `at`, as the peer wrote it.
+    pub at: String,
+    pub seen_at: String,
+}
+
+impl From<&PeerPin> for PeerKeys {
+    fn from(pin: &PeerPin) -> Self {
+        Self {
+            seq: pin.pin.entry.seq(),
+            head: pin.pin.head(),
+            change: pin.change.as_str(),
+            changed_at: pin.changed_at.to_rfc3339(),
+            last_break: pin.pin.last_break.as_ref().map(|b| KeyBreakItem {
+                seq: b.seq,
+                change: b.change.as_str(),
+                at: b.at.as_str().to_owned(),
+                seen_at: b.seen_at.to_rfc3339(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -245,16 +291,17 @@ pub struct RelationshipPage {
     pub next_after: Option<String>,
 }
 
-impl From<Page<Relationship, Handle>> for RelationshipPage {
-    fn from(p: Page<Relationship, Handle>) -> Self {
+impl From<Page<PeerRelationship, Handle>> for RelationshipPage {
+    fn from(p: Page<PeerRelationship, Handle>) -> Self {
         Self {
             items: p
                 .items
                 .into_iter()
                 .map(|r| RelationshipItem {
-                    peer_handle: r.peer.to_string(),
-                    state: r.state.as_str(),
-                    since: r.since.to_rfc3339(),
+                    peer_handle: r.relationship.peer.to_string(),
+                    state: r.relationship.state.as_str(),
+                    since: r.relationship.since.to_rfc3339(),
+                    peer_keys: r.peer_keys.as_ref().map(PeerKeys::from),
                 })
                 .collect(),
             next_after: p.next_after.map(|h| h.to_string()),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use fedid_domain::ports::{SystemClock, SystemRandom};
-use fedid_domain::{Domain, Fedid, UnixTime, UserId};
+use fedid_domain::keylog::PinTarget;
+use fedid_domain::{Domain, Fedid, Handle, UnixTime, UserId};
 use fedid_store::DieselStore;
 
 use fedid_server::configuration::Config;
@@ -75,6 +76,20 @@ enum FederationCommand {
         /// still proves a fedid server).
         #[arg(long)]
         alias: Option<String>,
+    },
+    /// Key-log conflicts (PROTOCOL.md section 12): handle, when, pinned and
+    /// offered seq and head, why; one JSON object a line.
+    Conflicts,
+    /// Forgets the pin of a remote handle (or of every handle of a domain)
+    /// and its conflict, with an audit record for each local user related
+    /// to it; prints {"unpinned":N}. Find out why first.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["handle", "domain"])))]
+    Unpin {
+        /// The remote handle, such as alice@a.example.
+        handle: Option<String>,
+        /// Every handle of this domain (after it restored a backup, say).
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 
@@ -215,6 +230,41 @@ fn run(cli: Cli) -> Result<(), String> {
                 });
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Federation(FederationCommand::Conflicts) => {
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
+            for conflict in fedid.key_conflicts().map_err(|e| format!("federation conflicts: {e}"))? {
+                let line = serde_json::json!({
+                    "handle": conflict.handle.as_str(),
+                    "at": conflict.at.to_rfc3339(),
+                    "pinnedSeq": conflict.pinned_seq,
+                    "pinnedHead": conflict.pinned_head,
+                    "offeredSeq": conflict.offered_seq,
+                    "offeredHead": conflict.offered_head,
+                    "reason": conflict.reason,
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Federation(FederationCommand::Unpin { handle, domain }) => {
+            let settings = config.settings().map_err(|e| e.to_string())?;
+            let target = match (handle, domain) {
+                (Some(handle), _) => PinTarget::Handle(
+                    Handle::parse(&handle.to_ascii_lowercase(), settings.policy())
+                        .map_err(|e| format!("{handle:?}: {e}"))?,
+                ),
+                (None, Some(domain)) => PinTarget::Domain(
+                    Domain::parse(&domain.to_ascii_lowercase(), settings.policy())
+                        .map_err(|e| format!("--domain: {e}"))?,
+                ),
+                (None, None) => return Err("name a HANDLE or --domain".into()),
+            };
+            let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
+            let unpinned = fedid.unpin(target).map_err(|e| format!("federation unpin: {e}"))?;
+            tracing::info!(unpinned, "key-log pins forgotten by the operator");
+            println!("{}", serde_json::json!({ "unpinned": unpinned }));
             Ok(())
         }
         Command::Federation(FederationCommand::Probe { domain, alias }) => {

@@ -74,8 +74,8 @@ fn state(p: &Person, peer: &Handle) -> Option<RelationshipState> {
         .unwrap()
         .items
         .into_iter()
-        .find(|r| r.peer == *peer)
-        .map(|r| r.state)
+        .find(|r| r.relationship.peer == *peer)
+        .map(|r| r.relationship.state)
 }
 
 fn inbox_len(p: &Person) -> usize {

@@ -3,7 +3,7 @@
 //! first entry of users whose keys predate the log, and the public pages.
 
 use crate::handle::{Alias, Handle};
-use crate::keylog::{EntryKind, KeyLogEntry};
+use crate::keylog::{EntryKind, KeyConflict, KeyLogEntry, PinTarget};
 use crate::model::{IdentityRecord, UserId};
 use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::Fedid;
@@ -164,5 +164,41 @@ impl Fedid {
             }
             done += appended;
         }
+    }
+}
+
+/// Audit records written per unpinned handle, at most (one per local user
+/// related to it).
+const UNPIN_AUDIT_USERS: usize = 10_000;
+
+impl Fedid {
+    /// Every key-log conflict recorded for the operator, by handle
+    /// (`fedid-server federation conflicts`).
+    pub fn key_conflicts(&self) -> Result<Vec<KeyConflict>, StoreError> {
+        ports::read(self.store.as_ref(), |tx| tx.key_conflicts())
+    }
+
+    /// Forgets the pins (and conflicts) of one remote handle or of a whole
+    /// domain (`fedid-server federation unpin`); how many pins. Each local
+    /// user related to an unpinned handle gets an audit record: their
+    /// `peerKeys` for it is gone, and the next contact is a first one.
+    pub fn unpin(&self, target: PinTarget) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        ports::write(self.store.as_ref(), None, move |tx| {
+            let unpinned = tx.unpin(&target)?;
+            for handle in &unpinned {
+                for user in tx.users_related_to(handle, UNPIN_AUDIT_USERS)? {
+                    super::identity::audit(
+                        tx,
+                        user,
+                        now,
+                        "peer_unpinned",
+                        serde_json::json!({ "peerHandle": handle.as_str() }),
+                    )?;
+                }
+            }
+            Ok(unpinned.len() as u64)
+        })
+        .wait()
     }
 }

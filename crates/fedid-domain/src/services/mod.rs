@@ -21,7 +21,7 @@ pub use identity::{ClientEntry, IdentityError, IdentityView, KeysInput};
 pub use inbox::{CheckedEnvelope, InboxError, Received};
 pub use key_log::{KeyLogHead, KeyLogPage, KEY_LOG_PAGE};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
-pub use reads::{ReadError, UserReads};
+pub use reads::{PeerRelationship, ReadError, UserReads};
 pub use reset::{ResetError, ResetReport, RESET_CONFIRMATION};
 pub use retries::DeliveryRound;
 pub use revocations::{FlushError, FlushItem, FlushOutcome, FlushReport, FlushResult};

@@ -2,6 +2,7 @@
 //! pending revocations, audit.
 
 use crate::handle::Handle;
+use crate::keylog::PeerPin;
 use crate::model::{AuditRecord, InboxMessage, Page, PageLimit, QueuedRevocation, Relationship, UserId};
 use crate::ports::{self, Lane, StoreError, Tx};
 use crate::services::{Fedid, IdentityError, IdentityView};
@@ -31,6 +32,17 @@ impl ReadError {
     }
 }
 
+/// A relationship as its user sees it: with what this server pinned of the
+/// peer's key log (`peerKeys`, PROTOCOL.md section 12), when it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRelationship {
+    /// The relationship.
+    pub relationship: Relationship,
+    /// The peer's pin; `None` until this server holds one (local peers
+    /// are never pinned).
+    pub peer_keys: Option<PeerPin>,
+}
+
 impl Fedid {
     /// Ordered by peer handle, byte order.
     pub fn relationships(
@@ -38,7 +50,7 @@ impl Fedid {
         user: UserId,
         after: Option<&Handle>,
         limit: PageLimit,
-    ) -> Result<Page<Relationship, Handle>, StoreError> {
+    ) -> Result<Page<PeerRelationship, Handle>, StoreError> {
         ports::read(self.store.as_ref(), |tx| {
             self.reads(tx, user).relationships(after, limit)
         })
@@ -141,9 +153,28 @@ impl UserReads<'_> {
         &mut self,
         after: Option<&Handle>,
         limit: PageLimit,
-    ) -> Result<Page<Relationship, Handle>, StoreError> {
+    ) -> Result<Page<PeerRelationship, Handle>, StoreError> {
         let rows = self.tx.relationships_after(self.user, after, limit.get() + 1)?;
-        Ok(Page::from_overfetch(rows, limit.get(), |r| r.peer.clone()))
+        let page = Page::from_overfetch(rows, limit.get(), |r| r.peer.clone());
+        let peers: Vec<Handle> = page.items.iter().map(|r| r.peer.clone()).collect();
+        let mut pins = self.tx.key_pins(&peers)?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|relationship| {
+                    let peer_keys = pins
+                        .iter()
+                        .position(|pin| pin.handle == relationship.peer)
+                        .map(|i| pins.swap_remove(i));
+                    PeerRelationship {
+                        relationship,
+                        peer_keys,
+                    }
+                })
+                .collect(),
+            next_after: page.next_after,
+        })
     }
 
     /// As [`Fedid::pending_revocations`].
