@@ -15,6 +15,8 @@ struct Node {
     instance: Weak<Fedid>,
     unreachable: bool,
     delay: Duration,
+    /// Answers discovery as a version 1 server: no key log.
+    unlogged: bool,
 }
 
 /// The switchboard. Instances join with [`Network::join`] after they are built.
@@ -46,6 +48,13 @@ impl Network {
         nodes.entry(domain.to_owned()).or_default().unreachable = unreachable;
     }
 
+    /// `domain` answers discovery as a server without revision 1.1 would
+    /// while this is set: no `keyLogSeq`, no key log.
+    pub fn set_unlogged(&self, domain: &str, unlogged: bool) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        nodes.entry(domain.to_owned()).or_default().unlogged = unlogged;
+    }
+
     /// `domain` answers after `delay`.
     pub fn set_delay(&self, domain: &str, delay: Duration) {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
@@ -60,6 +69,11 @@ impl Network {
     /// The key fetcher port of an instance on this network.
     pub fn key_fetcher(self: &Arc<Self>) -> Arc<dyn KeyFetcher> {
         Arc::new(Endpoint(Arc::clone(self)))
+    }
+
+    fn unlogged(&self, domain: &str) -> bool {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes.get(domain).is_some_and(|node| node.unlogged)
     }
 
     fn reach(&self, domain: &str) -> Result<Arc<Fedid>, DeliveryFailure> {
@@ -110,11 +124,15 @@ impl KeyFetcher for Endpoint {
             signing_key: published.signing_key,
             encryption_key: published.encryption_key,
             keys_updated_at: published.keys_updated_at,
-            key_log: (published.key_log.seq > 0).then_some((published.key_log.seq, published.key_log.head)),
+            key_log: (published.key_log.seq > 0 && !self.0.unlogged(handle.domain_str()))
+                .then_some((published.key_log.seq, published.key_log.head)),
         })
     }
 
     fn fetch_key_log(&self, handle: &Handle, after: u64, _refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        if self.0.unlogged(handle.domain_str()) {
+            return Err(KeyFetchFailure::NotFound);
+        }
         let instance = self
             .0
             .reach(handle.domain_str())
