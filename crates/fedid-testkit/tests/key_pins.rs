@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedid_domain::keylog::{EntryClass, PeerPin, PinTarget};
-use fedid_domain::ports::{read, write, StoreError};
+use std::sync::Mutex;
+
+use fedid_domain::ports::{read, write, KeyFetchFailure, KeyLogFetch, PublishedKeys, StoreError, SystemRandom};
+use fedid_domain::services::Ports;
+use fedid_domain::{Fedid, KeyDirectory, KeyFetcher, Store};
 use fedid_domain::services::InboxError;
 use fedid_domain::{Clock, EncryptionKey, Handle, MessageType, PageLimit, Received, UnixTime};
-use fedid_testkit::{ClientKeys, Instance, ManualClock, Network, TestUser};
+use fedid_testkit::{ClientKeys, Instance, ManualClock, MemoryStore, Network, TestUser};
 use serde_json::Map;
 
 struct World {
@@ -280,4 +284,62 @@ fn a_pinned_peer_that_stops_publishing_its_log_is_a_downgrade() {
     new.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
     let message = w.signed(&new, &alice, &bob, MessageType::Message, w.clock.now());
     assert_eq!(w.receive(&bob, &message), Err(InboxError::KeyLogConflict));
+}
+
+/// A cache on the way that serves an old discovery answer unless asked to
+/// revalidate (`Cache-Control: no-cache`).
+struct StaleCache {
+    network: Arc<dyn KeyFetcher>,
+    old_answer: Mutex<Option<PublishedKeys>>,
+}
+
+impl KeyFetcher for StaleCache {
+    fn fetch_keys(&self, handle: &Handle, refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        match (&*self.old_answer.lock().unwrap(), refetch) {
+            (Some(old), false) => Ok(old.clone()),
+            _ => self.network.fetch_keys(handle, refetch),
+        }
+    }
+
+    fn fetch_key_log(&self, handle: &Handle, after: u64, refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        self.network.fetch_key_log(handle, after, refetch)
+    }
+}
+
+#[test]
+fn a_conflict_is_checked_again_without_caches_before_it_counts() {
+    let clock = Arc::new(ManualClock::at_vectors_now());
+    let network = Network::new(Duration::from_millis(100));
+    let a = Instance::start(&network, "a.example", clock.clone()).unwrap();
+    let settings = fedid_testkit::settings("b.example").unwrap();
+    let cache = Arc::new(StaleCache {
+        network: network.key_fetcher(),
+        old_answer: Mutex::new(None),
+    });
+    let store = Arc::new(MemoryStore::new());
+    let keys = KeyDirectory::new(cache.clone(), store.clone(), clock.clone(), &settings);
+    let fedid = Arc::new(Fedid::new(
+        settings,
+        Ports {
+            store: store.clone() as Arc<dyn Store>,
+            clock: clock.clone(),
+            random: Arc::new(SystemRandom::default()),
+            transport: network.transport(),
+            keys: Arc::new(keys),
+        },
+    ));
+    network.join(&fedid.settings().domain.clone(), &fedid);
+    let w = World { clock, network, a, b: Instance { fedid, store } };
+    let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
+    w.befriend(&alice, &bob);
+    *cache.old_answer.lock().unwrap() = Some(cache.network.fetch_keys(&alice.handle, false).unwrap());
+    let new = rotate(&w, &alice);
+    let message = w.signed(&new, &alice, &bob, MessageType::Message, w.clock.now());
+    assert_eq!(w.receive(&bob, &message), Ok(Received::Accepted), "the refetch revalidates");
+    w.clock.advance_secs(301);
+    // The cache now answers with the log before the rotation: a rollback,
+    // unless checked again without it.
+    let later = w.signed(&new, &alice, &bob, MessageType::Message, w.clock.now());
+    assert_eq!(w.receive(&bob, &later), Ok(Received::Accepted));
+    assert!(bob.node.key_conflicts().unwrap().is_empty());
 }
