@@ -383,7 +383,11 @@ impl KeyDirectory {
     /// After `envelope` failed against the cached key `failed`: the rest of
     /// [`Self::verify`] (the rotation grace, a key rotated meanwhile, or
     /// one refetch).
-    pub fn verify_after_cached_failure(&self, envelope: Envelope, failed: SenderKey) -> Result<Verified, KeyCheckError> {
+    pub fn verify_after_cached_failure(
+        &self,
+        envelope: Envelope,
+        failed: SenderKey,
+    ) -> Result<Verified, KeyCheckError> {
         self.verify_again(envelope, failed, false)
     }
 
@@ -392,7 +396,7 @@ impl KeyDirectory {
         let now = self.clock.now();
         let mut envelope = match self.within_grace(envelope, &failed, now) {
             Ok(verified) => return Ok(verified),
-            Err(envelope) => envelope,
+            Err(envelope) => *envelope,
         };
         // One refetch per handle at a time. A concurrent request may have
         // refetched meanwhile (the REVOKEs of one flush arrive together):
@@ -406,7 +410,12 @@ impl KeyDirectory {
         if let Ok(Some(current)) = self.cached_key(&sender, now) {
             if current.key != failed.key {
                 envelope = match envelope.verify(&current.key) {
-                    Ok(envelope) => return Ok(Verified { envelope, pin: current.pin }),
+                    Ok(envelope) => {
+                        return Ok(Verified {
+                            envelope,
+                            pin: current.pin,
+                        })
+                    }
                     Err(envelope) => *envelope,
                 };
             }
@@ -425,19 +434,16 @@ impl KeyDirectory {
 
     /// The rotation grace of section 12: the pinned previous key, right
     /// after a proven rotation.
-    fn within_grace(&self, envelope: Envelope, current: &SenderKey, now: UnixTime) -> Result<Verified, Envelope> {
+    fn within_grace(&self, envelope: Envelope, current: &SenderKey, now: UnixTime) -> Result<Verified, Box<Envelope>> {
         let previous = current.pin.as_ref().and_then(|pin| {
             keylog::grace_key(&pin.to.pin, envelope.timestamp().instant(), now, self.skew_secs).copied()
         });
         match previous {
-            Some(key) => envelope
-                .verify(&key)
-                .map(|envelope| Verified {
-                    envelope,
-                    pin: current.pin.clone(),
-                })
-                .map_err(|envelope| *envelope),
-            None => Err(envelope),
+            Some(key) => envelope.verify(&key).map(|envelope| Verified {
+                envelope,
+                pin: current.pin.clone(),
+            }),
+            None => Err(Box::new(envelope)),
         }
     }
 

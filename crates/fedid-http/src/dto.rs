@@ -1,12 +1,12 @@
 //! Wire types of the user API (camelCase) and their conversion from the
 //! domain's values, in one place.
 
+use fedid_domain::keylog::PeerPin;
+use fedid_domain::services::PeerRelationship;
 use fedid_domain::services::{
     ClientEntry, FlushItem, FlushReport, IdentityView, KeyLogHead, KeyLogPage, KeysInput, OutboxOutcome,
     PublishedIdentity, ResetReport,
 };
-use fedid_domain::keylog::PeerPin;
-use fedid_domain::services::PeerRelationship;
 use fedid_domain::{Handle, InboxMessage, Page, QueuedRevocation};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

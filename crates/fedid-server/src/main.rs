@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::keylog::PinTarget;
+use fedid_domain::ports::{SystemClock, SystemRandom};
 use fedid_domain::{Domain, Fedid, Handle, UnixTime, UserId};
 use fedid_store::DieselStore;
 
@@ -234,7 +234,10 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Federation(FederationCommand::Conflicts) => {
             let fedid = offline_fedid(&config, open_migrated_store(&config)?)?;
-            for conflict in fedid.key_conflicts().map_err(|e| format!("federation conflicts: {e}"))? {
+            for conflict in fedid
+                .key_conflicts()
+                .map_err(|e| format!("federation conflicts: {e}"))?
+            {
                 let line = serde_json::json!({
                     "handle": conflict.handle.as_str(),
                     "at": conflict.at.to_rfc3339(),

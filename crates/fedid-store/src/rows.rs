@@ -2,11 +2,11 @@
 //! domain's records here and nowhere else.
 
 use diesel::prelude::*;
-use fedid_domain::ports::StoreError;
 use fedid_domain::keylog::{EntryClass, KeyBreak, KeyConflict, KeyLogEntry, KeyPin, PeerPin};
+use fedid_domain::ports::StoreError;
 use fedid_domain::{
-    Timestamp, Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    QueuedRevocation, Relationship, RelationshipState, SigningKey, UnixTime, UserId,
+    Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
+    QueuedRevocation, Relationship, RelationshipState, SigningKey, Timestamp, UnixTime, UserId,
 };
 
 use crate::schema::*;

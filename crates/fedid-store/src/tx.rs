@@ -713,7 +713,10 @@ macro_rules! impl_tx {
                     .order(key_log_conflicts::handle.asc())
                     .select(KeyConflictRow::as_select())
                     .load(self.conn);
-                self.db(rows)?.into_iter().map(KeyConflictRow::into_record).collect()
+                self.db(rows)?
+                    .into_iter()
+                    .map(KeyConflictRow::into_record)
+                    .collect()
             }
 
             fn count_key_conflicts(&mut self) -> Result<u64, StoreError> {

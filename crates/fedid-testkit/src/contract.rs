@@ -541,18 +541,42 @@ pub fn key_pins(store: &dyn Store) {
         EntryKind::Keys { signing, encryption },
         EntryClass::First,
     );
-    let moved = pin_of("alice@a.example", 2, &first.pin.head(), EntryKind::Reset, EntryClass::Reset);
-    let other = pin_of("carol@a.example", 1, "", EntryKind::Keys { signing, encryption }, EntryClass::First);
-    let elsewhere = pin_of("dave@c.example", 1, "", EntryKind::Keys { signing, encryption }, EntryClass::First);
+    let moved = pin_of(
+        "alice@a.example",
+        2,
+        &first.pin.head(),
+        EntryKind::Reset,
+        EntryClass::Reset,
+    );
+    let other = pin_of(
+        "carol@a.example",
+        1,
+        "",
+        EntryKind::Keys { signing, encryption },
+        EntryClass::First,
+    );
+    let elsewhere = pin_of(
+        "dave@c.example",
+        1,
+        "",
+        EntryKind::Keys { signing, encryption },
+        EntryClass::First,
+    );
 
     let pin = first.clone();
-    assert!(write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap(), "a first pin is written");
+    assert!(
+        write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap(),
+        "a first pin is written"
+    );
     let pin = first.clone();
     assert!(
         !write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap(),
         "a second first contact loses"
     );
-    assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), Some(first.clone()));
+    assert_eq!(
+        read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(),
+        Some(first.clone())
+    );
     let (pin, stale) = (moved.clone(), (7, first.pin.head()));
     assert!(
         !write(store, move |tx| tx.move_key_pin(&pin, Some(&stale))).unwrap(),
@@ -565,7 +589,10 @@ pub fn key_pins(store: &dyn Store) {
         !write(store, move |tx| tx.move_key_pin(&pin, Some(&from))).unwrap(),
         "the same move twice: the second loses"
     );
-    assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), Some(moved.clone()));
+    assert_eq!(
+        read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(),
+        Some(moved.clone())
+    );
     for pin in [other.clone(), elsewhere.clone()] {
         assert!(write(store, move |tx| tx.move_key_pin(&pin, None)).unwrap());
     }
@@ -610,9 +637,16 @@ pub fn key_pins(store: &dyn Store) {
     assert_eq!(unpinned, vec![h("alice@a.example"), h("carol@a.example")]);
     assert_eq!(read(store, |tx| tx.key_pin(&h("alice@a.example"))).unwrap(), None);
     assert_eq!(read(store, |tx| tx.key_conflict(&h("alice@a.example"))).unwrap(), None);
-    assert_eq!(read(store, |tx| tx.count_key_conflicts()).unwrap(), 1, "other domains keep theirs");
+    assert_eq!(
+        read(store, |tx| tx.count_key_conflicts()).unwrap(),
+        1,
+        "other domains keep theirs"
+    );
     let target = PinTarget::Handle(h("dave@c.example"));
-    assert_eq!(write(store, move |tx| tx.unpin(&target)).unwrap(), vec![h("dave@c.example")]);
+    assert_eq!(
+        write(store, move |tx| tx.unpin(&target)).unwrap(),
+        vec![h("dave@c.example")]
+    );
     assert_eq!(read(store, |tx| tx.count_key_conflicts()).unwrap(), 0);
     let target = PinTarget::Handle(h("dave@c.example"));
     assert!(write(store, move |tx| tx.unpin(&target)).unwrap().is_empty());

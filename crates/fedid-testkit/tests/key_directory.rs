@@ -60,7 +60,12 @@ fn handle(text: &str) -> Handle {
 fn directory(server: &Arc<FakeKeyServer>, refetch_wait_ms: u64) -> Arc<KeyDirectory> {
     let mut settings: Settings = fedid_testkit::settings("a.example").unwrap();
     settings.key_refetch_wait_ms = refetch_wait_ms;
-    Arc::new(KeyDirectory::new(server.clone(), Arc::new(MemoryStore::new()), Arc::new(SystemClock), &settings))
+    Arc::new(KeyDirectory::new(
+        server.clone(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        &settings,
+    ))
 }
 
 fn envelope(keys: &ClientKeys, from: &Handle) -> fedid_domain::Envelope {
@@ -120,7 +125,10 @@ fn a_domain_that_failed_is_not_asked_again_for_other_handles() {
     let forged = ClientKeys::generate().unwrap();
     for i in 0..50 {
         let sender = handle(&format!("user{i}@m.example"));
-        assert_eq!(keys.verify(envelope(&forged, &sender)).map(|v| v.envelope), Err(KeyCheckError::Unavailable));
+        assert_eq!(
+            keys.verify(envelope(&forged, &sender)).map(|v| v.envelope),
+            Err(KeyCheckError::Unavailable)
+        );
     }
     assert_eq!(server.calls.load(Ordering::SeqCst), 1);
 }
@@ -138,11 +146,19 @@ fn an_answer_that_is_not_keys_does_not_mark_the_domain_as_failing() {
     }
     let fetcher = Arc::new(Refusing(AtomicUsize::new(0)));
     let settings: Settings = fedid_testkit::settings("a.example").unwrap();
-    let keys = KeyDirectory::new(fetcher.clone(), Arc::new(MemoryStore::new()), Arc::new(SystemClock), &settings);
+    let keys = KeyDirectory::new(
+        fetcher.clone(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        &settings,
+    );
     let forged = ClientKeys::generate().unwrap();
     for i in 0..3 {
         let sender = handle(&format!("user{i}@m.example"));
-        assert_eq!(keys.verify(envelope(&forged, &sender)).map(|v| v.envelope), Err(KeyCheckError::Unavailable));
+        assert_eq!(
+            keys.verify(envelope(&forged, &sender)).map(|v| v.envelope),
+            Err(KeyCheckError::Unavailable)
+        );
     }
     assert_eq!(fetcher.0.load(Ordering::SeqCst), 3, "each handle was asked");
 }
@@ -155,14 +171,18 @@ fn new_lookups_per_domain_are_bounded_per_second() {
     let started = Instant::now();
     for i in 0..300 {
         let sender = handle(&format!("user{i}@m.example"));
-        assert_eq!(keys.verify(envelope(&forged, &sender)).map(|v| v.envelope), Err(KeyCheckError::Unavailable));
+        assert_eq!(
+            keys.verify(envelope(&forged, &sender)).map(|v| v.envelope),
+            Err(KeyCheckError::Unavailable)
+        );
     }
     let seconds = started.elapsed().as_secs() as usize + 1;
     let calls = server.calls.load(Ordering::SeqCst);
     assert!(calls <= 8 * seconds, "{calls} lookups in {seconds} windows");
     // Another domain has its own budget.
     assert_eq!(
-        keys.verify(envelope(&forged, &handle("bob@b.example"))).map(|v| v.envelope),
+        keys.verify(envelope(&forged, &handle("bob@b.example")))
+            .map(|v| v.envelope),
         Err(KeyCheckError::Unavailable)
     );
     assert_eq!(server.calls.load(Ordering::SeqCst), calls + 1);

@@ -10,10 +10,10 @@ use fedid_domain::keylog::{EntryClass, PeerPin, PinTarget};
 use std::sync::Mutex;
 
 use fedid_domain::ports::{read, write, KeyFetchFailure, KeyLogFetch, PublishedKeys, StoreError, SystemRandom};
-use fedid_domain::services::Ports;
-use fedid_domain::{Fedid, KeyDirectory, KeyFetcher, Store};
 use fedid_domain::services::InboxError;
+use fedid_domain::services::Ports;
 use fedid_domain::{Clock, EncryptionKey, Handle, MessageType, PageLimit, Received, UnixTime};
+use fedid_domain::{Fedid, KeyDirectory, KeyFetcher, Store};
 use fedid_testkit::{ClientKeys, Instance, ManualClock, MemoryStore, Network, TestUser};
 use serde_json::Map;
 
@@ -34,7 +34,8 @@ fn world() -> World {
 
 impl World {
     fn signed(&self, keys: &ClientKeys, from: &TestUser, to: &TestUser, kind: MessageType, at: UnixTime) -> String {
-        keys.envelope(&from.handle, &to.handle, kind, Map::new(), at).wire_form()
+        keys.envelope(&from.handle, &to.handle, kind, Map::new(), at)
+            .wire_form()
     }
 
     fn receive(&self, to: &TestUser, wire: &str) -> Result<Received, InboxError> {
@@ -44,9 +45,21 @@ impl World {
     /// Alice asks, bob accepts: bob has stored alice's REQUEST.
     fn befriend(&self, alice: &TestUser, bob: &TestUser) {
         let now = self.clock.now();
-        let request = alice.keys.outbox_request(&alice.handle, &bob.handle, MessageType::RelationshipRequest, Map::new(), now);
+        let request = alice.keys.outbox_request(
+            &alice.handle,
+            &bob.handle,
+            MessageType::RelationshipRequest,
+            Map::new(),
+            now,
+        );
         alice.node.send(alice.user, request).unwrap();
-        let accept = bob.keys.outbox_request(&bob.handle, &alice.handle, MessageType::RelationshipAccept, Map::new(), now);
+        let accept = bob.keys.outbox_request(
+            &bob.handle,
+            &alice.handle,
+            MessageType::RelationshipAccept,
+            Map::new(),
+            now,
+        );
         bob.node.send(bob.user, accept).unwrap();
     }
 }
@@ -79,10 +92,12 @@ fn swap_keys_unlogged(w: &World, alice: &TestUser) -> ClientKeys {
     let signing = other.signing_key();
     let encryption = EncryptionKey::parse(&other.public_keys().1).unwrap();
     let (user, at) = (alice.user, w.clock.now());
-    write(w.a.store.as_ref(), None, move |tx| tx.set_keys(user, &signing, &encryption, at))
-        .wait()
-        .map_err(|e: StoreError| e)
-        .unwrap();
+    write(w.a.store.as_ref(), None, move |tx| {
+        tx.set_keys(user, &signing, &encryption, at)
+    })
+    .wait()
+    .map_err(|e: StoreError| e)
+    .unwrap();
     other
 }
 
@@ -90,12 +105,22 @@ fn swap_keys_unlogged(w: &World, alice: &TestUser) -> ClientKeys {
 fn bob_pins_alice_with_the_first_envelope_he_stores() {
     let w = world();
     let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
-    let request = w.signed(&alice.keys, &alice, &bob, MessageType::RelationshipRequest, w.clock.now());
+    let request = w.signed(
+        &alice.keys,
+        &alice,
+        &bob,
+        MessageType::RelationshipRequest,
+        w.clock.now(),
+    );
     assert_eq!(w.receive(&bob, &request), Ok(Received::Accepted));
     let pinned = pin(&w.b, &alice.handle).expect("pinned");
     assert_eq!(pinned.position(), log_position(&alice));
     assert_eq!(pinned.change, EntryClass::First);
-    let items = bob.node.relationships(bob.user, None, PageLimit::DEFAULT).unwrap().items;
+    let items = bob
+        .node
+        .relationships(bob.user, None, PageLimit::DEFAULT)
+        .unwrap()
+        .items;
     assert_eq!(items[0].peer_keys.as_ref(), Some(&pinned), "peerKeys shows the pin");
 }
 
@@ -103,7 +128,13 @@ fn bob_pins_alice_with_the_first_envelope_he_stores() {
 fn an_envelope_that_stores_nothing_pins_no_stranger() {
     let w = world();
     let (mallory, bob) = (w.a.user("mallory").unwrap(), w.b.user("bob").unwrap());
-    let revoke = w.signed(&mallory.keys, &mallory, &bob, MessageType::RelationshipRevoke, w.clock.now());
+    let revoke = w.signed(
+        &mallory.keys,
+        &mallory,
+        &bob,
+        MessageType::RelationshipRevoke,
+        w.clock.now(),
+    );
     assert_eq!(w.receive(&bob, &revoke), Ok(Received::Accepted));
     assert_eq!(pin(&w.b, &mallory.handle), None);
 }
@@ -112,7 +143,13 @@ fn an_envelope_that_stores_nothing_pins_no_stranger() {
 fn local_senders_are_never_pinned() {
     let w = world();
     let (carol, bob) = (w.b.user("carol").unwrap(), w.b.user("bob").unwrap());
-    let request = w.signed(&carol.keys, &carol, &bob, MessageType::RelationshipRequest, w.clock.now());
+    let request = w.signed(
+        &carol.keys,
+        &carol,
+        &bob,
+        MessageType::RelationshipRequest,
+        w.clock.now(),
+    );
     assert_eq!(w.receive(&bob, &request), Ok(Received::Accepted));
     assert_eq!(pin(&w.b, &carol.handle), None);
 }
@@ -154,7 +191,13 @@ fn the_old_key_is_refused_once_the_grace_is_over() {
     assert_eq!(w.receive(&bob, &message), Ok(Received::Accepted));
     // Past `at` + 2 x skew, even an envelope whose timestamp is in the window.
     w.clock.advance_secs(601);
-    let late = w.signed(&alice.keys, &alice, &bob, MessageType::Message, w.clock.now().plus_secs(-250));
+    let late = w.signed(
+        &alice.keys,
+        &alice,
+        &bob,
+        MessageType::Message,
+        w.clock.now().plus_secs(-250),
+    );
     assert_eq!(w.receive(&bob, &late), Err(InboxError::InvalidSignature));
 }
 
@@ -177,7 +220,10 @@ fn a_reset_shows_as_the_change_and_last_break_of_the_peers_pin() {
     let w = world();
     let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
     w.befriend(&alice, &bob);
-    alice.node.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
     let new = ClientKeys::generate().unwrap();
     new.with_keys(|k| alice.node.set_keys(alice.user, k)).unwrap();
     let item = new.flush_item(&alice.handle, &bob.handle, w.clock.now());
@@ -185,7 +231,10 @@ fn a_reset_shows_as_the_change_and_last_break_of_the_peers_pin() {
     let pinned = pin(&w.b, &alice.handle).unwrap();
     assert_eq!(pinned.change, EntryClass::Reset);
     let last_break = pinned.pin.last_break.expect("a break");
-    assert_eq!((last_break.seq, last_break.change), (log_position(&alice).0, EntryClass::Reset));
+    assert_eq!(
+        (last_break.seq, last_break.change),
+        (log_position(&alice).0, EntryClass::Reset)
+    );
 }
 
 #[test]
@@ -193,7 +242,10 @@ fn a_pinned_handle_without_keys_is_checked_through_its_log_and_its_pin_moves_to_
     let w = world();
     let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
     w.befriend(&alice, &bob);
-    alice.node.reset_identity(alice.user, Some("erase-all-my-data")).unwrap();
+    alice
+        .node
+        .reset_identity(alice.user, Some("erase-all-my-data"))
+        .unwrap();
     w.clock.advance_secs(301); // past the cached key
     let claimed = w.signed(&alice.keys, &alice, &bob, MessageType::Message, w.clock.now());
     assert_eq!(w.receive(&bob, &claimed), Err(InboxError::SenderKeysUnavailable));
@@ -214,7 +266,10 @@ fn keys_published_without_a_log_entry_are_a_key_log_conflict() {
     let conflicts = bob.node.key_conflicts().unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].handle, alice.handle);
-    assert_eq!((conflicts[0].pinned_seq, conflicts[0].pinned_head.clone()), log_position(&alice));
+    assert_eq!(
+        (conflicts[0].pinned_seq, conflicts[0].pinned_head.clone()),
+        log_position(&alice)
+    );
 }
 
 #[test]
@@ -269,7 +324,13 @@ fn a_peer_without_a_key_log_federates_unpinned() {
     let w = world();
     w.network.set_unlogged("a.example", true);
     let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
-    let request = w.signed(&alice.keys, &alice, &bob, MessageType::RelationshipRequest, w.clock.now());
+    let request = w.signed(
+        &alice.keys,
+        &alice,
+        &bob,
+        MessageType::RelationshipRequest,
+        w.clock.now(),
+    );
     assert_eq!(w.receive(&bob, &request), Ok(Received::Accepted));
     assert_eq!(pin(&w.b, &alice.handle), None);
 }
@@ -329,13 +390,22 @@ fn a_conflict_is_checked_again_without_caches_before_it_counts() {
         },
     ));
     network.join(&fedid.settings().domain.clone(), &fedid);
-    let w = World { clock, network, a, b: Instance { fedid, store } };
+    let w = World {
+        clock,
+        network,
+        a,
+        b: Instance { fedid, store },
+    };
     let (alice, bob) = (w.a.user("alice").unwrap(), w.b.user("bob").unwrap());
     w.befriend(&alice, &bob);
     *cache.old_answer.lock().unwrap() = Some(cache.network.fetch_keys(&alice.handle, false).unwrap());
     let new = rotate(&w, &alice);
     let message = w.signed(&new, &alice, &bob, MessageType::Message, w.clock.now());
-    assert_eq!(w.receive(&bob, &message), Ok(Received::Accepted), "the refetch revalidates");
+    assert_eq!(
+        w.receive(&bob, &message),
+        Ok(Received::Accepted),
+        "the refetch revalidates"
+    );
     w.clock.advance_secs(301);
     // The cache now answers with the log before the rotation: a rollback,
     // unless checked again without it.

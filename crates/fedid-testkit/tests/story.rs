@@ -32,7 +32,10 @@ fn send(from: &Person, to: &Person, kind: MessageType, clock: &ManualClock) -> O
 
 fn state(p: &Person, peer: &Person) -> Option<RelationshipState> {
     let page = p.node.relationships(p.user, None, PageLimit::DEFAULT).unwrap();
-    page.items.into_iter().find(|r| r.relationship.peer == peer.handle).map(|r| r.relationship.state)
+    page.items
+        .into_iter()
+        .find(|r| r.relationship.peer == peer.handle)
+        .map(|r| r.relationship.state)
 }
 
 fn inbox_len(p: &Person) -> usize {

@@ -300,7 +300,12 @@ impl Fedid {
         ports::write(self.store.as_ref(), lane, move |tx| delivery.store(tx))
     }
 
-    fn delivery(&self, envelope: &VerifiedEnvelope, seen: Option<IdentityRecord>, pin: Option<Arc<PinMove>>) -> Delivery {
+    fn delivery(
+        &self,
+        envelope: &VerifiedEnvelope,
+        seen: Option<IdentityRecord>,
+        pin: Option<Arc<PinMove>>,
+    ) -> Delivery {
         let record = ReplayRecord {
             key: envelope.replay_key(),
             sender: envelope.from().clone(),
