@@ -133,6 +133,21 @@ fn inbox_vs_verify(
             outbox(&server, recipient, &sender.handle, MessageType::RelationshipAccept)?;
         }
     }
+    // Section 12: the server pins each sender with its first stored
+    // envelope, so the figure includes whatever pins cost.
+    let (_, page) = call(
+        &agent(),
+        "GET",
+        &server.url("/users/me/relationships"),
+        Some(&recipients[0].token),
+        None,
+    )?;
+    let pinned = serde_json::from_str::<Value>(&page).map_err(|e| e.to_string())?["items"]
+        .as_array()
+        .map_or(0, |items| items.iter().filter(|i| !i["peerKeys"].is_null()).count());
+    if pinned != senders.len() {
+        return Err(format!("{pinned} of {} senders pinned", senders.len()));
+    }
     let mut payload = Map::new();
     payload.insert("ciphertext".into(), Value::String("3q2-7w-".repeat(20)));
     let url = server.url("/federation/inbox");
