@@ -32,6 +32,13 @@ use crate::time::UnixTime;
 const REFETCH_INTERVAL_SECS: i64 = 30;
 /// A whole key-log check, every page included (section 12).
 const LOG_CHECK_TIME: Duration = Duration::from_secs(30);
+/// Remote log entries fetched and checked per second, in all: a first
+/// contact checks a whole log (up to 10,000 entries, about 90 µs each
+/// with proofs), and strangers choose when first contacts happen
+/// (docs/security.md).
+const LOG_ENTRIES_PER_SEC: f64 = 2_000.0;
+/// Entries that may be checked in one burst: one whole log.
+const LOG_ENTRIES_BURST: f64 = MAX_CHECKED_ENTRIES as f64;
 const FAILURE_MEMORY_SECS: i64 = 60;
 /// Past this many remembered handles, stale entries are dropped first.
 const MAX_ENTRIES: usize = 100_000;
@@ -273,6 +280,12 @@ pub struct KeyDirectory {
     refetches: Mutex<Refetches>,
     refetch_done: Condvar,
     lookups: Mutex<Lookups>,
+    /// Log entries that may still be checked now, and when that was
+    /// counted (a token bucket in real time: a bound on work).
+    log_budget: Mutex<(f64, Instant)>,
+    /// The bucket's refill per second and size.
+    log_entries_per_sec: f64,
+    log_entries_burst: f64,
     observer: Option<Arc<dyn KeyFetchObserver>>,
 }
 
@@ -349,8 +362,20 @@ impl KeyDirectory {
             refetches: Mutex::new(Refetches::default()),
             refetch_done: Condvar::new(),
             lookups: Mutex::new(Lookups::default()),
+            log_budget: Mutex::new((LOG_ENTRIES_BURST, Instant::now())),
+            log_entries_per_sec: LOG_ENTRIES_PER_SEC,
+            log_entries_burst: LOG_ENTRIES_BURST,
             observer: None,
         }
+    }
+
+    /// Remote log entries fetched and checked per second in all, and at
+    /// once (default 2,000 and 10,000: one whole log at once).
+    pub fn with_log_entry_budget(mut self, per_sec: u32, burst: u32) -> Self {
+        self.log_entries_per_sec = f64::from(per_sec);
+        self.log_entries_burst = f64::from(burst);
+        self.log_budget = Mutex::new((self.log_entries_burst, Instant::now()));
+        self
     }
 
     /// Reports every lookup to `observer`.
@@ -603,8 +628,8 @@ impl KeyDirectory {
                 _ => return Lookup::refused(FetchOutcome::Failed),
             };
             let verdict = match self.pin_verdict(handle, pin, &keys, fresh, now) {
-                Some(verdict) => verdict,
-                None => return Lookup::refused(FetchOutcome::Failed),
+                Ok(verdict) => verdict,
+                Err(outcome) => return Lookup::refused(outcome),
             };
             let key = keys.signing_key;
             return match verdict {
@@ -640,7 +665,7 @@ impl KeyDirectory {
     }
 
     /// The pin check of a discovery answer, with the log entries it needs
-    /// fetched; `None` when they could not be.
+    /// fetched; why not, when they could not be.
     fn pin_verdict(
         &self,
         handle: &Handle,
@@ -648,7 +673,7 @@ impl KeyDirectory {
         keys: &PublishedKeys,
         refetch: bool,
         now: UnixTime,
-    ) -> Option<PinVerdict> {
+    ) -> Result<PinVerdict, FetchOutcome> {
         let answer = LogAnswer {
             signing: keys.signing_key,
             encryption: keys.encryption_key,
@@ -656,10 +681,16 @@ impl KeyDirectory {
         };
         let after = pin.map_or(0, |p| p.pin.entry.seq());
         let entries = match &answer.log {
+            Some((seq, _)) if seq.saturating_sub(after) > MAX_CHECKED_ENTRIES as u64 => {
+                return Ok(PinVerdict::Conflict(format!(
+                    "{} entries to check, over {MAX_CHECKED_ENTRIES}",
+                    seq.saturating_sub(after)
+                )))
+            }
             Some((seq, _)) if *seq > after => self.fetch_entries(handle, after, *seq, refetch)?,
             _ => Vec::new(),
         };
-        Some(keylog::check_pin(
+        Ok(keylog::check_pin(
             handle,
             pin.map(|p| &p.pin),
             &entries,
@@ -670,32 +701,54 @@ impl KeyDirectory {
     }
 
     /// The entries of `handle`'s log after `after`, page by page, up to
-    /// `up_to` or the log's end: at most [`MAX_CHECKED_ENTRIES`] and
-    /// 30 s in all. `None` when a page could not be had in time.
-    fn fetch_entries(&self, handle: &Handle, after: u64, up_to: u64, refetch: bool) -> Option<Vec<Value>> {
+    /// `up_to` or the log's end: at most [`MAX_CHECKED_ENTRIES`], 30 s in
+    /// all, each page paid from the budget of entries before it is kept.
+    /// `Busy` when the budget is spent, `Failed` when a page could not be
+    /// had in time.
+    fn fetch_entries(
+        &self,
+        handle: &Handle,
+        after: u64,
+        up_to: u64,
+        refetch: bool,
+    ) -> Result<Vec<Value>, FetchOutcome> {
         let deadline = Instant::now() + LOG_CHECK_TIME;
         let mut entries = Vec::new();
         let mut next = after;
         while next < up_to && entries.len() <= MAX_CHECKED_ENTRIES {
             if Instant::now() >= deadline {
-                return None;
+                return Err(FetchOutcome::Failed);
             }
-            let page = self.fetcher.fetch_key_log(handle, next, refetch).ok()?;
+            let page = self
+                .fetcher
+                .fetch_key_log(handle, next, refetch)
+                .map_err(|_| FetchOutcome::Failed)?;
+            if !self.spend_log_budget(page.entries.len()) {
+                return Err(FetchOutcome::Busy);
+            }
             let last = page.entries.last().and_then(|e| e.get("seq")).and_then(Value::as_u64);
+            entries.extend(page.entries);
             match last {
+                Some(last) if last > next => next = last,
                 // A page that does not go forward ends the fetch: the
                 // check refuses what is missing.
-                Some(last) if last > next => {
-                    next = last;
-                    entries.extend(page.entries);
-                }
-                _ => {
-                    entries.extend(page.entries);
-                    break;
-                }
+                _ => break,
             }
         }
-        Some(entries)
+        Ok(entries)
+    }
+
+    /// Takes `entries` from the budget of log entries if it holds them.
+    fn spend_log_budget(&self, entries: usize) -> bool {
+        let mut budget = lock(&self.log_budget);
+        let now = Instant::now();
+        let refilled = budget.0 + now.duration_since(budget.1).as_secs_f64() * self.log_entries_per_sec;
+        *budget = (refilled.min(self.log_entries_burst), now);
+        if budget.0 < entries as f64 {
+            return false;
+        }
+        budget.0 -= entries as f64;
+        true
     }
 
     /// A pinned handle whose discovery answers `404`: its log alone, twice
@@ -704,8 +757,10 @@ impl KeyDirectory {
     fn check_unpublished(&self, handle: &Handle, pin: &PeerPin, now: UnixTime) -> Lookup {
         let mut reason = String::new();
         for refetch in [false, true] {
-            let Some(entries) = self.fetch_entries(handle, pin.pin.entry.seq(), u64::MAX, refetch) else {
-                return Lookup::refused(FetchOutcome::NotFound);
+            let entries = match self.fetch_entries(handle, pin.pin.entry.seq(), u64::MAX, refetch) {
+                Ok(entries) => entries,
+                Err(FetchOutcome::Busy) => return Lookup::refused(FetchOutcome::Busy),
+                Err(_) => return Lookup::refused(FetchOutcome::NotFound),
             };
             match keylog::check_log_alone(handle, &pin.pin, &entries, now, self.skew_secs) {
                 Ok(Some(moved)) => {

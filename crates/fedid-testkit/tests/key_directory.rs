@@ -7,8 +7,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use fedid_domain::key_directory::KeyCheckError;
-use fedid_domain::ports::{KeyFetchFailure, KeyFetcher, PublishedKeys, SystemClock};
-use fedid_domain::{Clock, DomainPolicy, EncryptionKey, Handle, KeyDirectory, MessageType, Settings, SigningKey};
+use fedid_domain::keylog::{EntryKind, KeyLogEntry};
+use fedid_domain::ports::{KeyFetchFailure, KeyFetcher, KeyLogFetch, PublishedKeys, SystemClock};
+use fedid_domain::{
+    Clock, DomainPolicy, EncryptionKey, Handle, KeyDirectory, MessageType, Settings, SigningKey, Timestamp,
+};
 use fedid_testkit::{ClientKeys, MemoryStore};
 use serde_json::Map;
 
@@ -186,4 +189,86 @@ fn new_lookups_per_domain_are_bounded_per_second() {
         Err(KeyCheckError::Unavailable)
     );
     assert_eq!(server.calls.load(Ordering::SeqCst), calls + 1);
+}
+
+/// A peer whose users each publish a long log of unproven entries (cheap
+/// to make), served 100 entries a page.
+struct LongLogs {
+    keys: ClientKeys,
+    entries: usize,
+    pages_served: AtomicUsize,
+    logs: Mutex<std::collections::HashMap<Handle, Vec<KeyLogEntry>>>,
+}
+
+impl LongLogs {
+    fn log(&self, handle: &Handle) -> Vec<KeyLogEntry> {
+        let mut logs = self.logs.lock().unwrap();
+        logs.entry(handle.clone()).or_insert_with(|| self.build(handle)).clone()
+    }
+
+    fn build(&self, handle: &Handle) -> Vec<KeyLogEntry> {
+        let kind = EntryKind::Keys {
+            signing: self.keys.signing_key(),
+            encryption: EncryptionKey::parse(&self.keys.public_keys().1).unwrap(),
+        };
+        let at = Timestamp::parse("2026-11-27T10:00:00Z").unwrap();
+        let mut log: Vec<KeyLogEntry> = Vec::with_capacity(self.entries);
+        for seq in 1..=self.entries as u64 {
+            let prev = log.last().map(KeyLogEntry::hash).unwrap_or_default();
+            log.push(KeyLogEntry::build(handle, seq, &prev, &at, &kind, None, None).unwrap());
+        }
+        log
+    }
+}
+
+impl KeyFetcher for LongLogs {
+    fn fetch_keys(&self, handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+        let last = self.log(handle).pop().unwrap();
+        Ok(PublishedKeys {
+            handle: handle.clone(),
+            signing_key: self.keys.signing_key(),
+            encryption_key: EncryptionKey::parse(&self.keys.public_keys().1).unwrap(),
+            keys_updated_at: None,
+            key_log: Some((self.entries as u64, last.hash())),
+        })
+    }
+
+    fn fetch_key_log(&self, handle: &Handle, after: u64, _refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+        self.pages_served.fetch_add(1, Ordering::SeqCst);
+        let log = self.log(handle);
+        let page = log.iter().skip(after as usize).take(100);
+        Ok(KeyLogFetch {
+            entries: page.map(|e| serde_json::from_str(&e.entry_text()).unwrap()).collect(),
+            seq: self.entries as u64,
+            head: log.last().unwrap().hash(),
+        })
+    }
+}
+
+#[test]
+fn first_contacts_share_a_budget_of_log_entries_to_check() {
+    let peer = Arc::new(LongLogs {
+        keys: ClientKeys::generate().unwrap(),
+        entries: 600,
+        pages_served: AtomicUsize::new(0),
+        logs: Mutex::default(),
+    });
+    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
+    // No refill, so that the test does not depend on time.
+    let keys = KeyDirectory::new(
+        peer.clone(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        &settings,
+    )
+    .with_log_entry_budget(0, 1_000);
+    let (first, second) = (handle("first@m.example"), handle("second@n.example"));
+    assert!(keys.verify(envelope(&peer.keys, &first)).is_ok(), "one whole log fits");
+    assert_eq!(peer.pages_served.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        keys.verify(envelope(&peer.keys, &second)).map(|v| v.envelope),
+        Err(KeyCheckError::Unavailable),
+        "a second one at once is over the budget"
+    );
+    assert_eq!(peer.pages_served.load(Ordering::SeqCst), 11, "and stops fetching");
 }
