@@ -115,6 +115,18 @@ fn sqlite_finds_users_related_to_a_peer() {
 }
 
 #[test]
+fn sqlite_lets_one_of_concurrent_pin_moves_win() {
+    let (_dir, store) = sqlite();
+    contract::concurrent_pin_moves(Arc::new(store));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_lets_one_of_concurrent_pin_moves_win() {
+    contract::concurrent_pin_moves(Arc::new(postgres("pin_race")));
+}
+
+#[test]
 #[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
 fn postgres_keeps_pins_by_compare_and_set() {
     contract::key_pins(&postgres("pins"));

@@ -652,6 +652,36 @@ pub fn key_pins(store: &dyn Store) {
     assert!(write(store, move |tx| tx.unpin(&target)).unwrap().is_empty());
 }
 
+/// Two instances (or writers) moving one pin from one position at once:
+/// exactly one move wins, whatever the store's parallelism.
+pub fn concurrent_pin_moves(store: Arc<dyn Store>) {
+    let keys = ClientKeys::generate().unwrap();
+    let kind = || EntryKind::Keys {
+        signing: keys.signing_key(),
+        encryption: fedid_domain::EncryptionKey::parse(&keys.public_keys().1).unwrap(),
+    };
+    let first = pin_of("erin@a.example", 1, "", kind(), EntryClass::First);
+    let pin = first.clone();
+    assert!(write(store.as_ref(), move |tx| tx.move_key_pin(&pin, None)).unwrap());
+    let movers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, from) = (Arc::clone(&store), first.position());
+            // Each mover goes to a different entry 2 (another `at`).
+            let mut to = pin_of(
+                "erin@a.example",
+                2,
+                &first.pin.head(),
+                EntryKind::Reset,
+                EntryClass::Reset,
+            );
+            to.changed_at = t(100 + i);
+            std::thread::spawn(move || write(store.as_ref(), move |tx| tx.move_key_pin(&to, Some(&from))).unwrap())
+        })
+        .collect();
+    let won = movers.into_iter().map(|m| m.join().unwrap()).filter(|won| *won).count();
+    assert_eq!(won, 1, "one move from one position");
+}
+
 /// Who relates to a peer: every local user with a relationship with it.
 pub fn users_related_to(store: &dyn Store) {
     let (u1, u2, u3) = write(store, move |tx| {

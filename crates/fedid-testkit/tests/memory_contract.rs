@@ -24,3 +24,8 @@ fn memory_store_keeps_pins_by_compare_and_set() {
 fn memory_store_finds_users_related_to_a_peer() {
     contract::users_related_to(&MemoryStore::new());
 }
+
+#[test]
+fn memory_store_lets_one_of_concurrent_pin_moves_win() {
+    contract::concurrent_pin_moves(Arc::new(MemoryStore::new()));
+}
