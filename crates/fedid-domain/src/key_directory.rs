@@ -635,15 +635,19 @@ impl KeyDirectory {
             return match verdict {
                 PinVerdict::Unlogged => Lookup::Found(SenderKey { key, pin: None }),
                 PinVerdict::Ok { change, pin: moved } => {
-                    let to = PeerPin {
-                        handle: handle.clone(),
-                        pin: *moved,
-                        change: change.unwrap_or_else(|| pin.map_or(EntryClass::First, |p| p.change)),
-                        changed_at: now,
-                    };
                     let pin_move = match (pin, change) {
+                        // Nothing changed: the stored pin stands.
                         (Some(stored), None) => PinMove::new(Some(stored.position()), stored.clone(), false),
-                        (stored, _) => PinMove::new(stored.map(PeerPin::position), to, true),
+                        (stored, change) => PinMove::new(
+                            stored.map(PeerPin::position),
+                            PeerPin {
+                                handle: handle.clone(),
+                                pin: *moved,
+                                change: change.unwrap_or(EntryClass::First),
+                                changed_at: now,
+                            },
+                            true,
+                        ),
                     };
                     Lookup::Found(SenderKey {
                         key,
