@@ -1,10 +1,10 @@
 //! `POST /federation/inbox` (PROTOCOL.md section 8), steps 1 to 7 in order,
 //! with the relationship rules of section 9 (recipient side).
 
-use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
-use crate::handle::{Alias, Handle};
 use std::sync::Arc;
 
+use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
+use crate::handle::{Alias, Handle};
 use crate::key_directory::{KeyCheckError, PinMove, SenderKey, Verified};
 use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
 use crate::ports::{self, Completion, Lane, StoreError, Tx};
