@@ -93,6 +93,17 @@ macro_rules! impl_tx {
                 ))
             }
 
+            /// The seq of the user's last key-log entry. `max` rather than
+            /// `ORDER BY seq DESC LIMIT ?`: SQLite prepared the latter
+            /// again on every run (measured in docs/performance.md).
+            fn last_key_log_seq(&mut self, user: UserId) -> Result<Option<i64>, StoreError> {
+                let seq = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .select(diesel::dsl::max(key_log::seq))
+                    .get_result::<Option<i64>>(self.conn);
+                self.db(seq)
+            }
+
             fn adjust_inbox_count(&mut self, user: UserId, by: i64) -> Result<(), StoreError> {
                 let done = AdjustInboxCount { user: user.0, by }.execute(self.conn);
                 self.db(done).map(|_| ())
@@ -464,23 +475,25 @@ macro_rules! impl_tx {
             }
 
             fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError> {
-                let last = key_log::table
-                    .filter(key_log::user_id.eq(user.0))
-                    .order(key_log::seq.desc())
-                    .select((key_log::seq, key_log::hash))
-                    .limit(1)
-                    .load::<(i64, String)>(self.conn);
-                Ok(self.db(last)?.pop().map(|(seq, hash)| (seq.max(0) as u64, hash)))
+                let Some(seq) = self.last_key_log_seq(user)? else {
+                    return Ok(None);
+                };
+                let hash = key_log::table
+                    .find((user.0, seq))
+                    .select(key_log::hash)
+                    .get_result::<String>(self.conn);
+                Ok(Some((seq.max(0) as u64, self.db(hash)?)))
             }
 
             fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError> {
-                let last = key_log::table
-                    .filter(key_log::user_id.eq(user.0))
-                    .order(key_log::seq.desc())
+                let Some(seq) = self.last_key_log_seq(user)? else {
+                    return Ok(None);
+                };
+                let entry = key_log::table
+                    .find((user.0, seq))
                     .select(key_log::entry)
-                    .limit(1)
-                    .load::<String>(self.conn);
-                Ok(self.db(last)?.pop())
+                    .get_result::<String>(self.conn);
+                self.db(entry).map(Some)
             }
 
             fn key_log_append(
