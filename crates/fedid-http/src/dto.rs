@@ -240,6 +240,7 @@ pub struct RelationshipItem {
     pub since: String,
     /// What this server pinned of the peer's key log (PROTOCOL.md section
     /// 12); `null` until it holds a pin.
+    #[schema(required = true)]
     pub peer_keys: Option<PeerKeys>,
 }
 
@@ -252,6 +253,8 @@ pub struct PeerKeys {
     /// `first`, `unchanged`, `rotated`, `reset` or `replaced`.
     pub change: &'static str,
     pub changed_at: String,
+    /// The latest `reset` or `replaced` seen; `null` for none.
+    #[schema(required = true)]
     pub last_break: Option<KeyBreakItem>,
 }
 
