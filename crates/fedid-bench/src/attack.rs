@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fedid_domain::keylog::{EntryKind, KeyLogEntry};
 use fedid_domain::ports::SystemClock;
-use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Scheme};
+use fedid_domain::{Clock, DomainPolicy, Handle, MessageType, Scheme, Timestamp};
 use fedid_testkit::ClientKeys;
 use serde_json::{json, Map, Value};
 
@@ -673,6 +674,223 @@ pub fn key_lookup_amplifier(target: &Target, envelopes: usize) -> Result<Vec<Fin
     )])
 }
 
+// ---------------------------------------------------------------------------
+// A peer that gives every alias a long key log of proven rotations: the
+// costliest first contact a stranger can ask for (PROTOCOL.md section 12).
+
+pub struct LogServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    /// Entries served in key-log pages.
+    pub entries_served: Arc<AtomicUsize>,
+    /// The keys every alias publishes (those of the log's last entries).
+    pub keys: ClientKeys,
+}
+
+struct LongLog {
+    /// Entries 1 to n - 1, shared by every alias, as served.
+    shared: Vec<String>,
+    last_shared: KeyLogEntry,
+    kind: EntryKind,
+    /// Entry n of each alias (its handle), made on first request.
+    last: Mutex<HashMap<String, KeyLogEntry>>,
+}
+
+impl LongLog {
+    fn last_of(&self, handle: &str) -> Option<KeyLogEntry> {
+        let mut last = self.last.lock().ok()?;
+        if let Some(entry) = last.get(handle) {
+            return Some(entry.clone());
+        }
+        let parsed = Handle::parse(handle, DomainPolicy::for_scheme(Scheme::Http, true)).ok()?;
+        let at = Timestamp::from_instant(self.last_shared.at().instant().plus_secs(1));
+        let seq = self.last_shared.seq() + 1;
+        let entry = KeyLogEntry::build(&parsed, seq, &self.last_shared.hash(), &at, &self.kind, None, None).ok()?;
+        last.insert(handle.to_owned(), entry.clone());
+        Some(entry)
+    }
+}
+
+impl LogServer {
+    /// A peer whose aliases each publish a log of `entries` entries.
+    pub fn start(entries: u64) -> Result<Self, Failure> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let shared_handle = Handle::parse(
+            &format!("shared@127.0.0.1:{port}"),
+            DomainPolicy::for_scheme(Scheme::Http, true),
+        )
+        .map_err(|e| e.to_string())?;
+        let start = SystemClock.now().plus_secs(-(entries as i64) - 3_600);
+        let (log, keys) = crate::keylog::proven_rotations(&shared_handle, entries - 1, start)?;
+        let log = Arc::new(LongLog {
+            shared: log.iter().map(KeyLogEntry::entry_text).collect(),
+            last_shared: log.last().ok_or("no entry")?.clone(),
+            kind: crate::keylog::keys_entry(&keys)?,
+            last: Mutex::default(),
+        });
+        let (stop, entries_served) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (stopping, served) = (stop.clone(), entries_served.clone());
+        let (signing, encryption) = keys.public_keys();
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let (log, served, keys) = (log.clone(), served.clone(), (signing.clone(), encryption.clone()));
+                std::thread::spawn(move || answer_log_request(stream, port, &log, &served, &keys));
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            entries_served,
+            keys,
+        })
+    }
+
+    pub fn domain(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LogServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn answer_log_request(stream: TcpStream, port: u16, log: &LongLog, served: &AtomicUsize, keys: &(String, String)) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let rest = path.strip_prefix("/federation/users/").unwrap_or("");
+    let (alias, keylog) = match rest.strip_suffix("/keylog") {
+        Some(alias) => (alias, true),
+        None => (rest, false),
+    };
+    let handle = format!("{alias}@127.0.0.1:{port}");
+    let Some(last) = log.last_of(&handle) else { return };
+    let seq = last.seq();
+    let body = if keylog {
+        let after: usize = query.strip_prefix("after=").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let mut entries: Vec<&str> = log.shared.iter().skip(after).take(100).map(String::as_str).collect();
+        let last_text = last.entry_text();
+        if entries.len() < 100 && after < seq as usize {
+            entries.push(&last_text);
+        }
+        served.fetch_add(entries.len(), Ordering::SeqCst);
+        format!(
+            "{{\"handle\":\"{handle}\",\"entries\":[{}],\"seq\":{seq},\"head\":\"{}\"}}",
+            entries.join(","),
+            last.hash()
+        )
+    } else {
+        json!({"handle": handle, "signingKey": keys.0, "encryptionKey": keys.1, "keysUpdatedAt": null,
+               "keyLogSeq": seq, "keyLogHead": last.hash()})
+        .to_string()
+    };
+    let _ = writer.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+/// Hole 8: first contacts with ever new aliases of peers whose every alias
+/// publishes a log of `entries` proven rotations (10,000: about 0.9 s of
+/// CPU to check each). Log checks share a budget of entries, so the server
+/// keeps serving its users.
+pub fn key_log_flood(target: &Target, entries: u64, seconds: u64) -> Result<Vec<Finding>, Failure> {
+    let server = target.start("key_log_flood", &[], Launch::default())?;
+    let peers = [LogServer::start(entries)?, LogServer::start(entries)?];
+    let (alice, bystander) = local_users(&server)?;
+    let policy = DomainPolicy::for_scheme(Scheme::Http, true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let identity_url = server.url("/users/me/identity");
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                if call(&agent, "GET", &identity_url, Some(&bystander), None).is_ok_and(|(s, _)| s == 200) {
+                    latencies.push(started.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            latencies
+        })
+    };
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let next_alias = AtomicUsize::new(0);
+    let accepted = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let agent = agent();
+                while Instant::now() < deadline {
+                    let i = next_alias.fetch_add(1, Ordering::SeqCst);
+                    let peer = &peers[i % peers.len()];
+                    let Ok(from) = Handle::parse(&format!("stranger{i}@{}", peer.domain()), policy) else {
+                        continue;
+                    };
+                    let wire = envelope(&peer.keys, &from, &alice.handle, MessageType::RelationshipRequest);
+                    if post_inbox(&agent, &server, &wire).is_ok_and(|status| status == 202) {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let cores = (server.cpu_seconds() - cpu_before) / elapsed;
+    stop.store(true, Ordering::SeqCst);
+    let mut latencies = watcher.join().map_err(|_| "watcher failed")?;
+    latencies.sort();
+    let p99 = latencies
+        .get(latencies.len().saturating_sub(1) * 99 / 100)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    let served: usize = peers.iter().map(|p| p.entries_served.load(Ordering::SeqCst)).sum();
+    // The budget: one whole log at once, then 2,000 entries a second.
+    let budget_per_s = (10_000.0 + 2_000.0 * elapsed) / elapsed;
+    Ok(vec![
+        Finding::info(
+            "key_log_flood_first_contacts_accepted",
+            accepted.load(Ordering::SeqCst) as f64,
+        ),
+        Finding::info("key_log_flood_server_cores", round(cores)),
+        Finding::at_most(
+            "key_log_flood_entries_fetched_per_s",
+            round(served as f64 / elapsed),
+            round(budget_per_s),
+            "log entries fetched and checked share 10,000 at once and 2,000 a second",
+        ),
+        Finding::at_most(
+            "key_log_flood_other_user_p99_ms",
+            round(p99),
+            100.0,
+            "another user's identity GET stays fast",
+        ),
+    ])
+}
+
 /// Hole 7: a database URL with a password in it is refused. No message
 /// shows the password.
 pub fn database_password(target: &Target) -> Result<Vec<Finding>, Failure> {
@@ -708,10 +926,10 @@ fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-/// Runs every attack at the sizes of docs/security.md; prints `name:
-/// value` lines as they come, then `N passed, M failed` (judged findings).
-/// Returns whether all passed.
-pub fn run_all(binary: &Path) -> Result<bool, Failure> {
+/// Runs every attack (or those whose name contains `only`) at the sizes of
+/// docs/security.md; prints `name: value` lines as they come, then `N
+/// passed, M failed` (judged findings). Returns whether all passed.
+pub fn run_all(binary: &Path, only: Option<&str>) -> Result<bool, Failure> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let target = Target {
         binary: binary.to_owned(),
@@ -726,10 +944,14 @@ pub fn run_all(binary: &Path) -> Result<bool, Failure> {
         ("one_sender_inbox", Box::new(|t| one_sender_inbox(t, 100))),
         ("alias_squatting", Box::new(|t| alias_squatting(t, 1_000))),
         ("key_lookup_amplifier", Box::new(|t| key_lookup_amplifier(t, 300))),
+        ("key_log_flood", Box::new(|t| key_log_flood(t, 10_000, 10))),
         ("database_password", Box::new(database_password)),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, attack) in attacks {
+        if only.is_some_and(|only| !name.contains(only)) {
+            continue;
+        }
         match attack(&target) {
             Ok(findings) => {
                 for finding in findings {

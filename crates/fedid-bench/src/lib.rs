@@ -7,4 +7,5 @@
 
 pub mod attack;
 pub mod client;
+pub mod keylog;
 pub mod process;

@@ -312,36 +312,18 @@ fn flush_1000_seconds(bin: &Path, dir: &std::path::Path) -> Result<f64, Failure>
 /// (PROTOCOL.md section 12): every entry a proven rotation, so each check
 /// verifies two signatures; the median of 5 checks.
 fn keylog_check_1000_entries_ms() -> Result<f64, Failure> {
-    use fedid_domain::keylog::{check_pin, EntryKind, KeyLogEntry, LogAnswer, PinVerdict};
+    use fedid_domain::keylog::{check_pin, LogAnswer, PinVerdict};
     let handle = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).map_err(|e| e.to_string())?;
-    let start = SystemClock.now().plus_secs(-86_400);
-    let mut values: Vec<Value> = Vec::with_capacity(1000);
-    let mut previous: Option<(KeyLogEntry, ClientKeys)> = None;
-    for seq in 1..=1000u64 {
-        let keys = ClientKeys::generate().ok_or("no randomness")?;
-        let (_, encryption) = keys.public_keys();
-        let kind = EntryKind::Keys {
-            signing: keys.signing_key(),
-            encryption: fedid_domain::EncryptionKey::parse(&encryption).map_err(|e| e.to_string())?,
-        };
-        let at = fedid_domain::Timestamp::from_instant(start.plus_secs(seq as i64));
-        let prev = previous.as_ref().map(|(e, _)| e.hash()).unwrap_or_default();
-        let unsigned = KeyLogEntry::build(&handle, seq, &prev, &at, &kind, None, None).map_err(|e| e.to_string())?;
-        let proof = keys.secret().sign(unsigned.signed_bytes());
-        let rotation = previous
-            .as_ref()
-            .map(|(_, old)| old.secret().sign(unsigned.signed_bytes()));
-        let entry = KeyLogEntry::build(&handle, seq, &prev, &at, &kind, Some(&proof), rotation.as_ref())
-            .map_err(|e| e.to_string())?;
-        values.push(serde_json::from_slice(entry.entry_bytes()).map_err(|e| e.to_string())?);
-        previous = Some((entry, keys));
-    }
-    let (last, keys) = previous.ok_or("no entry")?;
+    let (log, keys) = fedid_bench::keylog::proven_rotations(&handle, 1000, SystemClock.now().plus_secs(-86_400))?;
+    let values: Vec<Value> = log
+        .iter()
+        .map(|e| serde_json::from_slice(e.entry_bytes()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     let (_, encryption) = keys.public_keys();
     let answer = LogAnswer {
         signing: keys.signing_key(),
         encryption: fedid_domain::EncryptionKey::parse(&encryption).map_err(|e| e.to_string())?,
-        log: Some((1000, last.hash())),
+        log: Some((1000, log.last().ok_or("no entry")?.hash())),
     };
     let mut runs = Vec::new();
     for _ in 0..5 {
@@ -619,7 +601,9 @@ fn run() -> Result<BTreeMap<&'static str, f64>, Failure> {
     }
     if std::env::args().nth(1).as_deref() == Some("attack") {
         // `make attack`: docs/security.md's attacks; a broken bound fails.
-        return match fedid_bench::attack::run_all(&bin)? {
+        // `fedid-bench attack NAME` runs only the attacks named so.
+        let only = std::env::args().nth(2);
+        return match fedid_bench::attack::run_all(&bin, only.as_deref())? {
             true => Ok(figures),
             false => Err("an attack broke its bound".into()),
         };

@@ -80,3 +80,9 @@ fn a_refused_database_url_never_shows_its_password() {
     let (_turn, _dir, target) = target();
     assert_kept(attack::database_password(&target).unwrap());
 }
+
+#[test]
+fn first_contacts_with_long_key_logs_share_a_budget() {
+    let (_turn, _dir, target) = target();
+    assert_kept(attack::key_log_flood(&target, 2_000, 5).unwrap());
+}

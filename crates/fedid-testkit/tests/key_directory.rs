@@ -270,5 +270,9 @@ fn first_contacts_share_a_budget_of_log_entries_to_check() {
         Err(KeyCheckError::Unavailable),
         "a second one at once is over the budget"
     );
-    assert_eq!(peer.pages_served.load(Ordering::SeqCst), 11, "and stops fetching");
+    assert_eq!(
+        peer.pages_served.load(Ordering::SeqCst),
+        6,
+        "refused before any page: a check is paid in full or not started"
+    );
 }

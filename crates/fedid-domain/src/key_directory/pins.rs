@@ -168,7 +168,12 @@ impl KeyDirectory {
                     seq.saturating_sub(after)
                 )))
             }
-            Some((seq, _)) if *seq > after => self.fetch_entries(handle, after, *seq, refetch)?,
+            Some((seq, _)) if *seq > after => {
+                if !self.spend_log_budget(seq - after) {
+                    return Err(FetchOutcome::Busy);
+                }
+                self.fetch_entries(handle, after, *seq, refetch)?
+            }
             _ => Vec::new(),
         };
         Ok(keylog::check_pin(
@@ -182,10 +187,10 @@ impl KeyDirectory {
     }
 
     /// The entries of `handle`'s log after `after`, page by page, up to
-    /// `up_to` or the log's end: at most [`MAX_CHECKED_ENTRIES`], 30 s in
-    /// all, each page paid from the budget of entries before it is kept.
-    /// `Busy` when the budget is spent, `Failed` when a page could not be
-    /// had in time.
+    /// `up_to` or the log's end: at most [`MAX_CHECKED_ENTRIES`] and 30 s
+    /// in all; `Failed` when a page could not be had in time. The caller
+    /// has paid for the entries from the budget, all at once, so that
+    /// checks running together never leave each other half done.
     fn fetch_entries(
         &self,
         handle: &Handle,
@@ -204,9 +209,6 @@ impl KeyDirectory {
                 .fetcher
                 .fetch_key_log(handle, next, refetch)
                 .map_err(|_| FetchOutcome::Failed)?;
-            if !self.spend_log_budget(page.entries.len()) {
-                return Err(FetchOutcome::Busy);
-            }
             let last = page.entries.last().and_then(|e| e.get("seq")).and_then(Value::as_u64);
             entries.extend(page.entries);
             match last {
@@ -219,8 +221,8 @@ impl KeyDirectory {
         Ok(entries)
     }
 
-    /// Takes `entries` from the budget of log entries if it holds them.
-    fn spend_log_budget(&self, entries: usize) -> bool {
+    /// Takes `entries` from the budget of log entries if it holds them all.
+    fn spend_log_budget(&self, entries: u64) -> bool {
         let mut budget = lock(&self.log_budget);
         let now = Instant::now();
         let refilled = budget.0 + now.duration_since(budget.1).as_secs_f64() * self.log_entries_per_sec;
@@ -237,13 +239,26 @@ impl KeyDirectory {
     /// entry. The keys stay not obtainable either way.
     fn check_unpublished(&self, handle: &Handle, pin: &PeerPin, now: UnixTime) -> Lookup {
         let mut reason = String::new();
+        let after = pin.pin.entry.seq();
         for refetch in [false, true] {
-            let entries = match self.fetch_entries(handle, pin.pin.entry.seq(), u64::MAX, refetch) {
-                Ok(entries) => entries,
-                Err(FetchOutcome::Busy) => return Lookup::refused(FetchOutcome::Busy),
-                Err(_) => return Lookup::refused(FetchOutcome::NotFound),
+            // A first page says how long the log is, and so what to pay.
+            let Ok(first) = self.fetcher.fetch_key_log(handle, after, refetch) else {
+                return Lookup::refused(FetchOutcome::NotFound);
             };
-            match keylog::check_log_alone(handle, &pin.pin, &entries, now, self.skew_secs) {
+            let claimed = first.seq.saturating_sub(after);
+            let checked = if claimed > MAX_CHECKED_ENTRIES as u64 {
+                Err(keylog::KeyLogError(format!(
+                    "{claimed} entries to check, over {MAX_CHECKED_ENTRIES}"
+                )))
+            } else if !self.spend_log_budget(claimed) {
+                return Lookup::refused(FetchOutcome::Busy);
+            } else {
+                match self.fetch_entries(handle, after, first.seq, refetch) {
+                    Ok(entries) => keylog::check_log_alone(handle, &pin.pin, &entries, now, self.skew_secs),
+                    Err(_) => return Lookup::refused(FetchOutcome::NotFound),
+                }
+            };
+            match checked {
                 Ok(Some(moved)) => {
                     let to = PeerPin {
                         handle: handle.clone(),
