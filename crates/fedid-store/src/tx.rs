@@ -14,7 +14,7 @@ use fedid_domain::{
     QueuedRevocation, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
-use crate::command::AdjustInboxCount;
+use crate::command::{AdjustInboxCount, InsertCountedMessage};
 use crate::rows::*;
 use crate::schema::*;
 
@@ -71,6 +71,52 @@ macro_rules! load_due_skip_locked {
     ($self:ident, $query:expr) => {
         $query.for_update().skip_locked().load::<RevocationRow>($self.conn)
     };
+}
+
+impl DbTx<'_, SqliteConnection> {
+    /// Stores a message and raises its user's inbox count: two statements
+    /// (no network between them on SQLite).
+    fn insert_counted_message(
+        &mut self,
+        user: UserId,
+        at: i64,
+        envelope: &str,
+        sender: &str,
+    ) -> Result<i64, StoreError> {
+        let id = diesel::insert_into(inbox_messages::table)
+            .values((
+                inbox_messages::user_id.eq(user.0),
+                inbox_messages::received_at.eq(at),
+                inbox_messages::envelope.eq(envelope),
+                inbox_messages::sender.eq(sender),
+            ))
+            .returning(inbox_messages::id)
+            .get_result::<i64>(self.conn);
+        let id = self.db(id)?;
+        self.adjust_inbox_count(user, 1)?;
+        Ok(id)
+    }
+}
+
+impl DbTx<'_, PgConnection> {
+    /// Stores a message and raises its user's inbox count in one statement
+    /// (one round trip).
+    fn insert_counted_message(
+        &mut self,
+        user: UserId,
+        at: i64,
+        envelope: &str,
+        sender: &str,
+    ) -> Result<i64, StoreError> {
+        let id = InsertCountedMessage {
+            user: user.0,
+            received_at: at,
+            envelope,
+            sender,
+        }
+        .get_result::<i64>(self.conn);
+        self.db(id)
+    }
 }
 
 macro_rules! impl_tx {
@@ -337,20 +383,9 @@ macro_rules! impl_tx {
                 unsolicited_from: Option<&str>,
                 envelope: &str,
             ) -> Result<i64, StoreError> {
-                let id = diesel::insert_into(inbox_messages::table)
-                    .values((
-                        inbox_messages::user_id.eq(user.0),
-                        inbox_messages::received_at.eq(nanos(at)),
-                        inbox_messages::envelope.eq(envelope),
-                        // '' for consented messages: the sender index is
-                        // partial, so the common case pays nothing for it.
-                        inbox_messages::sender.eq(unsolicited_from.unwrap_or("")),
-                    ))
-                    .returning(inbox_messages::id)
-                    .get_result::<i64>(self.conn);
-                let id = self.db(id)?;
-                self.adjust_inbox_count(user, 1)?;
-                Ok(id)
+                // '' for consented messages: the sender index is partial,
+                // so the common case pays nothing for it.
+                self.insert_counted_message(user, nanos(at), envelope, unsolicited_from.unwrap_or(""))
             }
 
             fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
