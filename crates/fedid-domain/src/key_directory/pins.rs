@@ -198,19 +198,38 @@ impl KeyDirectory {
         up_to: u64,
         refetch: bool,
     ) -> Result<Vec<Value>, FetchOutcome> {
+        self.fetch_entries_from(handle, Vec::new(), after, up_to, refetch)
+    }
+
+    /// [`Self::fetch_entries`] when the page after `after` is in hand
+    /// already (`first`, possibly empty: then it is fetched).
+    fn fetch_entries_from(
+        &self,
+        handle: &Handle,
+        first: Vec<Value>,
+        after: u64,
+        up_to: u64,
+        refetch: bool,
+    ) -> Result<Vec<Value>, FetchOutcome> {
         let deadline = Instant::now() + LOG_CHECK_TIME;
         let mut entries = Vec::new();
+        let mut page = Some(first).filter(|first| !first.is_empty());
         let mut next = after;
         while next < up_to && entries.len() <= MAX_CHECKED_ENTRIES {
             if Instant::now() >= deadline {
                 return Err(FetchOutcome::Failed);
             }
-            let page = self
-                .fetcher
-                .fetch_key_log(handle, next, refetch)
-                .map_err(|_| FetchOutcome::Failed)?;
-            let last = page.entries.last().and_then(|e| e.get("seq")).and_then(Value::as_u64);
-            entries.extend(page.entries);
+            let fetched = match page.take() {
+                Some(fetched) => fetched,
+                None => {
+                    self.fetcher
+                        .fetch_key_log(handle, next, refetch)
+                        .map_err(|_| FetchOutcome::Failed)?
+                        .entries
+                }
+            };
+            let last = fetched.last().and_then(|e| e.get("seq")).and_then(Value::as_u64);
+            entries.extend(fetched);
             match last {
                 Some(last) if last > next => next = last,
                 // A page that does not go forward ends the fetch: the
@@ -241,7 +260,7 @@ impl KeyDirectory {
         let mut reason = String::new();
         let after = pin.pin.entry.seq();
         for refetch in [false, true] {
-            // A first page says how long the log is, and so what to pay.
+            // The first page says how long the log is, and so what to pay.
             let Ok(first) = self.fetcher.fetch_key_log(handle, after, refetch) else {
                 return Lookup::refused(FetchOutcome::NotFound);
             };
@@ -253,7 +272,7 @@ impl KeyDirectory {
             } else if !self.spend_log_budget(claimed) {
                 return Lookup::refused(FetchOutcome::Busy);
             } else {
-                match self.fetch_entries(handle, after, first.seq, refetch) {
+                match self.fetch_entries_from(handle, first.entries, after, first.seq, refetch) {
                     Ok(entries) => keylog::check_log_alone(handle, &pin.pin, &entries, now, self.skew_secs),
                     Err(_) => return Lookup::refused(FetchOutcome::NotFound),
                 }
