@@ -145,6 +145,58 @@ fn post_inbox_from(source: Ipv4Addr, port: u16, wire: &str) -> Result<u16, Failu
 }
 
 // ---------------------------------------------------------------------------
+// Peers on loopback: one thread per connection, `Connection: close`.
+
+/// A listener on a free loopback port, and the port.
+fn bind_peer() -> Result<(TcpListener, u16), Failure> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok((listener, port))
+}
+
+/// Answers each connection to `listener` with `answer` on a thread of its
+/// own, until `stop` is set.
+fn serve_peer(listener: TcpListener, stop: Arc<AtomicBool>, answer: impl Fn(TcpStream) + Send + Sync + 'static) {
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            let answer = answer.clone();
+            std::thread::spawn(move || answer(stream));
+        }
+    });
+}
+
+/// Reads a request's head: its target, and the stream to answer on.
+fn request_target(stream: TcpStream) -> Option<(String, TcpStream)> {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let writer = stream.try_clone().ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    Some((target, writer))
+}
+
+/// Writes a whole answer and lets the connection close.
+fn write_answer(writer: &mut TcpStream, status: &str, content_type: &str, body: &str) {
+    let _ = writer.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+// ---------------------------------------------------------------------------
 // A peer's key server: answers discovery for the handles it holds, or
 // hangs, and counts the lookups it gets.
 
@@ -159,9 +211,7 @@ pub struct KeyServer {
 
 impl KeyServer {
     pub fn start() -> Result<Self, Failure> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (listener, port) = bind_peer()?;
         let server = Self {
             port,
             keys: Arc::default(),
@@ -170,22 +220,14 @@ impl KeyServer {
             lookups: Arc::default(),
             held: Arc::default(),
         };
-        let (keys, hang, stop, lookups, held) = (
+        let (keys, hang, lookups, held) = (
             server.keys.clone(),
             server.hang.clone(),
-            server.stop.clone(),
             server.lookups.clone(),
             server.held.clone(),
         );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(2));
-                    continue;
-                };
-                let (keys, hang, lookups, held) = (keys.clone(), hang.clone(), lookups.clone(), held.clone());
-                std::thread::spawn(move || answer_lookup(stream, &keys, &hang, &lookups, &held));
-            }
+        serve_peer(listener, server.stop.clone(), move |stream| {
+            answer_lookup(stream, &keys, &hang, &lookups, &held)
         });
         Ok(server)
     }
@@ -232,17 +274,9 @@ fn answer_lookup(
     lookups: &AtomicUsize,
     held: &Mutex<Vec<TcpStream>>,
 ) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let Ok(mut writer) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some((path, mut writer)) = request_target(stream) else {
         return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-        line.clear();
-    }
+    };
     lookups.fetch_add(1, Ordering::SeqCst);
     if hang.load(Ordering::SeqCst) {
         if let Ok(mut held) = held.lock() {
@@ -272,13 +306,7 @@ fn answer_lookup(
     } else {
         "application/problem+json"
     };
-    let _ = writer.write_all(
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    write_answer(&mut writer, status, content_type, &body);
 }
 
 /// An envelope from `from` to `to`, signed with `keys`, in wire form.
@@ -714,9 +742,7 @@ impl LongLog {
 impl LogServer {
     /// A peer whose aliases each publish a log of `entries` entries.
     pub fn start(entries: u64) -> Result<Self, Failure> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (listener, port) = bind_peer()?;
         let shared_handle = Handle::parse(
             &format!("shared@127.0.0.1:{port}"),
             DomainPolicy::for_scheme(Scheme::Http, true),
@@ -731,17 +757,10 @@ impl LogServer {
             last: Mutex::default(),
         });
         let (stop, entries_served) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-        let (stopping, served) = (stop.clone(), entries_served.clone());
-        let (signing, encryption) = keys.public_keys();
-        std::thread::spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(2));
-                    continue;
-                };
-                let (log, served, keys) = (log.clone(), served.clone(), (signing.clone(), encryption.clone()));
-                std::thread::spawn(move || answer_log_request(stream, port, &log, &served, &keys));
-            }
+        let served = entries_served.clone();
+        let published = keys.public_keys();
+        serve_peer(listener, stop.clone(), move |stream| {
+            answer_log_request(stream, port, &log, &served, &published)
         });
         Ok(Self {
             port,
@@ -763,17 +782,9 @@ impl Drop for LogServer {
 }
 
 fn answer_log_request(stream: TcpStream, port: u16, log: &LongLog, served: &AtomicUsize, keys: &(String, String)) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let Ok(mut writer) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some((target, mut writer)) = request_target(stream) else {
         return;
-    }
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-        line.clear();
-    }
+    };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let rest = path.strip_prefix("/federation/users/").unwrap_or("");
     let (alias, keylog) = match rest.strip_suffix("/keylog") {
@@ -801,13 +812,7 @@ fn answer_log_request(stream: TcpStream, port: u16, log: &LongLog, served: &Atom
                "keyLogSeq": seq, "keyLogHead": last.hash()})
         .to_string()
     };
-    let _ = writer.write_all(
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    write_answer(&mut writer, "200 OK", "application/json", &body);
 }
 
 /// Hole 8: first contacts with ever new aliases of peers whose every alias
