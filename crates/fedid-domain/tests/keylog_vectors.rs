@@ -216,6 +216,26 @@ fn the_valid_chain_passes_whole_and_from_every_pin() {
     }
 }
 
+#[test]
+fn entries_appended_after_the_discovery_answer_are_ignored_at_first_contact() {
+    // Discovery said seq 3; by the time the log was read, it had 6.
+    let (entries, _) = valid_chain();
+    let v = vectors();
+    let third = KeyLogEntry::parse(&v["log"]["entries"][2]["entry"]).unwrap();
+    let fedid_domain::keylog::EntryKind::Keys { signing, encryption } = third.kind().clone() else {
+        panic!("entry 3 holds keys")
+    };
+    let answer = LogAnswer {
+        signing,
+        encryption,
+        log: Some((3, v["log"]["entries"][2]["hash"].as_str().unwrap().to_owned())),
+    };
+    match first_contact(&entries, &answer) {
+        Some(PinVerdict::Ok { pin, .. }) => assert_eq!(pin.entry.seq(), 3),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What a user does to their keys, in a generated history.
 #[derive(Debug, Clone, Copy)]
 enum Step {

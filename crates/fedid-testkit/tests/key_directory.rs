@@ -276,3 +276,44 @@ fn first_contacts_share_a_budget_of_log_entries_to_check() {
         "refused before any page: a check is paid in full or not started"
     );
 }
+
+#[test]
+fn a_log_that_claims_more_than_10000_entries_is_refused_without_a_fetch() {
+    struct Boastful {
+        keys: ClientKeys,
+        pages: AtomicUsize,
+    }
+    impl KeyFetcher for Boastful {
+        fn fetch_keys(&self, handle: &Handle, _refetch: bool) -> Result<PublishedKeys, KeyFetchFailure> {
+            Ok(PublishedKeys {
+                handle: handle.clone(),
+                signing_key: self.keys.signing_key(),
+                encryption_key: EncryptionKey::parse(&self.keys.public_keys().1).unwrap(),
+                keys_updated_at: None,
+                key_log: Some((10_001, "A".repeat(43))),
+            })
+        }
+
+        fn fetch_key_log(&self, _handle: &Handle, _after: u64, _refetch: bool) -> Result<KeyLogFetch, KeyFetchFailure> {
+            self.pages.fetch_add(1, Ordering::SeqCst);
+            Err(KeyFetchFailure::NotFound)
+        }
+    }
+    let peer = Arc::new(Boastful {
+        keys: ClientKeys::generate().unwrap(),
+        pages: AtomicUsize::new(0),
+    });
+    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
+    let keys = KeyDirectory::new(
+        peer.clone(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        &settings,
+    );
+    let sender = handle("boast@m.example");
+    assert_eq!(
+        keys.verify(envelope(&peer.keys, &sender)).map(|v| v.envelope),
+        Err(KeyCheckError::Conflict)
+    );
+    assert_eq!(peer.pages.load(Ordering::SeqCst), 0);
+}
