@@ -254,12 +254,17 @@ pub fn flush_body(keys: &ClientKeys, from: &Handle, peers: &[&Handle]) -> Value 
     json!({ "items": items })
 }
 
-pub fn relationship_state(server: &Server, token: &str, peer: &Handle) -> Option<String> {
+/// The item of `peer` in `token`'s relationship list, if listed.
+pub fn relationship_item(server: &Server, token: &str, peer: &Handle) -> Option<Value> {
     let (_, page) = get(&server.url("/users/me/relationships"), Some(token));
     page["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|i| i["peerHandle"] == peer.as_str())
-        .map(|i| i["state"].as_str().unwrap().to_owned())
+        .cloned()
+}
+
+pub fn relationship_state(server: &Server, token: &str, peer: &Handle) -> Option<String> {
+    relationship_item(server, token, peer).map(|i| i["state"].as_str().unwrap().to_owned())
 }

@@ -41,13 +41,7 @@ fn related(a: &Server, b: &Server) -> ((String, Handle, ClientKeys), (String, Ha
 
 /// `peerKeys` of `peer` in `token`'s relationship list, if listed.
 fn peer_keys(server: &Server, token: &str, peer: &Handle) -> Option<Value> {
-    let (_, page) = get(&server.url("/users/me/relationships"), Some(token));
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["peerHandle"] == peer.as_str())
-        .map(|i| i["peerKeys"].clone())
+    relationship_item(server, token, peer).map(|i| i["peerKeys"].clone())
 }
 
 fn key_log(server: &Server, token: &str) -> (u64, String) {
