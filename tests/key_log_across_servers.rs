@@ -72,6 +72,9 @@ fn bob_pins_alice_and_a_proven_rotation_loses_an_envelope_signed_just_before() {
     let pinned = peer_keys(&b, &bob, &ah).unwrap();
     let (seq, head) = key_log(&a, &alice);
     assert_eq!(pinned["change"], "first");
+    assert_eq!(pinned["lastBreak"], Value::Null, "alice's log holds no break");
+    let changed_at = pinned["changedAt"].as_str().unwrap();
+    assert!(fedid_domain::Timestamp::parse(changed_at).is_ok() && changed_at.ends_with('Z'));
     assert_eq!(
         (pinned["seq"].as_u64(), pinned["head"].as_str()),
         (Some(seq), Some(head.as_str()))
