@@ -159,16 +159,7 @@ impl Server {
     /// CPU seconds the process has used, user and system (`/proc/PID/stat`,
     /// in clock ticks of 1/100 s).
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds_of(self.child.id())
     }
 
     /// The process's threads now.
@@ -209,4 +200,19 @@ pub fn fresh_postgres_schema(base: &str, prefix: &str, name: &str) -> Result<Str
         .map_err(|e| e.to_string())?;
     let separator = if base.contains('?') { '&' } else { '?' };
     Ok(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+/// CPU seconds (user and system, every thread's, those gone included) that
+/// process `pid` has used so far.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
 }

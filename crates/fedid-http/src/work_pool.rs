@@ -15,23 +15,40 @@
 //! Everything else that may wait (writes, deliveries) stays on actix's
 //! blocking pool.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::error::ApiError;
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The jobs waiting for a thread, and whether the pool is gone.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+}
+
+/// A fixed set of threads taking jobs from one queue. An idle thread
+/// sleeps on the queue's condition variable at once: on a 2-core machine
+/// a pool whose idle threads spin and yield first (rayon's) spent about 7%
+/// of the server's CPU in `sched_yield` under reads (docs/performance.md).
 pub struct WorkPool {
-    threads: rayon_core::ThreadPool,
+    queue: Arc<Queue>,
 }
 
 impl WorkPool {
     /// `threads` threads named `fedid-{name}-N`.
     pub fn new(name: &'static str, threads: usize) -> std::io::Result<Self> {
-        let threads = rayon_core::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(move |i| format!("fedid-{name}-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
-        Ok(Self { threads })
+        let queue = Arc::new(Queue::default());
+        for index in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("fedid-{name}-{index}"))
+                .spawn(move || queue.serve())?;
+        }
+        Ok(Self { queue })
     }
 
     /// Runs `work` on the pool inside the current tracing span; a panic
@@ -43,13 +60,54 @@ impl WorkPool {
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        self.threads.spawn(move || {
+        self.queue.push(Box::new(move || {
             let outcome =
                 catch_unwind(AssertUnwindSafe(|| span.in_scope(work))).unwrap_or_else(|_| Err(ApiError::internal()));
             // The request may have gone (client disconnected): nothing to do.
             let _ = answer.send(outcome);
-        });
+        }));
         answered.await.map_err(|_| ApiError::internal())?
+    }
+}
+
+impl Drop for WorkPool {
+    /// The threads finish the jobs already queued, then end.
+    fn drop(&mut self) {
+        self.queue.lock().1 = true;
+        self.queue.ready.notify_all();
+    }
+}
+
+impl Queue {
+    /// A job panicking never holds this lock (jobs run outside it), so a
+    /// poisoned lock still guards a consistent queue.
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Job>, bool)> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().0.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// One thread's loop: the next job, until the pool is dropped and its
+    /// queue is empty.
+    fn serve(&self) {
+        loop {
+            let job = {
+                let mut jobs = self.lock();
+                loop {
+                    if let Some(job) = jobs.0.pop_front() {
+                        break job;
+                    }
+                    if jobs.1 {
+                        return;
+                    }
+                    jobs = self.ready.wait(jobs).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            job();
+        }
     }
 }
 
@@ -76,5 +134,23 @@ mod tests {
         assert_eq!(status.as_u16(), 500);
         // The pool's one thread is still there for the next read.
         assert_eq!(block_on(pool.run(|| Ok(7))).unwrap(), 7);
+    }
+
+    #[test]
+    fn jobs_queued_before_the_pool_is_dropped_still_run() {
+        let pool = WorkPool::new("test", 1).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        for job in 0..3 {
+            let done = done.clone();
+            pool.queue.push(Box::new(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                done.send(job).unwrap();
+            }));
+        }
+        drop(pool);
+        let ran: Vec<i32> = (0..3)
+            .map(|_| finished.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+            .collect();
+        assert_eq!(ran, [0, 1, 2]);
     }
 }
