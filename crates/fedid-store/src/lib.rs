@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod command;
 mod rows;
 pub mod schema;
@@ -52,11 +53,10 @@ struct SqliteSetup;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        // wal_autocheckpoint: 8000 pages (32 MiB of WAL at 4 KiB pages) instead
-        // of SQLite's 1000. Each checkpoint copies the WAL's pages into the
-        // database and syncs both, on the writer thread, stalling every
-        // write meanwhile; fewer, larger checkpoints copy a page rewritten by
-        // many commits once. No `temp_store = MEMORY`: it keeps each unit's
+        // wal_autocheckpoint = 0: no connection checkpoints as it commits;
+        // checkpoint.rs does, on a thread of its own, so that the writer
+        // never stalls on a checkpoint's copying and syncs. No
+        // `temp_store = MEMORY`: it keeps each unit's
         // savepoint journal in 1 KiB allocations (dozens per unit); the
         // default keeps it in one 64 KiB block, spilled to a file only when
         // larger. Both measured in docs/performance.md.
@@ -64,7 +64,7 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
         // another process opening it at the same moment may hold.
         conn.batch_execute(
             "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
-             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 8000;",
+             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -200,8 +200,10 @@ impl DieselStore {
                 SqliteSetup.on_acquire(&mut conn).map_err(unavailable)?;
                 Ok(conn)
             };
+            let started = |e: std::io::Error| OpenError::Connect(e.to_string());
+            let checkpoints = checkpoint::start(connect.clone()).map_err(started)?;
             let writers =
-                writer::Writers::start("sqlite", 1, connect).map_err(|e| OpenError::Connect(e.to_string()))?;
+                writer::Writers::start("sqlite", 1, connect, move || checkpoints.committed()).map_err(started)?;
             Ok(Self::Sqlite(Connections {
                 pool,
                 writers: Arc::new(writers),
@@ -226,7 +228,7 @@ impl DieselStore {
             let connect = move || {
                 PgConnection::establish(&owned_url).map_err(|e| unavailable(redact_message(&e.to_string(), &owned_url)))
             };
-            let writers = writer::Writers::start("postgres", writers as usize, connect)
+            let writers = writer::Writers::start("postgres", writers as usize, connect, || {})
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
             Ok(Self::Postgres(Connections {
                 pool,
@@ -399,6 +401,40 @@ mod tests {
         let error = DieselStore::open(&url, 1).unwrap_err().to_string();
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn committed_pages_reach_the_sqlite_file_while_the_store_is_open() {
+        use fedid_domain::ports::write;
+        use fedid_domain::UnixTime;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedid.db");
+        let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
+        store.migrate().unwrap();
+        let file_size = || std::fs::metadata(&path).unwrap().len();
+        let before = file_size();
+        // About 2 MiB of messages: far beyond the pages the file holds now.
+        let body = "x".repeat(2048);
+        write(&store, None, move |tx| {
+            let user = tx.create_user(UnixTime::from_secs(0))?;
+            for _ in 0..1000 {
+                tx.insert_message(user, UnixTime::from_secs(0), None, &body)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .wait()
+        .unwrap();
+        // No connection checkpoints as it commits: only the checkpointer
+        // thread copies the log into the file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while file_size() <= before + 1024 * 1024 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            file_size() > before + 1024 * 1024,
+            "{} bytes, {before} before",
+            file_size()
+        );
     }
 
     #[test]

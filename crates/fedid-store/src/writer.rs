@@ -108,18 +108,27 @@ pub(crate) struct Writers {
 impl Writers {
     /// Starts `count` writer threads named `fedid-{name}-writer-N`, each
     /// with a connection from `connect` (made again after a failure).
+    /// `committed` runs after each commit, once its units are answered.
     pub(crate) fn start<C: BatchConnection>(
         name: &str,
         count: usize,
         connect: impl Fn() -> Result<C, StoreError> + Clone + Send + 'static,
+        committed: impl Fn() + Clone + Send + 'static,
     ) -> std::io::Result<Self> {
         let mut queues = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
             let (queue, units) = mpsc::channel();
-            let connect = connect.clone();
+            let (connect, committed) = (connect.clone(), committed.clone());
             std::thread::Builder::new()
                 .name(format!("fedid-{name}-writer-{index}"))
-                .spawn(move || Writer { conn: None, connect }.serve(units))?;
+                .spawn(move || {
+                    Writer {
+                        conn: None,
+                        connect,
+                        committed,
+                    }
+                    .serve(units)
+                })?;
             queues.push(queue);
         }
         Ok(Self {
@@ -146,9 +155,10 @@ impl Writers {
 
 /// One writer thread's state: its connection, kept from batch to batch
 /// (its statement cache stays warm).
-struct Writer<C, F> {
+struct Writer<C, F, K> {
     conn: Option<C>,
     connect: F,
+    committed: K,
 }
 
 /// A unit that ran in the open batch, and how it ended there.
@@ -165,7 +175,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>> Writer<C, F> {
+impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn()> Writer<C, F, K> {
     /// Runs batches until every queue sender is gone (the store dropped).
     fn serve(mut self, units: mpsc::Receiver<Box<dyn WriteUnit>>) {
         while let Ok(first) = units.recv() {
@@ -180,11 +190,15 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>> Writer<C, F> {
             Err(e) => return first.finish(Err(e)),
         };
         let (ran, ended) = run_batch(conn, first, units);
-        if ended.is_err() {
+        let committed = ended.is_ok();
+        if !committed {
             // Connect afresh: whatever broke may have broken the connection.
             self.conn = None;
         }
         answer(ran, ended);
+        if committed {
+            (self.committed)();
+        }
     }
 
     /// The writer's connection inside a new transaction, connecting first
