@@ -223,8 +223,35 @@ impl UnsignedEnvelope {
     }
 
     /// RFC 8785 serialization of the eight signed members (section 4).
+    /// Empty if serialization failed, as [`canonical`].
     pub fn signed_bytes(&self) -> Vec<u8> {
-        canonical(&Value::Object(self.signed_object()))
+        let mut bytes = Vec::with_capacity(256);
+        match self.write_signed(&mut bytes) {
+            Ok(()) => bytes,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The signed object member by member: RFC 8785 sorts names by UTF-16
+    /// code units, and these eight are ASCII written in that order, so only
+    /// the values go through the canonicalizer, the payload without being
+    /// copied into a new object first (which cost about 5 % of an inbox
+    /// delivery's CPU). The vectors of `envelopes.json` check the result.
+    fn write_signed(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        fn member<S: serde::Serialize>(out: &mut Vec<u8>, name: &[u8], value: &S) -> serde_json::Result<()> {
+            out.extend_from_slice(name);
+            serde_json_canonicalizer::to_writer(value, out)
+        }
+        member(out, b"{\"from\":", &self.from.as_str())?;
+        member(out, b",\"message_type\":", &self.message_type.as_str())?;
+        member(out, b",\"message_version\":", &Value::from(self.message_version))?;
+        member(out, b",\"nonce\":", &self.nonce.as_str())?;
+        member(out, b",\"payload\":", &self.payload)?;
+        member(out, b",\"protocol_version\":", &Value::from(PROTOCOL_VERSION))?;
+        member(out, b",\"timestamp\":", &self.timestamp.as_str())?;
+        member(out, b",\"to\":", &self.to.as_str())?;
+        out.push(b'}');
+        Ok(())
     }
 
     /// Attaches a signature. Whether it verifies is checked separately.

@@ -69,6 +69,21 @@ proptest! {
     }
 
     #[test]
+    fn signed_bytes_are_the_canonical_form_of_the_signed_object(payload in payload(), kind in 0usize..4, version in 1u64..u64::MAX) {
+        let envelope = unsigned(payload, kind, version);
+        let mut object = Map::new();
+        object.insert("to".into(), envelope.to.as_str().into());
+        object.insert("timestamp".into(), envelope.timestamp.as_str().into());
+        object.insert("protocol_version".into(), 1.into());
+        object.insert("payload".into(), Value::Object(envelope.payload.clone()));
+        object.insert("nonce".into(), envelope.nonce.as_str().into());
+        object.insert("message_version".into(), version.into());
+        object.insert("message_type".into(), envelope.message_type.as_str().into());
+        object.insert("from".into(), envelope.from.as_str().into());
+        prop_assert_eq!(envelope.signed_bytes(), canonical(&Value::Object(object)));
+    }
+
+    #[test]
     fn changing_any_signed_member_breaks_verification(payload in payload(), member in 0usize..8) {
         let secret = secret();
         let envelope = unsigned(payload, 0, 1).sign(&secret);
