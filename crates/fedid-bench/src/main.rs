@@ -505,13 +505,16 @@ fn identity_vs_hello(server: &Server, token: &str) -> Result<(f64, f64), Failure
         if count != requests {
             return Err(format!("{url}: {count} of {requests} answered 200"));
         }
-        eprintln!(
-            "{url}: {:.0}/s; CPU per request: fedid-server {:.1} µs, this process {:.1} µs",
-            count as f64 / elapsed.as_secs_f64(),
-            (server.cpu_seconds() - server_before) * 1e6 / count as f64,
-            (cpu_seconds_of(std::process::id()) - here_before) * 1e6 / count as f64
-        );
-        Ok(count as f64 / elapsed.as_secs_f64())
+        let per_request = |seconds: f64| seconds * 1e6 / count as f64;
+        let here = per_request(cpu_seconds_of(std::process::id()) - here_before);
+        let rate = count as f64 / elapsed.as_secs_f64();
+        if token.is_some() {
+            let server = per_request(server.cpu_seconds() - server_before);
+            eprintln!("identity {rate:.0}/s; CPU per GET: server {server:.1} µs, load generator {here:.1} µs");
+        } else {
+            eprintln!("hello {rate:.0}/s; CPU per GET: the handler and the load generator {here:.1} µs");
+        }
+        Ok(rate)
     };
     // Warm both up (connections, caches, the blocking and read pools).
     rate(url, Some(token))?;
