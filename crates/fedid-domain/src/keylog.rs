@@ -312,6 +312,30 @@ impl KeyLogEntry {
         now: UnixTime,
         skew_secs: i64,
     ) -> Result<Option<EntryClass>, KeyLogError> {
+        self.follows_with(previous, self.signatures(previous), now, skew_secs)
+    }
+
+    /// Whether this entry's proof holds, and its rotation proof (if it has
+    /// one) against `previous`'s signing key: the costly part of
+    /// [`Self::follows`], apart so that a long log's run in parallel.
+    fn signatures(&self, previous: Option<&KeyLogEntry>) -> Signatures {
+        let previous_key = previous.and_then(KeyLogEntry::signing_key);
+        Signatures {
+            proof: self.proof_holds(),
+            rotation: self.rotation_proof.as_ref().map(|proof| {
+                matches!((previous_key, self.signing_key()), (Some(old), Some(_)) if proof.verify(old, &self.signed_bytes))
+            }),
+        }
+    }
+
+    /// [`Self::follows`] with this entry's signatures already checked.
+    fn follows_with(
+        &self,
+        previous: Option<&KeyLogEntry>,
+        signatures: Signatures,
+        now: UnixTime,
+        skew_secs: i64,
+    ) -> Result<Option<EntryClass>, KeyLogError> {
         let expected_seq = previous.map_or(1, |p| p.seq + 1);
         if self.seq != expected_seq {
             return Err(refused(format!("seq {} where {expected_seq} was due", self.seq)));
@@ -322,14 +346,13 @@ impl KeyLogEntry {
                 self.seq
             )));
         }
-        if !self.proof_holds() {
+        if !signatures.proof {
             return Err(refused(format!("entry {}: proof does not verify", self.seq)));
         }
-        let previous_key = previous.and_then(KeyLogEntry::signing_key);
-        let rotated = match (&self.rotation_proof, previous_key, self.signing_key()) {
-            (None, _, _) => false,
-            (Some(proof), Some(old), Some(_)) if proof.verify(old, &self.signed_bytes) => true,
-            (Some(_), _, _) => {
+        let rotated = match signatures.rotation {
+            None => false,
+            Some(true) => true,
+            Some(false) => {
                 return Err(refused(format!(
                     "entry {}: rotationProof does not verify against the previous keys entry",
                     self.seq
@@ -358,6 +381,60 @@ impl KeyLogEntry {
             },
         }))
     }
+}
+
+/// What an entry's signatures say: its proof, and its rotation proof if
+/// it has one.
+#[derive(Debug, Clone, Copy)]
+struct Signatures {
+    proof: bool,
+    rotation: Option<bool>,
+}
+
+/// A log at least this long has its signatures checked on several threads.
+const PARALLEL_FROM_ENTRIES: usize = 64;
+
+/// The signatures of `entries`, each after the one before it (the first
+/// after `before`), on as many threads as the machine has cores: a first
+/// contact with a long log verifies up to two signatures per entry and
+/// waits for them all (docs/key-log.md). The remote log-entry budget
+/// bounds how much of this strangers can ask for, however it is spread.
+fn signatures_of(before: Option<&KeyLogEntry>, entries: &[KeyLogEntry]) -> Vec<Signatures> {
+    type Pair<'a> = (Option<&'a KeyLogEntry>, &'a KeyLogEntry);
+    let pairs: Vec<Pair<'_>> = std::iter::once(before)
+        .chain(entries.iter().map(Some))
+        .zip(entries)
+        .collect();
+    let check = |pairs: &[Pair<'_>]| -> Vec<Signatures> {
+        pairs
+            .iter()
+            .map(|(previous, entry)| entry.signatures(*previous))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(pairs.len() / PARALLEL_FROM_ENTRIES)
+        .max(1);
+    let mut chunks = pairs.chunks(pairs.len().div_ceil(threads).max(1));
+    let Some(first) = chunks.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                let spawned = std::thread::Builder::new().spawn_scoped(scope, move || check(chunk));
+                (chunk, spawned)
+            })
+            .collect();
+        let mut all = check(first);
+        for (chunk, spawned) in others {
+            // A thread that could not start or did not finish: its share
+            // is checked here instead.
+            let done = spawned.ok().and_then(|thread| thread.join().ok());
+            all.extend(done.unwrap_or_else(|| check(chunk)));
+        }
+        all
+    })
 }
 
 /// The last break a peer saw in a handle's log (API.md `lastBreak`).
@@ -539,8 +616,9 @@ fn check(
     let mut last_break = pin.and_then(|p| p.last_break.clone());
     let mut last_class = None;
     let mut previous_signing_key = None;
-    for entry in &parsed {
-        let class = entry.follows(previous.as_ref(), now, skew_secs)?;
+    let signatures = signatures_of(previous.as_ref(), &parsed);
+    for (entry, signatures) in parsed.iter().zip(signatures) {
+        let class = entry.follows_with(previous.as_ref(), signatures, now, skew_secs)?;
         if let Some(class) = class {
             weakest = Some(weakest.map_or(class, |w| w.min(class)));
             if class.is_break() {

@@ -351,3 +351,33 @@ proptest::proptest! {
         }
     }
 }
+
+/// A log long enough that its signatures are checked on several threads.
+fn long_log() -> (Vec<Value>, LogAnswer) {
+    generated_log(&[Step::Rotate; 300])
+}
+
+#[test]
+fn a_long_log_of_proven_rotations_passes_at_first_contact() {
+    let (values, answer) = long_log();
+    let alice = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let verdict = check_pin(&alice, None, &values, &answer, now(), 300);
+    assert!(
+        matches!(&verdict, PinVerdict::Ok { change: Some(EntryClass::First), pin } if pin.entry.seq() == 302),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn a_broken_rotation_proof_late_in_a_long_log_is_the_conflict_named() {
+    let (mut values, answer) = long_log();
+    // Entry 251 carries the rotation proof of entry 250: valid, for other bytes.
+    let borrowed = values[249]["rotationProof"].clone();
+    values[250]["rotationProof"] = borrowed;
+    let alice = Handle::parse("alice@a.example", DomainPolicy::HTTPS_PUBLIC).unwrap();
+    let verdict = check_pin(&alice, None, &values, &answer, now(), 300);
+    assert!(
+        matches!(&verdict, PinVerdict::Conflict(reason) if reason.contains("entry 251: rotationProof")),
+        "{verdict:?}"
+    );
+}
