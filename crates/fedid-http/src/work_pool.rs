@@ -25,8 +25,14 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The jobs waiting for a thread, and whether the pool is gone.
 #[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
 struct Queue {
-    jobs: Mutex<(VecDeque<Job>, bool)>,
+    jobs: Mutex<Jobs>,
     ready: Condvar,
 }
 
@@ -41,14 +47,18 @@ pub struct WorkPool {
 impl WorkPool {
     /// `threads` threads named `fedid-{name}-N`.
     pub fn new(name: &'static str, threads: usize) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::default());
+        // Made first: should a thread fail to start, dropping the pool ends
+        // those already started.
+        let pool = Self {
+            queue: Arc::new(Queue::default()),
+        };
         for index in 0..threads.max(1) {
-            let queue = Arc::clone(&queue);
+            let queue = Arc::clone(&pool.queue);
             std::thread::Builder::new()
                 .name(format!("fedid-{name}-{index}"))
                 .spawn(move || queue.serve())?;
         }
-        Ok(Self { queue })
+        Ok(pool)
     }
 
     /// Runs `work` on the pool inside the current tracing span; a panic
@@ -73,7 +83,7 @@ impl WorkPool {
 impl Drop for WorkPool {
     /// The threads finish the jobs already queued, then end.
     fn drop(&mut self) {
-        self.queue.lock().1 = true;
+        self.queue.lock().closed = true;
         self.queue.ready.notify_all();
     }
 }
@@ -81,12 +91,12 @@ impl Drop for WorkPool {
 impl Queue {
     /// A job panicking never holds this lock (jobs run outside it), so a
     /// poisoned lock still guards a consistent queue.
-    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Job>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn push(&self, job: Job) {
-        self.lock().0.push_back(job);
+        self.lock().waiting.push_back(job);
         self.ready.notify_one();
     }
 
@@ -97,10 +107,10 @@ impl Queue {
             let job = {
                 let mut jobs = self.lock();
                 loop {
-                    if let Some(job) = jobs.0.pop_front() {
+                    if let Some(job) = jobs.waiting.pop_front() {
                         break job;
                     }
-                    if jobs.1 {
+                    if jobs.closed {
                         return;
                     }
                     jobs = self.ready.wait(jobs).unwrap_or_else(PoisonError::into_inner);

@@ -55,11 +55,11 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         // wal_autocheckpoint = 0: no connection checkpoints as it commits;
         // checkpoint.rs does, on a thread of its own, so that the writer
-        // never stalls on a checkpoint's copying and syncs. No
-        // `temp_store = MEMORY`: it keeps each unit's
-        // savepoint journal in 1 KiB allocations (dozens per unit); the
-        // default keeps it in one 64 KiB block, spilled to a file only when
-        // larger. Both measured in docs/performance.md.
+        // never stalls on a checkpoint's copying and syncs. No `temp_store =
+        // MEMORY`: it keeps each unit's savepoint journal in 1 KiB
+        // allocations (dozens per unit); the default keeps it in one 64 KiB
+        // block, spilled to a file only when larger. Both measured in
+        // docs/performance.md.
         // busy_timeout first: switching a new file to WAL takes a lock that
         // another process opening it at the same moment may hold.
         conn.batch_execute(
