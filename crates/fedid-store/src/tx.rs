@@ -510,14 +510,20 @@ macro_rules! impl_tx {
             }
 
             fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError> {
-                let Some(seq) = self.last_key_log_seq(user)? else {
-                    return Ok(None);
-                };
-                let hash = key_log::table
-                    .find((user.0, seq))
-                    .select(key_log::hash)
-                    .get_result::<String>(self.conn);
-                Ok(Some((seq.max(0) as u64, self.db(hash)?)))
+                // One statement (every identity GET and discovery reads it):
+                // the row at the user's highest seq, both found by key.
+                let all = diesel::alias!(key_log as all_entries);
+                let last_seq = all
+                    .filter(all.field(key_log::user_id).eq(user.0))
+                    .select(diesel::dsl::max(all.field(key_log::seq)))
+                    .single_value();
+                let head = key_log::table
+                    .filter(key_log::user_id.eq(user.0))
+                    .filter(key_log::seq.nullable().eq(last_seq))
+                    .select((key_log::seq, key_log::hash))
+                    .get_result::<(i64, String)>(self.conn)
+                    .optional();
+                Ok(self.db(head)?.map(|(seq, hash)| (seq.max(0) as u64, hash)))
             }
 
             fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError> {

@@ -332,6 +332,7 @@ pub fn tx_semantics(store: &dyn Store) {
 
     // Key logs (section 12): append-only, one entry per seq, pages in order.
     assert_eq!(read(store, |tx| tx.key_log_last(u2)).unwrap(), None);
+    assert_eq!(read(store, |tx| tx.key_log_head(u2)).unwrap(), None);
     assert!(write(store, move |tx| tx.key_log_append(u2, 1, "{\"seq\":1}", "h1", t(100))).unwrap());
     assert!(
         !write(store, move |tx| tx.key_log_append(u2, 1, "{\"seq\":9}", "h9", t(101))).unwrap(),
