@@ -3,12 +3,19 @@
 //! A checkpoint copies the pages of the write-ahead log into the database
 //! file and syncs both. SQLite's automatic checkpoint runs it on the
 //! connection that commits, which here is the one writer thread: every
-//! write waits meanwhile, the fsyncs included. This thread runs them
-//! instead, on a connection of its own, as PASSIVE checkpoints (they never
-//! wait on the writer or on readers, exactly like the automatic ones), so
-//! the writer goes on appending while the pages are copied. The writer
-//! wakes it after its commits; between two checkpoints it waits
-//! [`GATHER`], so that a page rewritten by many commits is copied once.
+//! write waits meanwhile, the fsyncs included. This thread copies the pages
+//! as they come instead, on a connection of its own, with PASSIVE
+//! checkpoints (they never wait on the writer or on readers), so the writer
+//! goes on appending meanwhile. The writer wakes it after its commits;
+//! between two checkpoints it waits [`GATHER`], so that a page rewritten by
+//! many commits is copied once.
+//!
+//! Under steady writes this thread never copies the very last frames (the
+//! writer appends more while it copies), and the log starts over only after
+//! a checkpoint that copied every frame: the writer's own automatic
+//! checkpoint (`wal_autocheckpoint`, lib.rs) still runs when the log
+//! reaches its size, and by then finds most pages copied. Without it the
+//! log grew to 2.2 GiB in a 40 s soak.
 
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::Duration;
