@@ -391,8 +391,16 @@ struct Signatures {
     rotation: Option<bool>,
 }
 
-/// A log at least this long has its signatures checked on several threads.
-const PARALLEL_FROM_ENTRIES: usize = 64;
+/// Each thread checks the signatures of at least this many entries, so a
+/// log runs in parallel from twice as many.
+const ENTRIES_PER_THREAD: usize = 64;
+
+/// The machine's cores, asked once: on Linux the answer reads cgroup
+/// files, which a key lookup should not do each time.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
 
 /// The signatures of `entries`, each after the one before it (the first
 /// after `before`), on as many threads as the machine has cores: a first
@@ -411,10 +419,11 @@ fn signatures_of(before: Option<&KeyLogEntry>, entries: &[KeyLogEntry]) -> Vec<S
             .map(|(previous, entry)| entry.signatures(*previous))
             .collect()
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(pairs.len() / PARALLEL_FROM_ENTRIES)
-        .max(1);
+    let threads = if pairs.len() < 2 * ENTRIES_PER_THREAD {
+        1
+    } else {
+        cores().min(pairs.len() / ENTRIES_PER_THREAD)
+    };
     let mut chunks = pairs.chunks(pairs.len().div_ceil(threads).max(1));
     let Some(first) = chunks.next() else {
         return Vec::new();
