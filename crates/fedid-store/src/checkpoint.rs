@@ -17,7 +17,7 @@
 //! reaches its size, and by then finds most pages copied. Without it the
 //! log grew to 2.2 GiB in a 40 s soak.
 
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -26,10 +26,6 @@ use fedid_domain::ports::StoreError;
 
 /// How long commits gather after a wake-up before the checkpoint runs.
 const GATHER: Duration = Duration::from_millis(100);
-
-/// A checkpoint at least this often, whatever the writer says: writes
-/// outside the writer thread (migrations) are copied too.
-const AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 
 /// Wakes the checkpointer; a burst of commits costs one wake-up.
 #[derive(Clone)]
@@ -53,12 +49,8 @@ pub(crate) fn start(
         .name("fedid-sqlite-checkpointer".into())
         .spawn(move || {
             let mut conn = None;
-            loop {
-                match woken.recv_timeout(AT_LEAST_EVERY) {
-                    Ok(()) => std::thread::sleep(GATHER),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
+            while woken.recv().is_ok() {
+                std::thread::sleep(GATHER);
                 checkpoint(&mut conn, &connect);
             }
         })?;

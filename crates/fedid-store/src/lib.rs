@@ -372,6 +372,8 @@ impl Store for DieselStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use fedid_domain::ports::write;
+    use fedid_domain::UnixTime;
 
     #[test]
     fn redact_url_hides_the_password_and_keeps_the_rest() {
@@ -406,14 +408,19 @@ mod tests {
         assert!(!error.contains("hunter2"), "{error}");
     }
 
+    /// A migrated SQLite store in `fedid.db` of a new folder.
+    fn fresh_sqlite() -> (tempfile::TempDir, DieselStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("fedid.db").display());
+        let store = DieselStore::open(&url, 2).unwrap();
+        store.migrate().unwrap();
+        (dir, store)
+    }
+
     #[test]
     fn committed_pages_reach_the_sqlite_file_while_the_store_is_open() {
-        use fedid_domain::ports::write;
-        use fedid_domain::UnixTime;
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, store) = fresh_sqlite();
         let path = dir.path().join("fedid.db");
-        let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
-        store.migrate().unwrap();
         let file_size = || std::fs::metadata(&path).unwrap().len();
         let before = file_size();
         // About 2 MiB of messages: far beyond the pages the file holds now.
@@ -442,12 +449,7 @@ mod tests {
 
     #[test]
     fn the_sqlite_write_ahead_log_stays_bounded_under_steady_writes() {
-        use fedid_domain::ports::write;
-        use fedid_domain::UnixTime;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fedid.db");
-        let store = DieselStore::open(&format!("sqlite://{}", path.display()), 2).unwrap();
-        store.migrate().unwrap();
+        let (dir, store) = fresh_sqlite();
         let user = write(&store, None, |tx| tx.create_user(UnixTime::from_secs(0)))
             .wait()
             .unwrap();
