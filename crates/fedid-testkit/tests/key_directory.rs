@@ -61,14 +61,18 @@ fn handle(text: &str) -> Handle {
 }
 
 fn directory(server: &Arc<FakeKeyServer>, refetch_wait_ms: u64) -> Arc<KeyDirectory> {
-    let mut settings: Settings = fedid_testkit::settings("a.example").unwrap();
+    let mut settings = a_example();
     settings.key_refetch_wait_ms = refetch_wait_ms;
-    Arc::new(KeyDirectory::new(
-        server.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        &settings,
-    ))
+    Arc::new(directory_over(server.clone(), &settings))
+}
+
+fn a_example() -> Settings {
+    fedid_testkit::settings("a.example").unwrap()
+}
+
+/// A key directory asking `fetcher`, with an empty store.
+fn directory_over(fetcher: Arc<dyn KeyFetcher>, settings: &Settings) -> KeyDirectory {
+    KeyDirectory::new(fetcher, Arc::new(MemoryStore::new()), Arc::new(SystemClock), settings)
 }
 
 fn envelope(keys: &ClientKeys, from: &Handle) -> fedid_domain::Envelope {
@@ -148,13 +152,7 @@ fn an_answer_that_is_not_keys_does_not_mark_the_domain_as_failing() {
         }
     }
     let fetcher = Arc::new(Refusing(AtomicUsize::new(0)));
-    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
-    let keys = KeyDirectory::new(
-        fetcher.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        &settings,
-    );
+    let keys = directory_over(fetcher.clone(), &a_example());
     let forged = ClientKeys::generate().unwrap();
     for i in 0..3 {
         let sender = handle(&format!("user{i}@m.example"));
@@ -253,15 +251,8 @@ fn first_contacts_share_a_budget_of_log_entries_to_check() {
         pages_served: AtomicUsize::new(0),
         logs: Mutex::default(),
     });
-    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
     // No refill, so that the test does not depend on time.
-    let keys = KeyDirectory::new(
-        peer.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        &settings,
-    )
-    .with_log_entry_budget(0, 1_000);
+    let keys = directory_over(peer.clone(), &a_example()).with_log_entry_budget(0, 1_000);
     let (first, second) = (handle("first@m.example"), handle("second@n.example"));
     assert!(keys.verify(envelope(&peer.keys, &first)).is_ok(), "one whole log fits");
     assert_eq!(peer.pages_served.load(Ordering::SeqCst), 6);
@@ -303,13 +294,7 @@ fn a_log_that_claims_more_than_10000_entries_is_refused_without_a_fetch() {
         keys: ClientKeys::generate().unwrap(),
         pages: AtomicUsize::new(0),
     });
-    let settings: Settings = fedid_testkit::settings("a.example").unwrap();
-    let keys = KeyDirectory::new(
-        peer.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        &settings,
-    );
+    let keys = directory_over(peer.clone(), &a_example());
     let sender = handle("boast@m.example");
     assert_eq!(
         keys.verify(envelope(&peer.keys, &sender)).map(|v| v.envelope),
