@@ -73,6 +73,23 @@ macro_rules! load_due_skip_locked {
     };
 }
 
+/// The user's last key-log entry, in one statement: the row whose seq is
+/// the user's highest, both found by the primary key. Not `ORDER BY seq
+/// DESC LIMIT ?`: SQLite prepared that again on every run, the bound LIMIT
+/// taking part in its plan (docs/performance.md).
+macro_rules! last_key_log_entry {
+    ($user:expr) => {{
+        let all = diesel::alias!(key_log as all_entries);
+        let last_seq = all
+            .filter(all.field(key_log::user_id).eq($user.0))
+            .select(diesel::dsl::max(all.field(key_log::seq)))
+            .single_value();
+        key_log::table
+            .filter(key_log::user_id.eq($user.0))
+            .filter(key_log::seq.nullable().eq(last_seq))
+    }};
+}
+
 impl DbTx<'_, SqliteConnection> {
     /// Stores a message and raises its user's inbox count: two statements
     /// (no network between them on SQLite).
@@ -137,17 +154,6 @@ macro_rules! impl_tx {
                 Err(StoreError::Unavailable(
                     "the replay record changed during the check".into(),
                 ))
-            }
-
-            /// The seq of the user's last key-log entry. `max` rather than
-            /// `ORDER BY seq DESC LIMIT ?`: SQLite prepared the latter
-            /// again on every run (measured in docs/performance.md).
-            fn last_key_log_seq(&mut self, user: UserId) -> Result<Option<i64>, StoreError> {
-                let seq = key_log::table
-                    .filter(key_log::user_id.eq(user.0))
-                    .select(diesel::dsl::max(key_log::seq))
-                    .get_result::<Option<i64>>(self.conn);
-                self.db(seq)
             }
 
             fn adjust_inbox_count(&mut self, user: UserId, by: i64) -> Result<(), StoreError> {
@@ -510,16 +516,8 @@ macro_rules! impl_tx {
             }
 
             fn key_log_head(&mut self, user: UserId) -> Result<Option<(u64, String)>, StoreError> {
-                // One statement (every identity GET and discovery reads it):
-                // the row at the user's highest seq, both found by key.
-                let all = diesel::alias!(key_log as all_entries);
-                let last_seq = all
-                    .filter(all.field(key_log::user_id).eq(user.0))
-                    .select(diesel::dsl::max(all.field(key_log::seq)))
-                    .single_value();
-                let head = key_log::table
-                    .filter(key_log::user_id.eq(user.0))
-                    .filter(key_log::seq.nullable().eq(last_seq))
+                // Every identity GET and discovery reads it.
+                let head = last_key_log_entry!(user)
                     .select((key_log::seq, key_log::hash))
                     .get_result::<(i64, String)>(self.conn)
                     .optional();
@@ -527,14 +525,11 @@ macro_rules! impl_tx {
             }
 
             fn key_log_last(&mut self, user: UserId) -> Result<Option<String>, StoreError> {
-                let Some(seq) = self.last_key_log_seq(user)? else {
-                    return Ok(None);
-                };
-                let entry = key_log::table
-                    .find((user.0, seq))
+                let entry = last_key_log_entry!(user)
                     .select(key_log::entry)
-                    .get_result::<String>(self.conn);
-                self.db(entry).map(Some)
+                    .get_result::<String>(self.conn)
+                    .optional();
+                self.db(entry)
             }
 
             fn key_log_append(
