@@ -278,6 +278,37 @@ pub struct ReplayRecord {
     pub expires_at: UnixTime,
 }
 
+impl ReplayRecord {
+    /// What accepting `self` comes to with `earlier` recorded (PROTOCOL.md
+    /// section 5): `None` when `earlier` is not in its way (another key
+    /// without a nonce, another sender or nonce) or is expired at `now`.
+    pub fn outcome_against(&self, earlier: &ReplayRecord, now: UnixTime) -> Option<ReplayOutcome> {
+        let in_the_way = if self.nonce.is_empty() {
+            earlier.nonce.is_empty() && earlier.key == self.key
+        } else {
+            earlier.sender == self.sender && earlier.nonce == self.nonce
+        };
+        (in_the_way && earlier.expires_at > now).then(|| {
+            if earlier.key == self.key {
+                ReplayOutcome::Duplicate
+            } else {
+                ReplayOutcome::NonceReused
+            }
+        })
+    }
+}
+
+/// A message to store (see [`crate::Tx::insert_messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    /// The sender's handle when the sender had no active relationship with
+    /// the recipient (counted by [`crate::Tx::count_unsolicited`]); `None`
+    /// for a message the recipient consented to.
+    pub unsolicited_from: Option<&'a str>,
+    /// The envelope in wire form.
+    pub envelope: &'a str,
+}
+
 /// The result of recording a replay key; rows past `expires_at` no longer count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayOutcome {

@@ -78,21 +78,44 @@ pub trait Tx {
         after: Option<&Handle>,
         limit: usize,
     ) -> Result<Vec<Relationship>, StoreError>;
+    /// The user's relationships with those of `peers` it has one with, in
+    /// any order. Stores that can read them at once override this.
+    fn relationships_with(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
+        let mut found = Vec::with_capacity(peers.len());
+        for peer in peers {
+            found.extend(self.relationship(user, peer)?);
+        }
+        Ok(found)
+    }
     /// The user's relationships, of one state or all.
     fn count_relationships(&mut self, user: UserId, state: Option<RelationshipState>) -> Result<u64, StoreError>;
 
     // Inbox.
-    /// Stores a message. `unsolicited_from` is the sender's handle when the
-    /// sender had no active relationship with the user (the message is then
-    /// counted by [`Tx::count_unsolicited`]); `None` for messages the user
-    /// consented to.
+    /// Stores `messages` in their order and raises the user's inbox count
+    /// by their number; their ids, in the same order.
+    fn insert_messages(
+        &mut self,
+        user: UserId,
+        received_at: UnixTime,
+        messages: &[NewMessage<'_>],
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Stores one message (see [`Tx::insert_messages`]); its id.
     fn insert_message(
         &mut self,
         user: UserId,
         received_at: UnixTime,
         unsolicited_from: Option<&str>,
         envelope: &str,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<i64, StoreError> {
+        let message = NewMessage {
+            unsolicited_from,
+            envelope,
+        };
+        let ids = self.insert_messages(user, received_at, &[message])?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable("the store returned no id for the message".into()))
+    }
     /// The user's stored messages that came unsolicited `from` one sender.
     fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError>;
     /// Erases the user's messages; how many.
@@ -206,9 +229,27 @@ pub trait Tx {
     fn queued_for_domain(&mut self, domain: &Domain) -> Result<u64, StoreError>;
 
     // Replay protection (PROTOCOL.md section 5).
+    /// The rows recorded in the way of `records`, expired or not: for a
+    /// record without a nonce, the row with its key and no nonce; for one
+    /// with a nonce, the row with its sender and nonce.
+    fn replays_in_way(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError>;
+    /// Records `records`, in whose way [`Tx::replays_in_way`] found no row
+    /// live at `now` in this transaction, and which are not in each
+    /// other's way: an expired row in the way is replaced. A live row
+    /// found there after all (another instance's, recorded since) fails
+    /// the unit, which a database store then runs again.
+    fn record_replays(&mut self, records: &[ReplayRecord], now: UnixTime) -> Result<(), StoreError>;
     /// Records an accepted envelope unless its key, or its sender and
     /// non-empty nonce, is already recorded and not expired at `now`.
-    fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError>;
+    fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
+        let records = std::slice::from_ref(record);
+        let in_way = self.replays_in_way(records)?;
+        if let Some(outcome) = in_way.iter().find_map(|earlier| record.outcome_against(earlier, now)) {
+            return Ok(outcome);
+        }
+        self.record_replays(records, now)?;
+        Ok(ReplayOutcome::Recorded)
+    }
     /// Deletes rows expired at `now`, at most `limit`; returns how many.
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError>;
 

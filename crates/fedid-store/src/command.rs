@@ -8,7 +8,7 @@ use diesel::backend::Backend;
 use diesel::pg::{Pg, PgConnection};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Binary, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
 
@@ -76,45 +76,113 @@ where
 
 impl<C: Connection> RunQueryDsl<C> for AdjustInboxCount {}
 
-/// PostgreSQL: a message stored and its user's inbox count raised in one
-/// statement, so one round trip instead of two for every stored envelope;
-/// answers the message's id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InsertCountedMessage<'a> {
-    pub user: i64,
-    pub received_at: i64,
-    pub envelope: &'a str,
-    /// `''` for a consented message (the sender index is partial).
-    pub sender: &'a str,
+/// Declares a PostgreSQL statement of one shape (so diesel keeps it
+/// prepared): `$name` with its fields, the SQL type of its rows, and how
+/// its SQL is written.
+macro_rules! pg_statement {
+    ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty),* $(,)? } -> $sql_type:ty, |$self:ident, $out:ident| $walk:block) => {
+        $(#[$doc])*
+        pub(crate) struct $name<'a> {
+            $($(#[$field_doc])* pub $field: $ty,)*
+        }
+
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl Query for $name<'_> {
+            type SqlType = $sql_type;
+        }
+
+        impl QueryFragment<Pg> for $name<'_> {
+            fn walk_ast<'b>(&'b $self, mut $out: AstPass<'_, 'b, Pg>) -> QueryResult<()> $walk
+        }
+
+        impl RunQueryDsl<PgConnection> for $name<'_> {}
+    };
 }
 
-/// The statement's one shape: [`InsertCountedMessage`]'s cache key.
-pub(crate) struct InsertCountedMessageId;
-
-impl QueryId for InsertCountedMessage<'_> {
-    type QueryId = InsertCountedMessageId;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for InsertCountedMessage<'_> {
-    type SqlType = BigInt;
-}
-
-impl QueryFragment<Pg> for InsertCountedMessage<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) VALUES (");
+pg_statement! {
+    /// Messages stored in their order and their user's inbox count raised,
+    /// in one statement (one round trip for a whole batch); answers their
+    /// ids in order.
+    InsertCountedMessages {
+        user: i64,
+        received_at: i64,
+        envelopes: Vec<&'a str>,
+        /// `''` for a consented message (the sender index is partial).
+        senders: Vec<&'a str>,
+    } -> BigInt,
+    |self, out| {
+        out.push_sql(
+            "WITH message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) \
+             SELECT ",
+        );
         out.push_bind_param::<BigInt, _>(&self.user)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.received_at)?;
+        out.push_sql(", m.envelope, m.sender FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.envelope)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.sender)?;
-        out.push_sql(") RETURNING id) UPDATE users SET inbox_count = inbox_count + 1 WHERE id = ");
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS m(envelope, sender, n) ORDER BY m.n RETURNING id), \
+             counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) WHERE id = ",
+        );
         out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(" RETURNING (SELECT id FROM message)");
+        out.push_sql(") SELECT id FROM message ORDER BY id");
         Ok(())
     }
 }
 
-impl RunQueryDsl<PgConnection> for InsertCountedMessage<'_> {}
+pg_statement! {
+    /// The replay rows in the way of a batch's records (see
+    /// `Tx::replays_in_way`): by key for records without a nonce, by
+    /// sender and nonce for the others; the literal nonce conditions let
+    /// the planner use the matching partial indexes.
+    ReplaysInWay {
+        keys_without_nonce: Vec<&'a [u8]>,
+        senders: Vec<&'a str>,
+        nonces: Vec<&'a str>,
+    } -> (Binary, Text, Text, BigInt),
+    |self, out| {
+        out.push_sql(
+            "SELECT replay_key, sender, nonce, expires_at FROM replay_keys \
+             WHERE nonce = '' AND replay_key = ANY(",
+        );
+        out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
+        out.push_sql(
+            ") UNION ALL SELECT r.replay_key, r.sender, r.nonce, r.expires_at FROM replay_keys r \
+             JOIN unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
+        out.push_sql(") AS w(sender, nonce) ON r.sender = w.sender AND r.nonce = w.nonce WHERE r.nonce <> ''");
+        Ok(())
+    }
+}
+
+pg_statement! {
+    /// A batch's replay records inserted at once, each unless a row is in
+    /// its way; answers the keys inserted.
+    InsertReplays {
+        keys: Vec<&'a [u8]>,
+        senders: Vec<&'a str>,
+        nonces: Vec<&'a str>,
+        expires_at: Vec<i64>,
+    } -> Binary,
+    |self, out| {
+        out.push_sql("INSERT INTO replay_keys (replay_key, sender, nonce, expires_at) SELECT * FROM unnest(");
+        out.push_bind_param::<Array<Binary>, _>(&self.keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.expires_at)?;
+        out.push_sql(") ON CONFLICT DO NOTHING RETURNING replay_key");
+        Ok(())
+    }
+}

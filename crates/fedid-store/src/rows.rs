@@ -6,7 +6,7 @@ use fedid_domain::keylog::{EntryClass, KeyBreak, KeyConflict, KeyLogEntry, KeyPi
 use fedid_domain::ports::StoreError;
 use fedid_domain::{
     Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    QueuedRevocation, Relationship, RelationshipState, SigningKey, Timestamp, UnixTime, UserId,
+    Nonce, QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayRecord, SigningKey, Timestamp, UnixTime, UserId,
 };
 
 use crate::schema::*;
@@ -25,6 +25,17 @@ pub(crate) fn time(n: i64) -> UnixTime {
 
 pub(crate) fn handle(text: &str) -> Result<Handle, StoreError> {
     Handle::parse(text, DomainPolicy::ANY).map_err(|_| corrupt("handle"))
+}
+
+/// A replay row's key, sender, nonce and expiry as a record.
+pub(crate) fn replay_row((key, sender, nonce, expires_at): (Vec<u8>, String, String, i64)) -> Result<ReplayRecord, StoreError> {
+    let key: [u8; 32] = key.try_into().map_err(|_| corrupt("replay key"))?;
+    Ok(ReplayRecord {
+        key: ReplayKey::from_bytes(key),
+        sender: handle(&sender)?,
+        nonce: Nonce::parse(&nonce).map_err(|_| corrupt("nonce"))?,
+        expires_at: time(expires_at),
+    })
 }
 
 #[derive(Queryable, Selectable)]

@@ -11,10 +11,10 @@ use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
     Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    QueuedRevocation, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, SigningKey, UnixTime, UserId,
+    NewMessage, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
-use crate::command::{AdjustInboxCount, InsertCountedMessage};
+use crate::command::{AdjustInboxCount, InsertCountedMessages, InsertReplays, ReplaysInWay};
 use crate::rows::*;
 use crate::schema::*;
 
@@ -90,69 +90,195 @@ macro_rules! last_key_log_entry {
     }};
 }
 
+// What each backend does its own way with a batch of rows. SQLite runs
+// in-process: a statement per row costs no round trip, and each stays
+// prepared. PostgreSQL takes a batch in one statement, one round trip.
+
 impl DbTx<'_, SqliteConnection> {
-    /// Stores a message and raises its user's inbox count: two statements
-    /// (no network between them on SQLite).
-    fn insert_counted_message(
-        &mut self,
-        user: UserId,
-        at: i64,
-        envelope: &str,
-        sender: &str,
-    ) -> Result<i64, StoreError> {
-        let id = diesel::insert_into(inbox_messages::table)
-            .values((
-                inbox_messages::user_id.eq(user.0),
-                inbox_messages::received_at.eq(at),
-                inbox_messages::envelope.eq(envelope),
-                inbox_messages::sender.eq(sender),
-            ))
-            .returning(inbox_messages::id)
-            .get_result::<i64>(self.conn);
-        let id = self.db(id)?;
-        self.adjust_inbox_count(user, 1)?;
-        Ok(id)
+    /// Stores `messages` and raises their user's inbox count; their ids.
+    fn store_messages(&mut self, user: UserId, at: i64, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            let id = diesel::insert_into(inbox_messages::table)
+                .values((
+                    inbox_messages::user_id.eq(user.0),
+                    inbox_messages::received_at.eq(at),
+                    inbox_messages::envelope.eq(message.envelope),
+                    // '' for consented messages: the sender index is
+                    // partial, so the common case pays nothing for it.
+                    inbox_messages::sender.eq(message.unsolicited_from.unwrap_or("")),
+                ))
+                .returning(inbox_messages::id)
+                .get_result::<i64>(self.conn);
+            ids.push(self.db(id)?);
+        }
+        if !ids.is_empty() {
+            self.adjust_inbox_count(user, ids.len() as i64)?;
+        }
+        Ok(ids)
+    }
+
+    fn relationships_of(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
+        let mut found = Vec::with_capacity(peers.len());
+        for peer in peers {
+            found.extend(self.relationship(user, peer)?);
+        }
+        Ok(found)
+    }
+
+    fn replays_in_way_of(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
+        let mut found = Vec::with_capacity(records.len());
+        for record in records {
+            found.extend(self.replay_in_way(record)?.map(|(_, earlier)| earlier));
+        }
+        Ok(found)
+    }
+
+    /// Inserts each record unless a row is in its way; those not inserted.
+    fn insert_replays<'r>(&mut self, records: &'r [ReplayRecord]) -> Result<Vec<&'r ReplayRecord>, StoreError> {
+        let mut missing = Vec::new();
+        for record in records {
+            if !self.insert_replay(record)? {
+                missing.push(record);
+            }
+        }
+        Ok(missing)
     }
 }
 
 impl DbTx<'_, PgConnection> {
-    /// Stores a message and raises its user's inbox count in one statement
-    /// (one round trip).
-    fn insert_counted_message(
-        &mut self,
-        user: UserId,
-        at: i64,
-        envelope: &str,
-        sender: &str,
-    ) -> Result<i64, StoreError> {
-        let id = InsertCountedMessage {
+    /// Stores `messages` and raises their user's inbox count, in one
+    /// statement; their ids.
+    fn store_messages(&mut self, user: UserId, at: i64, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = InsertCountedMessages {
             user: user.0,
             received_at: at,
-            envelope,
-            sender,
+            envelopes: messages.iter().map(|m| m.envelope).collect(),
+            senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
         }
-        .get_result::<i64>(self.conn);
-        self.db(id)
+        .load::<i64>(self.conn);
+        self.db(ids)
+    }
+
+    fn relationships_of(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
+        let rows = relationships::table
+            .filter(relationships::user_id.eq(user.0))
+            .filter(relationships::peer.eq_any(peers.iter().map(Handle::as_str)))
+            .select(RelationshipRow::as_select())
+            .load(self.conn);
+        self.db(rows)?.into_iter().map(RelationshipRow::into_record).collect()
+    }
+
+    fn replays_in_way_of(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
+        let (with_nonce, without): (Vec<&ReplayRecord>, Vec<&ReplayRecord>) =
+            records.iter().partition(|r| !r.nonce.is_empty());
+        let rows = ReplaysInWay {
+            keys_without_nonce: without.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            senders: with_nonce.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: with_nonce.iter().map(|r| r.nonce.as_str()).collect(),
+        }
+        .load::<(Vec<u8>, String, String, i64)>(self.conn);
+        self.db(rows)?.into_iter().map(replay_row).collect()
+    }
+
+    /// Inserts each record unless a row is in its way, in one statement;
+    /// those not inserted.
+    fn insert_replays<'r>(&mut self, records: &'r [ReplayRecord]) -> Result<Vec<&'r ReplayRecord>, StoreError> {
+        let inserted = InsertReplays {
+            keys: records.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            senders: records.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: records.iter().map(|r| r.nonce.as_str()).collect(),
+            expires_at: records.iter().map(|r| nanos(r.expires_at)).collect(),
+        }
+        .load::<Vec<u8>>(self.conn);
+        let inserted = self.db(inserted)?;
+        if inserted.len() == records.len() {
+            return Ok(Vec::new());
+        }
+        Ok(records
+            .iter()
+            .filter(|r| !inserted.iter().any(|key| key.as_slice() == r.key.as_bytes().as_slice()))
+            .collect())
     }
 }
 
 macro_rules! impl_tx {
     ($conn:ty, $lock:ident, $claim:ident) => {
         impl DbTx<'_, $conn> {
-            /// The replay insert once more, after the row in its way went. A
-            /// row that came back meanwhile is another instance's: retry the
-            /// transaction (PostgreSQL) rather than claim the key.
-            fn record_again(
-                &mut self,
-                insert: impl FnOnce(&mut $conn) -> QueryResult<usize>,
-            ) -> Result<ReplayOutcome, StoreError> {
-                let inserted = insert(self.conn);
-                if self.db(inserted)? > 0 {
-                    return Ok(ReplayOutcome::Recorded);
+            /// Inserts `record` unless a row is in its way; whether it did.
+            fn insert_replay(&mut self, record: &ReplayRecord) -> Result<bool, StoreError> {
+                let inserted = diesel::insert_into(replay_keys::table)
+                    .values((
+                        replay_keys::replay_key.eq(record.key.as_bytes().as_slice()),
+                        replay_keys::sender.eq(record.sender.as_str()),
+                        replay_keys::nonce.eq(record.nonce.as_str()),
+                        replay_keys::expires_at.eq(nanos(record.expires_at)),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self.conn);
+                self.db(inserted).map(|n| n > 0)
+            }
+
+            /// The row in the way of `record` (see `Tx::replays_in_way`)
+            /// and its id. The literal predicates let the planner use the
+            /// matching partial index.
+            fn replay_in_way(&mut self, record: &ReplayRecord) -> Result<Option<(i64, ReplayRecord)>, StoreError> {
+                let key = record.key.as_bytes().as_slice();
+                let columns = (
+                    replay_keys::id,
+                    replay_keys::replay_key,
+                    replay_keys::sender,
+                    replay_keys::nonce,
+                    replay_keys::expires_at,
+                );
+                let found = if record.nonce.is_empty() {
+                    replay_keys::table
+                        .filter(replay_keys::replay_key.eq(key))
+                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce = ''"))
+                        .select(columns)
+                        .get_result::<(i64, Vec<u8>, String, String, i64)>(self.conn)
+                } else {
+                    replay_keys::table
+                        .filter(replay_keys::sender.eq(record.sender.as_str()))
+                        .filter(replay_keys::nonce.eq(record.nonce.as_str()))
+                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce <> ''"))
+                        .select(columns)
+                        .get_result::<(i64, Vec<u8>, String, String, i64)>(self.conn)
+                }
+                .optional();
+                self.db(found)?
+                    .map(|(id, key, sender, nonce, expires_at)| Ok((id, replay_row((key, sender, nonce, expires_at))?)))
+                    .transpose()
+            }
+
+            /// Records `record` after its first insert met a row in its
+            /// way: an expired row is replaced. A live one is another
+            /// instance's, recorded since the caller looked: the
+            /// transaction is run again (PostgreSQL) rather than the key
+            /// claimed.
+            fn replace_expired_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<(), StoreError> {
+                match self.replay_in_way(record)? {
+                    Some((_, earlier)) if earlier.expires_at > now => {}
+                    Some((id, _)) => {
+                        let deleted = diesel::delete(replay_keys::table.find(id)).execute(self.conn);
+                        self.db(deleted)?;
+                        if self.insert_replay(record)? {
+                            return Ok(());
+                        }
+                    }
+                    // Gone since the insert (pruned by another instance).
+                    None => {
+                        if self.insert_replay(record)? {
+                            return Ok(());
+                        }
+                    }
                 }
                 self.retry = true;
                 Err(StoreError::Unavailable(
-                    "the replay record changed during the check".into(),
+                    "a replay record was recorded by another transaction meanwhile".into(),
                 ))
             }
 
@@ -320,6 +446,10 @@ macro_rules! impl_tx {
                 self.db(row)?.map(RelationshipRow::into_record).transpose()
             }
 
+            fn relationships_with(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
+                self.relationships_of(user, peers)
+            }
+
             fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError> {
                 let row = RelationshipRow::new(user, relationship);
                 let done = diesel::insert_into(relationships::table)
@@ -382,16 +512,13 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
-            fn insert_message(
+            fn insert_messages(
                 &mut self,
                 user: UserId,
                 at: UnixTime,
-                unsolicited_from: Option<&str>,
-                envelope: &str,
-            ) -> Result<i64, StoreError> {
-                // '' for consented messages: the sender index is partial,
-                // so the common case pays nothing for it.
-                self.insert_counted_message(user, nanos(at), envelope, unsolicited_from.unwrap_or(""))
+                messages: &[NewMessage<'_>],
+            ) -> Result<Vec<i64>, StoreError> {
+                self.store_messages(user, nanos(at), messages)
             }
 
             fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {
@@ -857,59 +984,16 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
-            fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
-                let key = record.key.as_bytes().as_slice();
-                let (sender, nonce) = (record.sender.as_str(), record.nonce.as_str());
-                let insert = |conn: &mut $conn| {
-                    diesel::insert_into(replay_keys::table)
-                        .values((
-                            replay_keys::replay_key.eq(key),
-                            replay_keys::sender.eq(sender),
-                            replay_keys::nonce.eq(nonce),
-                            replay_keys::expires_at.eq(nanos(record.expires_at)),
-                        ))
-                        .on_conflict_do_nothing()
-                        .execute(conn)
-                };
-                // The common case costs one statement; only a conflict looks further.
-                let inserted = insert(self.conn);
-                if self.db(inserted)? > 0 {
-                    return Ok(ReplayOutcome::Recorded);
+            fn replays_in_way(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
+                self.replays_in_way_of(records)
+            }
+
+            fn record_replays(&mut self, records: &[ReplayRecord], now: UnixTime) -> Result<(), StoreError> {
+                // The common case costs one statement; only a row in the way looks further.
+                for record in self.insert_replays(records)? {
+                    self.replace_expired_replay(record, now)?;
                 }
-                // The row in the way: the same sender and nonce, or, without
-                // a nonce, the same replay key. The literal predicates let
-                // the planner use the matching partial index.
-                let columns = (replay_keys::id, replay_keys::replay_key, replay_keys::expires_at);
-                let found = if nonce.is_empty() {
-                    replay_keys::table
-                        .filter(replay_keys::replay_key.eq(key))
-                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce = ''"))
-                        .select(columns)
-                        .get_result::<(i64, Vec<u8>, i64)>(self.conn)
-                } else {
-                    replay_keys::table
-                        .filter(replay_keys::sender.eq(sender))
-                        .filter(replay_keys::nonce.eq(nonce))
-                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce <> ''"))
-                        .select(columns)
-                        .get_result::<(i64, Vec<u8>, i64)>(self.conn)
-                }
-                .optional();
-                match self.db(found)? {
-                    Some((_, existing, expires_at)) if expires_at > nanos(now) => Ok(if existing == key {
-                        ReplayOutcome::Duplicate
-                    } else {
-                        ReplayOutcome::NonceReused
-                    }),
-                    // Expired rows no longer count: replace the one in the way.
-                    Some((id, _, _)) => {
-                        let deleted = diesel::delete(replay_keys::table.find(id)).execute(self.conn);
-                        self.db(deleted)?;
-                        self.record_again(insert)
-                    }
-                    // Gone since the insert (pruned by another instance).
-                    None => self.record_again(insert),
-                }
+                Ok(())
             }
 
             fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {

@@ -12,7 +12,7 @@ use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx, Work, WriteUnit};
 use fedid_domain::{
     Alias, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, SigningKey, Store,
+    QueuedRevocation, Relationship, RelationshipState, NewMessage, ReplayKey, ReplayRecord, SigningKey, Store,
     UnixTime, UserId,
 };
 
@@ -82,6 +82,18 @@ impl Store for MemoryStore {
     fn read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         // Reads must not write; running on a copy enforces it.
         self.write_discarding(work)
+    }
+}
+
+impl State {
+    /// The row in the way of `record` (see [`Tx::replays_in_way`]).
+    fn replay_in_way(&self, record: &ReplayRecord) -> Option<&ReplayRecord> {
+        if record.nonce.is_empty() {
+            self.replays.get(&record.key).filter(|earlier| earlier.nonce.is_empty())
+        } else {
+            let nonce_key = (record.sender.as_str().to_owned(), record.nonce.as_str().to_owned());
+            self.nonces.get(&nonce_key).and_then(|key| self.replays.get(key))
+        }
     }
 }
 
@@ -276,28 +288,26 @@ impl Tx for State {
             .count() as u64)
     }
 
-    fn insert_message(
+    fn insert_messages(
         &mut self,
         user: UserId,
         received_at: UnixTime,
-        unsolicited_from: Option<&str>,
-        envelope: &str,
-    ) -> Result<i64, StoreError> {
-        self.next_message += 1;
-        let id = self.next_message;
-        self.messages.insert(
-            id,
-            (
-                user,
-                unsolicited_from.map(str::to_owned),
-                InboxMessage {
-                    id,
-                    received_at,
-                    envelope: envelope.to_owned(),
-                },
-            ),
-        );
-        Ok(id)
+        messages: &[NewMessage<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            self.next_message += 1;
+            let id = self.next_message;
+            let stored = InboxMessage {
+                id,
+                received_at,
+                envelope: message.envelope.to_owned(),
+            };
+            self.messages
+                .insert(id, (user, message.unsolicited_from.map(str::to_owned), stored));
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     fn record_readiness(&mut self, at: UnixTime) -> Result<(), StoreError> {
@@ -602,24 +612,26 @@ impl Tx for State {
         Ok(self.queue.len() as u64)
     }
 
-    fn record_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<ReplayOutcome, StoreError> {
-        if self.replays.get(&record.key).is_some_and(|r| r.expires_at > now) {
-            return Ok(ReplayOutcome::Duplicate);
-        }
-        let nonce_key = (record.sender.as_str().to_owned(), record.nonce.as_str().to_owned());
-        if !record.nonce.is_empty() {
-            let live = self
-                .nonces
-                .get(&nonce_key)
-                .and_then(|k| self.replays.get(k))
-                .is_some_and(|r| r.expires_at > now);
-            if live {
-                return Ok(ReplayOutcome::NonceReused);
+    fn replays_in_way(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
+        Ok(records.iter().filter_map(|record| self.replay_in_way(record).cloned()).collect())
+    }
+
+    fn record_replays(&mut self, records: &[ReplayRecord], now: UnixTime) -> Result<(), StoreError> {
+        for record in records {
+            if let Some(earlier) = self.replay_in_way(record) {
+                if earlier.expires_at > now {
+                    return Err(StoreError::Unavailable("a live replay record is in the way".into()));
+                }
+                let expired = earlier.key;
+                self.replays.remove(&expired);
             }
-            self.nonces.insert(nonce_key, record.key);
+            if !record.nonce.is_empty() {
+                let nonce_key = (record.sender.as_str().to_owned(), record.nonce.as_str().to_owned());
+                self.nonces.insert(nonce_key, record.key);
+            }
+            self.replays.insert(record.key, record.clone());
         }
-        self.replays.insert(record.key, record.clone());
-        Ok(ReplayOutcome::Recorded)
+        Ok(())
     }
 
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError> {
