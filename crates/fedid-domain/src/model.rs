@@ -301,6 +301,8 @@ impl ReplayRecord {
 /// A message to store (see [`crate::Tx::insert_messages`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {
+    /// When the inbox accepted it.
+    pub received_at: UnixTime,
     /// The sender's handle when the sender had no active relationship with
     /// the recipient (counted by [`crate::Tx::count_unsolicited`]); `None`
     /// for a message the recipient consented to.

@@ -93,12 +93,7 @@ pub trait Tx {
     // Inbox.
     /// Stores `messages` in their order and raises the user's inbox count
     /// by their number; their ids, in the same order.
-    fn insert_messages(
-        &mut self,
-        user: UserId,
-        received_at: UnixTime,
-        messages: &[NewMessage<'_>],
-    ) -> Result<Vec<i64>, StoreError>;
+    fn insert_messages(&mut self, user: UserId, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError>;
     /// Stores one message (see [`Tx::insert_messages`]); its id.
     fn insert_message(
         &mut self,
@@ -108,10 +103,11 @@ pub trait Tx {
         envelope: &str,
     ) -> Result<i64, StoreError> {
         let message = NewMessage {
+            received_at,
             unsolicited_from,
             envelope,
         };
-        let ids = self.insert_messages(user, received_at, &[message])?;
+        let ids = self.insert_messages(user, &[message])?;
         ids.first()
             .copied()
             .ok_or_else(|| StoreError::Unavailable("the store returned no id for the message".into()))
@@ -329,6 +325,14 @@ pub struct Completion<T, E> {
     answer: oneshot::Receiver<Result<T, E>>,
 }
 
+impl<T, E> Completion<T, E> {
+    /// A completion and the sender that answers it.
+    pub(crate) fn channel() -> (oneshot::Sender<Result<T, E>>, Self) {
+        let (answer, answered) = oneshot::channel();
+        (answer, Self { answer: answered })
+    }
+}
+
 impl<T, E: From<StoreError>> Completion<T, E> {
     /// Blocks the calling thread until the write has ended.
     pub fn wait(self) -> Result<T, E> {
@@ -375,14 +379,14 @@ where
     E: From<StoreError> + Send + 'static,
     F: FnMut(&mut dyn Tx) -> Result<T, E> + Send + 'static,
 {
-    let (answer, answered) = oneshot::channel();
+    let (answer, completion) = Completion::channel();
     store.write(Box::new(ClosureUnit {
         work,
         lane,
         outcome: None,
         answer,
     }));
-    Completion { answer: answered }
+    completion
 }
 
 /// Runs `work` in a read transaction and hands back its value or error.

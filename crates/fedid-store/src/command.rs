@@ -109,7 +109,7 @@ pg_statement! {
     /// ids in order.
     InsertCountedMessages {
         user: i64,
-        received_at: i64,
+        received_at: Vec<i64>,
         envelopes: Vec<&'a str>,
         /// `''` for a consented message (the sender index is partial).
         senders: Vec<&'a str>,
@@ -120,14 +120,14 @@ pg_statement! {
              SELECT ",
         );
         out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(", m.received_at, m.envelope, m.sender FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
         out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.received_at)?;
-        out.push_sql(", m.envelope, m.sender FROM unnest(");
         out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.senders)?;
         out.push_sql(
-            ") WITH ORDINALITY AS m(envelope, sender, n) ORDER BY m.n RETURNING id), \
+            ") WITH ORDINALITY AS m(received_at, envelope, sender, n) ORDER BY m.n RETURNING id), \
              counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) WHERE id = ",
         );
         out.push_bind_param::<BigInt, _>(&self.user)?;

@@ -5,8 +5,9 @@ use diesel::prelude::*;
 use fedid_domain::keylog::{EntryClass, KeyBreak, KeyConflict, KeyLogEntry, KeyPin, PeerPin};
 use fedid_domain::ports::StoreError;
 use fedid_domain::{
-    Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    Nonce, QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayRecord, SigningKey, Timestamp, UnixTime, UserId,
+    Alias, AuditRecord, Domain, DomainPolicy, EncryptionKey, Handle, IdentityRecord, InboxMessage, Nonce,
+    PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayRecord, SigningKey,
+    Timestamp, UnixTime, UserId,
 };
 
 use crate::schema::*;
@@ -28,7 +29,9 @@ pub(crate) fn handle(text: &str) -> Result<Handle, StoreError> {
 }
 
 /// A replay row's key, sender, nonce and expiry as a record.
-pub(crate) fn replay_row((key, sender, nonce, expires_at): (Vec<u8>, String, String, i64)) -> Result<ReplayRecord, StoreError> {
+pub(crate) fn replay_row(
+    (key, sender, nonce, expires_at): (Vec<u8>, String, String, i64),
+) -> Result<ReplayRecord, StoreError> {
     let key: [u8; 32] = key.try_into().map_err(|_| corrupt("replay key"))?;
     Ok(ReplayRecord {
         key: ReplayKey::from_bytes(key),

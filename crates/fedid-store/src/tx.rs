@@ -10,8 +10,8 @@ use diesel::sqlite::SqliteConnection;
 use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
-    Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    NewMessage, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey, UnixTime, UserId,
+    Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, NewMessage,
+    PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
 use crate::command::{AdjustInboxCount, InsertCountedMessages, InsertReplays, ReplaysInWay};
@@ -96,13 +96,13 @@ macro_rules! last_key_log_entry {
 
 impl DbTx<'_, SqliteConnection> {
     /// Stores `messages` and raises their user's inbox count; their ids.
-    fn store_messages(&mut self, user: UserId, at: i64, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
+    fn store_messages(&mut self, user: UserId, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::with_capacity(messages.len());
         for message in messages {
             let id = diesel::insert_into(inbox_messages::table)
                 .values((
                     inbox_messages::user_id.eq(user.0),
-                    inbox_messages::received_at.eq(at),
+                    inbox_messages::received_at.eq(nanos(message.received_at)),
                     inbox_messages::envelope.eq(message.envelope),
                     // '' for consented messages: the sender index is
                     // partial, so the common case pays nothing for it.
@@ -149,13 +149,13 @@ impl DbTx<'_, SqliteConnection> {
 impl DbTx<'_, PgConnection> {
     /// Stores `messages` and raises their user's inbox count, in one
     /// statement; their ids.
-    fn store_messages(&mut self, user: UserId, at: i64, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
+    fn store_messages(&mut self, user: UserId, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
         let ids = InsertCountedMessages {
             user: user.0,
-            received_at: at,
+            received_at: messages.iter().map(|m| nanos(m.received_at)).collect(),
             envelopes: messages.iter().map(|m| m.envelope).collect(),
             senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
         }
@@ -512,13 +512,8 @@ macro_rules! impl_tx {
                 self.db(n).map(|n| n as u64)
             }
 
-            fn insert_messages(
-                &mut self,
-                user: UserId,
-                at: UnixTime,
-                messages: &[NewMessage<'_>],
-            ) -> Result<Vec<i64>, StoreError> {
-                self.store_messages(user, nanos(at), messages)
+            fn insert_messages(&mut self, user: UserId, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
+                self.store_messages(user, messages)
             }
 
             fn count_unsolicited(&mut self, user: UserId, from: &str) -> Result<u64, StoreError> {

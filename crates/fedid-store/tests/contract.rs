@@ -150,6 +150,42 @@ fn postgres_runs_the_service_story() {
     contract::service_story(Arc::new(postgres("story")));
 }
 
+#[test]
+fn sqlite_stores_messages_by_batch() {
+    let (_dir, store) = sqlite();
+    contract::batched_messages(&store);
+}
+
+#[test]
+fn sqlite_reads_relationships_with_several_peers_at_once() {
+    let (_dir, store) = sqlite();
+    contract::batched_relationships(&store);
+}
+
+#[test]
+fn sqlite_records_replays_by_batch() {
+    let (_dir, store) = sqlite();
+    contract::batched_replays(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_stores_messages_by_batch() {
+    contract::batched_messages(&postgres("messages"));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_reads_relationships_with_several_peers_at_once() {
+    contract::batched_relationships(&postgres("relationships"));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_records_replays_by_batch() {
+    contract::batched_replays(&postgres("replays"));
+}
+
 /// Makes every insert into the revocation queue fail, as a full disk or a
 /// lost connection would, in the middle of a reset.
 fn break_queue_inserts(store: &DieselStore) {

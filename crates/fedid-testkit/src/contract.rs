@@ -10,8 +10,9 @@ use std::time::Duration;
 use fedid_domain::keylog::{EntryClass, EntryKind, KeyBreak, KeyConflict, KeyLogEntry, KeyPin, PeerPin, PinTarget};
 use fedid_domain::ports::{read, StoreError, Tx};
 use fedid_domain::{
-    Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, Nonce, PageLimit, PeerDomainState, QueuedRevocation,
-    Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, Timestamp, UnixTime, UserId,
+    Alias, AuditRecord, Domain, DomainPolicy, Handle, MessageType, NewMessage, Nonce, PageLimit, PeerDomainState,
+    QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayOutcome, ReplayRecord, Store, Timestamp,
+    UnixTime, UserId,
 };
 use serde_json::Map;
 
@@ -504,6 +505,144 @@ pub fn tx_semantics(store: &dyn Store) {
     assert_eq!(read(store, |tx| tx.queue_len(u2)).unwrap(), 0);
     assert_eq!(read(store, |tx| tx.identity(u2)).unwrap().unwrap().inbox_messages, 1);
     assert!(write(store, move |tx| tx.record_readiness(t(0))).is_ok());
+}
+
+/// Messages stored by batch: in order, each with its own time and sender,
+/// the inbox count raised by their number.
+pub fn batched_messages(store: &dyn Store) {
+    let user = write(store, move |tx| tx.create_user(t(0))).unwrap();
+    let ids = write(store, move |tx| {
+        let messages = [
+            NewMessage {
+                received_at: t(1),
+                unsolicited_from: None,
+                envelope: "{\"n\":1}",
+            },
+            NewMessage {
+                received_at: t(2),
+                unsolicited_from: Some("x@b.example"),
+                envelope: "{\"n\":2}",
+            },
+            NewMessage {
+                received_at: t(3),
+                unsolicited_from: Some("x@b.example"),
+                envelope: "{\"n\":3}",
+            },
+        ];
+        tx.insert_messages(user, &messages)
+    })
+    .unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in the batch's order: {ids:?}");
+    let stored = read(store, |tx| tx.messages_after(user, None, 10)).unwrap();
+    let stored: Vec<(i64, UnixTime, &str)> = stored
+        .iter()
+        .map(|m| (m.id, m.received_at, m.envelope.as_str()))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (ids[0], t(1), "{\"n\":1}"),
+            (ids[1], t(2), "{\"n\":2}"),
+            (ids[2], t(3), "{\"n\":3}")
+        ]
+    );
+    assert_eq!(read(store, |tx| tx.count_unsolicited(user, "x@b.example")).unwrap(), 2);
+    let record = read(store, |tx| tx.identity(user)).unwrap().unwrap();
+    assert_eq!(record.inbox_messages, 3, "the inbox count follows the batch");
+    assert!(write(store, move |tx| tx.insert_messages(user, &[]))
+        .unwrap()
+        .is_empty());
+}
+
+/// A user's relationships with several peers read at once: those it has,
+/// none of another user's.
+pub fn batched_relationships(store: &dyn Store) {
+    let (u1, u2) = write(store, move |tx| {
+        Ok::<_, StoreError>((tx.create_user(t(0))?, tx.create_user(t(0))?))
+    })
+    .unwrap();
+    write(store, move |tx| {
+        for peer in ["ann@p.example", "ben@p.example"] {
+            tx.put_relationship(
+                u1,
+                &Relationship::entering(h(peer), RelationshipState::Active, t(1), None),
+            )?;
+        }
+        tx.put_relationship(
+            u2,
+            &Relationship::entering(h("cat@p.example"), RelationshipState::Active, t(1), None),
+        )
+    })
+    .unwrap();
+    let peers = [
+        h("ann@p.example"),
+        h("cat@p.example"),
+        h("dan@p.example"),
+        h("ben@p.example"),
+    ];
+    let mut found: Vec<String> = read(store, |tx| tx.relationships_with(u1, &peers))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.peer.as_str().to_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, ["ann@p.example", "ben@p.example"]);
+    assert!(read(store, |tx| tx.relationships_with(u1, &[])).unwrap().is_empty());
+}
+
+/// Replay records by batch: the rows in the way of several records read at
+/// once (expired or not), several recorded at once, expired rows in the
+/// way replaced, and a live one in the way refused with nothing recorded.
+pub fn batched_replays(store: &dyn Store) {
+    let rec = |key: u8, sender: &str, nonce: &str, exp: i64| ReplayRecord {
+        key: ReplayKey::from_bytes([key; 32]),
+        sender: h(sender),
+        nonce: Nonce::parse(nonce).unwrap(),
+        expires_at: t(exp),
+    };
+    let (n1, n2) = ("AAAAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBBBB");
+    let first = vec![
+        rec(1, "alice@a.example", n1, 10),
+        rec(2, "bob@a.example", "", 10),
+        rec(3, "alice@a.example", n2, 30),
+    ];
+    let records = first.clone();
+    write(store, move |tx| tx.record_replays(&records, t(0))).unwrap();
+
+    let asked = vec![
+        // Same sender and nonce, other bytes: row 1 is in its way.
+        rec(9, "alice@a.example", n1, 40),
+        // Same key without a nonce: row 2.
+        rec(2, "bob@a.example", "", 40),
+        // Another sender with nonce n2, another key without a nonce: nothing.
+        rec(3, "carol@a.example", n2, 40),
+        rec(8, "bob@a.example", "", 40),
+    ];
+    let records = asked.clone();
+    let mut in_way = read(store, move |tx| tx.replays_in_way(&records)).unwrap();
+    in_way.sort_by_key(|r| r.key.as_bytes()[0]);
+    assert_eq!(in_way, first[..2].to_vec(), "rows in the way, and only those");
+
+    let records = asked.clone();
+    write(store, move |tx| tx.record_replays(&records[..1], t(10))).expect("row 1 expired at 10: replaced");
+    let records = asked.clone();
+    let refused = write(store, move |tx| {
+        tx.record_replays(&[records[2].clone(), records[1].clone()], t(9))
+    });
+    assert!(refused.is_err(), "row 2 is live at 9: {refused:?}");
+    let records = asked.clone();
+    assert_eq!(
+        write(store, move |tx| tx.record_replay(&records[2], t(9))).unwrap(),
+        ReplayOutcome::Recorded,
+        "the refused batch recorded nothing"
+    );
+    let records = asked.clone();
+    assert_eq!(
+        write(store, move |tx| tx.record_replay(&records[0], t(10))).unwrap(),
+        ReplayOutcome::Duplicate,
+        "the replacement is recorded"
+    );
 }
 
 fn pin_of(handle: &str, seq: u64, prev: &str, kind: EntryKind, change: EntryClass) -> PeerPin {

@@ -111,7 +111,15 @@ pub struct TestUser {
 impl Instance {
     /// Creates a user, sets `alias` (folded as user input) and fresh keys.
     pub fn user(&self, alias: &str) -> Option<TestUser> {
-        let node = Arc::clone(&self.fedid);
+        TestUser::create(&self.fedid, alias)
+    }
+}
+
+impl TestUser {
+    /// Creates a user of `node` (over any store), sets `alias` (folded as
+    /// user input) and fresh keys.
+    pub fn create(node: &Arc<Fedid>, alias: &str) -> Option<TestUser> {
+        let node = Arc::clone(node);
         let (user, _token) = node.create_user().ok()?;
         node.set_alias(user, alias).ok()?;
         let keys = ClientKeys::generate()?;

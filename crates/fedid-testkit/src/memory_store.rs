@@ -11,9 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx, Work, WriteUnit};
 use fedid_domain::{
-    Alias, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, PeerDomainHealth,
-    QueuedRevocation, Relationship, RelationshipState, NewMessage, ReplayKey, ReplayRecord, SigningKey, Store,
-    UnixTime, UserId,
+    Alias, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, NewMessage, PeerDomainHealth,
+    QueuedRevocation, Relationship, RelationshipState, ReplayKey, ReplayRecord, SigningKey, Store, UnixTime, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -288,19 +287,14 @@ impl Tx for State {
             .count() as u64)
     }
 
-    fn insert_messages(
-        &mut self,
-        user: UserId,
-        received_at: UnixTime,
-        messages: &[NewMessage<'_>],
-    ) -> Result<Vec<i64>, StoreError> {
+    fn insert_messages(&mut self, user: UserId, messages: &[NewMessage<'_>]) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::with_capacity(messages.len());
         for message in messages {
             self.next_message += 1;
             let id = self.next_message;
             let stored = InboxMessage {
                 id,
-                received_at,
+                received_at: message.received_at,
                 envelope: message.envelope.to_owned(),
             };
             self.messages
@@ -613,7 +607,10 @@ impl Tx for State {
     }
 
     fn replays_in_way(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
-        Ok(records.iter().filter_map(|record| self.replay_in_way(record).cloned()).collect())
+        Ok(records
+            .iter()
+            .filter_map(|record| self.replay_in_way(record).cloned())
+            .collect())
     }
 
     fn record_replays(&mut self, records: &[ReplayRecord], now: UnixTime) -> Result<(), StoreError> {

@@ -29,3 +29,18 @@ fn memory_store_finds_users_related_to_a_peer() {
 fn memory_store_lets_one_of_concurrent_pin_moves_win() {
     contract::concurrent_pin_moves(Arc::new(MemoryStore::new()));
 }
+
+#[test]
+fn memory_store_stores_messages_by_batch() {
+    contract::batched_messages(&MemoryStore::new());
+}
+
+#[test]
+fn memory_store_reads_relationships_with_several_peers_at_once() {
+    contract::batched_relationships(&MemoryStore::new());
+}
+
+#[test]
+fn memory_store_records_replays_by_batch() {
+    contract::batched_replays(&MemoryStore::new());
+}

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 pub use discovery::PublishedIdentity;
 pub use identity::{ClientEntry, IdentityError, IdentityView, KeysInput};
+use inbox::InboxBatches;
 pub use inbox::{CheckedEnvelope, InboxError, Received};
 pub use key_log::{KeyLogHead, KeyLogPage, KEY_LOG_PAGE};
 pub use outbox::{OutboxError, OutboxOutcome, OutboxRequest};
@@ -64,6 +65,8 @@ pub struct Fedid {
     transport: Arc<dyn Transport>,
     keys: Arc<KeyDirectory>,
     deliveries: Semaphore,
+    /// Inbox deliveries waiting to share a unit of work.
+    inbox_batches: Arc<InboxBatches>,
     delivery_observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
@@ -79,6 +82,7 @@ impl Fedid {
             transport: ports.transport,
             keys: ports.keys,
             deliveries,
+            inbox_batches: Arc::default(),
             delivery_observer: None,
         }
     }

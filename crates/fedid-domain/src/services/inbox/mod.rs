@@ -1,15 +1,21 @@
 //! `POST /federation/inbox` (PROTOCOL.md section 8), steps 1 to 7 in order,
-//! with the relationship rules of section 9 (recipient side).
+//! with the relationship rules of section 9 (recipient side): steps 1 to 5
+//! here, the write of steps 6 and 7 in [`apply`], deliveries gathered into
+//! shared units of work in [`gather`].
+
+mod apply;
+mod gather;
 
 use std::sync::Arc;
 
 use crate::envelope::{Envelope, EnvelopeError, MessageType, VerifiedEnvelope};
-use crate::handle::{Alias, Handle};
 use crate::key_directory::{KeyCheckError, PinMove, SenderKey, Verified};
-use crate::model::{IdentityRecord, Relationship, RelationshipState, ReplayOutcome, ReplayRecord};
-use crate::ports::{self, Completion, Lane, StoreError, Tx};
+use crate::model::{IdentityRecord, ReplayRecord};
+use crate::ports::{self, Completion, StoreError};
 use crate::services::Fedid;
-use crate::time::UnixTime;
+
+use apply::{Delivery, InboxLimits};
+pub(crate) use gather::InboxBatches;
 
 /// Why the inbox refused an envelope (section 8), in its order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,46 +136,6 @@ impl CheckedEnvelope {
     pub fn is_verified(&self) -> bool {
         matches!(*self.0, Checked::Verified(_))
     }
-}
-
-/// Everything the write of steps 6 and 7 needs, owned, so that the store
-/// may run it on a thread of its own. Only this crosses to the store's
-/// thread (and is freed there): the parsed envelope, a tree of small
-/// allocations, stays behind.
-struct Delivery {
-    kind: MessageType,
-    seen: Option<IdentityRecord>,
-    record: ReplayRecord,
-    alias: Alias,
-    wire: String,
-    now: UnixTime,
-    /// A REVOKE removes only a relationship created at or before this: its
-    /// timestamp plus the skew (section 11, order).
-    revokes_created_up_to: UnixTime,
-    /// A long-lived REVOKE (section 11), which records no replay row when
-    /// it removes nothing.
-    long_lived: bool,
-    /// The sender's pin, when the store has yet to get it (section 12).
-    pin: Option<Arc<PinMove>>,
-    limits: InboxLimits,
-}
-
-/// The recipient's limits (`limits.*`), copied from the settings.
-#[derive(Clone, Copy)]
-struct InboxLimits {
-    messages_per_user: u64,
-    unsolicited_per_sender: u64,
-    incoming_requests_per_user: u64,
-}
-
-/// What the recipient's rule decided (section 9, received side).
-enum Effect {
-    Nothing,
-    /// Store the message; `consented` when the relationship is then
-    /// `active` (the recipient agreed to hear from the sender).
-    Store {
-        consented: bool,
-    },
 }
 
 impl Fedid {
@@ -296,8 +262,7 @@ impl Fedid {
     fn apply(&self, verified: Verified, seen: Option<IdentityRecord>) -> Completion<Received, InboxError> {
         let pin = verified.pin.filter(|pin| pin.is_pending());
         let delivery = self.delivery(&verified.envelope, seen, pin);
-        let lane = Some(Lane::of_alias(&delivery.alias));
-        ports::write(self.store.as_ref(), lane, move |tx| delivery.store(tx))
+        self.inbox_batches.apply(self.store.as_ref(), delivery)
     }
 
     fn delivery(
@@ -332,154 +297,5 @@ impl Fedid {
                 incoming_requests_per_user: self.settings.incoming_requests_per_user,
             },
         }
-    }
-}
-
-impl Delivery {
-    /// The write transaction of steps 6 and 7.
-    fn store(&self, tx: &mut dyn Tx) -> Result<Received, InboxError> {
-        let Delivery {
-            kind,
-            seen,
-            record,
-            alias,
-            wire,
-            now,
-            revokes_created_up_to,
-            long_lived,
-            pin,
-            limits,
-        } = self;
-        // Step 2 (again), under the recipient's lock: never apply to an
-        // identity reset (or an alias moved) since a first check.
-        let recipient = tx
-            .identity_by_alias(alias)?
-            .filter(|r| r.is_active() || *kind == MessageType::RelationshipRevoke)
-            .filter(|r| {
-                seen.as_ref()
-                    .is_none_or(|s| r.user == s.user && r.last_reset_at == s.last_reset_at)
-            })
-            .ok_or(InboxError::UnknownRecipient)?;
-        // What the rule of section 9 applies to: for a REVOKE, only a
-        // relationship created no later than it was signed (section 11).
-        let relationship = tx
-            .relationship(recipient.user, &record.sender)?
-            .filter(|r| *kind != MessageType::RelationshipRevoke || r.created_at <= *revokes_created_up_to);
-        if *long_lived && relationship.is_none() {
-            // Harmless to replay, and a stranger's must not fill storage
-            // for a week: no replay row (section 11).
-            return Ok(Received::Accepted);
-        }
-        match tx.record_replay(record, *now)? {
-            ReplayOutcome::Duplicate => return Ok(Received::Duplicate),
-            ReplayOutcome::NonceReused => return Err(InboxError::NonceReused),
-            ReplayOutcome::Recorded => {}
-        }
-        let effect = apply_rule(
-            tx,
-            limits,
-            *kind,
-            relationship.as_ref(),
-            &record.sender,
-            &recipient,
-            *now,
-        )?;
-        if let Effect::Store { consented } = effect {
-            // A REVOKE is never refused for limits (section 8).
-            if *kind != MessageType::RelationshipRevoke {
-                limits.check(tx, &recipient, &record.sender, consented)?;
-            }
-            let unsolicited_from = (!consented).then(|| record.sender.as_str());
-            tx.insert_message(recipient.user, *now, unsolicited_from, wire)?;
-        }
-        if let Some(pin) = pin {
-            // A first pin only with an envelope that was stored, so that
-            // strangers cannot fill the pins; a pin moves with any.
-            if pin.from().is_some() || matches!(effect, Effect::Store { .. }) {
-                write_pin(tx, pin)?;
-            }
-        }
-        Ok(Received::Accepted)
-    }
-}
-
-/// Moves the sender's pin by compare-and-set (section 12). Lost to another
-/// instance: fine if that one moved it to the same place, else the
-/// envelope is refused as retryable and the next one checks again.
-fn write_pin(tx: &mut dyn Tx, pin: &PinMove) -> Result<(), InboxError> {
-    let to = pin.to();
-    let landed = tx.move_key_pin(to, pin.from())?
-        || tx.key_pin(&to.handle)?.map(|current| current.position()) == Some(to.position());
-    if landed {
-        // Marked before the commit: should the commit fail, the pin is
-        // written again once the cached key expires.
-        pin.written();
-        Ok(())
-    } else {
-        pin.lost();
-        Err(InboxError::SenderKeysUnavailable)
-    }
-}
-
-impl InboxLimits {
-    /// The recipient's limits, for a message about to be stored: the whole
-    /// inbox, then, without the recipient's consent, what one sender may
-    /// leave there (`limits.unsolicited_per_sender`), so that no stranger
-    /// fills an inbox alone.
-    fn check(
-        &self,
-        tx: &mut dyn Tx,
-        recipient: &IdentityRecord,
-        sender: &Handle,
-        consented: bool,
-    ) -> Result<(), InboxError> {
-        if recipient.inbox_messages >= self.messages_per_user {
-            return Err(InboxError::InboxFull);
-        }
-        if !consented && tx.count_unsolicited(recipient.user, sender.as_str())? >= self.unsolicited_per_sender {
-            return Err(InboxError::InboxFull);
-        }
-        Ok(())
-    }
-}
-
-/// Section 9, received side: the state change of `relationship` (the
-/// recipient's with `peer`) and whether to store.
-fn apply_rule(
-    tx: &mut dyn Tx,
-    limits: &InboxLimits,
-    kind: MessageType,
-    relationship: Option<&Relationship>,
-    peer: &Handle,
-    recipient: &IdentityRecord,
-    now: UnixTime,
-) -> Result<Effect, InboxError> {
-    use RelationshipState::*;
-    let user = recipient.user;
-    let set = |tx: &mut dyn Tx, state| {
-        tx.put_relationship(user, &Relationship::entering(peer.clone(), state, now, relationship))
-    };
-    match (kind, relationship.map(|r| r.state)) {
-        (MessageType::RelationshipRequest, None) => {
-            if tx.count_relationships(user, Some(Incoming))? >= limits.incoming_requests_per_user {
-                return Err(InboxError::InboxFull);
-            }
-            set(tx, Incoming)?;
-            Ok(Effect::Store { consented: false })
-        }
-        (MessageType::RelationshipRequest, Some(Outgoing)) | (MessageType::RelationshipAccept, Some(Outgoing)) => {
-            set(tx, Active)?;
-            Ok(Effect::Store { consented: true })
-        }
-        (MessageType::RelationshipRequest, Some(Incoming | Active)) => Ok(Effect::Nothing),
-        (MessageType::RelationshipAccept, None | Some(Incoming)) => Err(InboxError::NoPendingRequest),
-        (MessageType::RelationshipAccept, Some(Active)) => Ok(Effect::Nothing),
-        (MessageType::RelationshipRevoke, None) => Ok(Effect::Nothing),
-        (MessageType::RelationshipRevoke, Some(_)) => {
-            tx.delete_relationship(user, peer)?;
-            Ok(Effect::Store { consented: false })
-        }
-        (MessageType::Message, Some(Active)) => Ok(Effect::Store { consented: true }),
-        (MessageType::Message, _) => Err(InboxError::NoRelationship),
     }
 }
