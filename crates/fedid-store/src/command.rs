@@ -8,7 +8,8 @@ use diesel::backend::Backend;
 use diesel::pg::{Pg, PgConnection};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, BigInt, Binary, Text};
+use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::sql_types::{Array, BigInt, Binary, Bool, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
 
@@ -49,6 +50,48 @@ impl Command {
         }
         Ok(())
     }
+}
+
+/// Declares a constant SQL condition on one table that diesel keeps
+/// prepared with its statement (its `sql()` literals make a statement be
+/// prepared anew on every run). Written out rather than bound, the
+/// condition lets the planner match a partial index. Each condition is a
+/// type of its own: the statement cache knows statements by type.
+macro_rules! sql_condition {
+    ($(#[$doc:meta])* $name:ident on $table:ident: $sql:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, QueryId, ValidGrouping)]
+        pub(crate) struct $name;
+
+        impl Expression for $name {
+            type SqlType = Bool;
+        }
+
+        impl<DB: Backend> QueryFragment<DB> for $name {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+
+        impl AppearsOnTable<crate::schema::$table::table> for $name {}
+        impl SelectableExpression<crate::schema::$table::table> for $name {}
+    };
+}
+
+sql_condition! {
+    /// A replay row without a nonce (found by its key).
+    WithoutNonce on replay_keys: "nonce = ''"
+}
+
+sql_condition! {
+    /// A replay row with a nonce (found by sender and nonce).
+    WithNonce on replay_keys: "nonce <> ''"
+}
+
+sql_condition! {
+    /// A message that came unsolicited (it names its sender).
+    Unsolicited on inbox_messages: "sender <> ''"
 }
 
 /// `UPDATE users SET inbox_count = inbox_count + by WHERE id = user`, kept

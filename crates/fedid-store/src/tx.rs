@@ -14,7 +14,9 @@ use fedid_domain::{
     PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey, UnixTime, UserId,
 };
 
-use crate::command::{AdjustInboxCount, InsertCountedMessages, InsertReplays, ReplaysInWay};
+use crate::command::{
+    AdjustInboxCount, InsertCountedMessages, InsertReplays, ReplaysInWay, Unsolicited, WithNonce, WithoutNonce,
+};
 use crate::rows::*;
 use crate::schema::*;
 
@@ -237,14 +239,14 @@ macro_rules! impl_tx {
                 let found = if record.nonce.is_empty() {
                     replay_keys::table
                         .filter(replay_keys::replay_key.eq(key))
-                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce = ''"))
+                        .filter(WithoutNonce)
                         .select(columns)
                         .get_result::<(i64, Vec<u8>, String, String, i64)>(self.conn)
                 } else {
                     replay_keys::table
                         .filter(replay_keys::sender.eq(record.sender.as_str()))
                         .filter(replay_keys::nonce.eq(record.nonce.as_str()))
-                        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("nonce <> ''"))
+                        .filter(WithNonce)
                         .select(columns)
                         .get_result::<(i64, Vec<u8>, String, String, i64)>(self.conn)
                 }
@@ -520,9 +522,7 @@ macro_rules! impl_tx {
                 let n = inbox_messages::table
                     .filter(inbox_messages::user_id.eq(user.0))
                     .filter(inbox_messages::sender.eq(from))
-                    // Written out, not bound: the planner matches it to the
-                    // partial index's own condition.
-                    .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("sender <> ''"))
+                    .filter(Unsolicited)
                     .count()
                     .get_result::<i64>(self.conn);
                 self.db(n).map(|n| n as u64)
