@@ -298,6 +298,18 @@ impl ReplayRecord {
     }
 }
 
+/// What the inbox reads to apply deliveries to one recipient (see
+/// [`crate::Tx::inbox_batch_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxBatchView {
+    /// The recipient, locked like [`crate::Tx::identity_by_alias`] locks it.
+    pub recipient: IdentityRecord,
+    /// Its relationships with those of the senders it has one with.
+    pub relationships: Vec<Relationship>,
+    /// The replay rows in the way of the deliveries' records.
+    pub replays_in_way: Vec<ReplayRecord>,
+}
+
 /// A message to store (see [`crate::Tx::insert_messages`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {

@@ -246,6 +246,46 @@ pub trait Tx {
         self.record_replays(records, now)?;
         Ok(ReplayOutcome::Recorded)
     }
+
+    // The inbox's reads and writes for a batch of deliveries to one
+    // recipient, each one round trip where the store can.
+    /// The recipient who holds `alias` (locked), its relationships with
+    /// `senders` and the replay rows in the way of `records`; `None` when
+    /// no user holds the alias. Stores override this to read all at once.
+    fn inbox_batch_view(
+        &mut self,
+        alias: &Alias,
+        senders: &[Handle],
+        records: &[ReplayRecord],
+    ) -> Result<Option<InboxBatchView>, StoreError> {
+        let Some(recipient) = self.identity_by_alias(alias)? else {
+            return Ok(None);
+        };
+        let relationships = self.relationships_with(recipient.user, senders)?;
+        let replays_in_way = self.replays_in_way(records)?;
+        Ok(Some(InboxBatchView {
+            recipient,
+            relationships,
+            replays_in_way,
+        }))
+    }
+    /// [`Tx::record_replays`] then [`Tx::insert_messages`] for `user`.
+    /// Stores override this to write both at once.
+    fn store_inbox_batch(
+        &mut self,
+        user: UserId,
+        replays: &[ReplayRecord],
+        now: UnixTime,
+        messages: &[NewMessage<'_>],
+    ) -> Result<(), StoreError> {
+        if !replays.is_empty() {
+            self.record_replays(replays, now)?;
+        }
+        if !messages.is_empty() {
+            self.insert_messages(user, messages)?;
+        }
+        Ok(())
+    }
     /// Deletes rows expired at `now`, at most `limit`; returns how many.
     fn prune_replays(&mut self, now: UnixTime, limit: usize) -> Result<u64, StoreError>;
 

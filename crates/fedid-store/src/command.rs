@@ -5,11 +5,11 @@
 //! that parsing was a measurable share of the work.
 
 use diesel::backend::Backend;
+use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
 use diesel::pg::{Pg, PgConnection};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
-use diesel::sql_types::{Array, BigInt, Binary, Bool, Text};
+use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
 
@@ -179,6 +179,17 @@ pg_statement! {
     }
 }
 
+/// The replay row of one sender and nonce (`w`), as a lateral subquery:
+/// one index lookup per pair, whatever the table's size was when the plan
+/// was made. As a join, PostgreSQL planned it once on a near-empty table
+/// (a hash join over a full scan) and kept that plan while the table grew:
+/// 4 ms per batch after 10,000 envelopes (docs/performance.md). `LIMIT 1`
+/// (a pair is unique) keeps it from being flattened into a join; the
+/// writers' connections disable sequential scans, so the lookup takes the
+/// index even on a table of a few rows.
+const REPLAY_BY_NONCE: &str = "SELECT x.replay_key, x.sender, x.nonce, x.expires_at FROM replay_keys x \
+     WHERE x.sender = w.sender AND x.nonce = w.nonce AND x.nonce <> '' LIMIT 1";
+
 pg_statement! {
     /// The replay rows in the way of a batch's records (see
     /// `Tx::replays_in_way`): by key for records without a nonce, by
@@ -196,13 +207,14 @@ pg_statement! {
         );
         out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
         out.push_sql(
-            ") UNION ALL SELECT r.replay_key, r.sender, r.nonce, r.expires_at FROM replay_keys r \
-             JOIN unnest(",
+            ") UNION ALL SELECT r.replay_key, r.sender, r.nonce, r.expires_at FROM unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.senders)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
-        out.push_sql(") AS w(sender, nonce) ON r.sender = w.sender AND r.nonce = w.nonce WHERE r.nonce <> ''");
+        out.push_sql(") AS w(sender, nonce) CROSS JOIN LATERAL (");
+        out.push_sql(REPLAY_BY_NONCE);
+        out.push_sql(") r");
         Ok(())
     }
 }
@@ -226,6 +238,130 @@ pg_statement! {
         out.push_sql(", ");
         out.push_bind_param::<Array<BigInt>, _>(&self.expires_at)?;
         out.push_sql(") ON CONFLICT DO NOTHING RETURNING replay_key");
+        Ok(())
+    }
+}
+
+pg_statement! {
+    /// What the inbox reads for a batch of deliveries (see
+    /// `Tx::inbox_batch_view`), in one statement: the recipient, locked,
+    /// then its relationships with the senders, then the replay rows in
+    /// the way. Rows of the three shapes share columns; [`InboxBatchRow`]
+    /// says which holds what.
+    ReadInboxBatch {
+        alias: &'a str,
+        senders: Vec<&'a str>,
+        keys_without_nonce: Vec<&'a [u8]>,
+        nonce_senders: Vec<&'a str>,
+        nonces: Vec<&'a str>,
+    } -> (
+        Integer,
+        BigInt,
+        Nullable<BigInt>,
+        Nullable<BigInt>,
+        BigInt,
+        Nullable<Text>,
+        Nullable<Text>,
+        Nullable<Binary>,
+        Nullable<Binary>,
+    ),
+    |self, out| {
+        out.push_sql(
+            "WITH recipient AS (SELECT id, alias, signing_key, encryption_key, keys_updated_at, last_reset_at, \
+             inbox_count FROM users WHERE alias = ",
+        );
+        out.push_bind_param::<Text, _>(&self.alias)?;
+        out.push_sql(
+            " FOR UPDATE) \
+             SELECT 0, id, keys_updated_at, last_reset_at, inbox_count, alias, NULL::text, signing_key, \
+             encryption_key FROM recipient \
+             UNION ALL SELECT 1, since, created_at, NULL, 0, peer, state, NULL, NULL FROM relationships \
+             WHERE user_id = (SELECT id FROM recipient) AND peer = ANY(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(
+            ") UNION ALL SELECT 2, expires_at, NULL, NULL, 0, sender, nonce, replay_key, NULL FROM replay_keys \
+             WHERE nonce = '' AND replay_key = ANY(",
+        );
+        out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
+        out.push_sql(
+            ") UNION ALL SELECT 2, r.expires_at, NULL, NULL, 0, r.sender, r.nonce, r.replay_key, NULL \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.nonce_senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
+        out.push_sql(") AS w(sender, nonce) CROSS JOIN LATERAL (");
+        out.push_sql(REPLAY_BY_NONCE);
+        out.push_sql(") r");
+        Ok(())
+    }
+}
+
+/// A row of [`ReadInboxBatch`]: its shape (0 the recipient, 1 a
+/// relationship, 2 a replay row), then the shared columns:
+/// - the recipient: id, keys_updated_at, last_reset_at, inbox_count,
+///   alias, -, signing_key, encryption_key;
+/// - a relationship: since, created_at, -, -, peer, state, -, -;
+/// - a replay row: expires_at, -, -, -, sender, nonce, replay_key, -.
+pub(crate) type InboxBatchRow = (
+    i32,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+pg_statement! {
+    /// A batch's replay records and messages written at once (see
+    /// `Tx::store_inbox_batch`), the messages in their order and their
+    /// user's inbox count raised; answers the replay keys inserted (a row
+    /// in the way leaves its record out).
+    StoreInboxBatch {
+        keys: Vec<&'a [u8]>,
+        senders: Vec<&'a str>,
+        nonces: Vec<&'a str>,
+        expires_at: Vec<i64>,
+        user: i64,
+        received_at: Vec<i64>,
+        envelopes: Vec<&'a str>,
+        /// `''` for a consented message (the sender index is partial).
+        message_senders: Vec<&'a str>,
+    } -> Binary,
+    |self, out| {
+        out.push_sql(
+            "WITH replay AS (INSERT INTO replay_keys (replay_key, sender, nonce, expires_at) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Binary>, _>(&self.keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.expires_at)?;
+        out.push_sql(
+            ") ON CONFLICT DO NOTHING RETURNING replay_key), \
+             message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) SELECT ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(", m.received_at, m.envelope, m.sender FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.message_senders)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS m(received_at, envelope, sender, n) ORDER BY m.n RETURNING id), \
+             counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) \
+             WHERE id = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(" AND EXISTS (SELECT 1 FROM message)) SELECT replay_key FROM replay");
         Ok(())
     }
 }

@@ -229,7 +229,14 @@ impl DieselStore {
                 })?;
             let owned_url = url.to_owned();
             let connect = move || {
-                PgConnection::establish(&owned_url).map_err(|e| unavailable(redact_message(&e.to_string(), &owned_url)))
+                let mut conn = PgConnection::establish(&owned_url)
+                    .map_err(|e| unavailable(redact_message(&e.to_string(), &owned_url)))?;
+                // Every statement a writer runs finds its rows by an index.
+                // A plan kept from when a table was nearly empty must not
+                // scan it whole once it has grown (docs/performance.md).
+                conn.batch_execute("SET enable_seqscan = off")
+                    .map_err(|e| unavailable(e.to_string()))?;
+                Ok(conn)
             };
             let writers = writer::Writers::start("postgres", writers as usize, connect, || {})
                 .map_err(|e| OpenError::Connect(e.to_string()))?;

@@ -10,12 +10,14 @@ use diesel::sqlite::SqliteConnection;
 use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
 use fedid_domain::ports::{StoreError, Tx};
 use fedid_domain::{
-    Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxMessage, NewMessage,
-    PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey, UnixTime, UserId,
+    Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxBatchView, InboxMessage,
+    NewMessage, PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey,
+    UnixTime, UserId,
 };
 
 use crate::command::{
-    AdjustInboxCount, InsertCountedMessages, InsertReplays, ReplaysInWay, Unsolicited, WithNonce, WithoutNonce,
+    AdjustInboxCount, InboxBatchRow, InsertCountedMessages, InsertReplays, ReadInboxBatch, ReplaysInWay,
+    StoreInboxBatch, Unsolicited, WithNonce, WithoutNonce,
 };
 use crate::rows::*;
 use crate::schema::*;
@@ -197,18 +199,15 @@ impl DbTx<'_, PgConnection> {
         }
         .load::<Vec<u8>>(self.conn);
         let inserted = self.db(inserted)?;
-        if inserted.len() == records.len() {
-            return Ok(Vec::new());
-        }
-        Ok(records
-            .iter()
-            .filter(|r| !inserted.iter().any(|key| key.as_slice() == r.key.as_bytes().as_slice()))
-            .collect())
+        Ok(not_inserted(records, &inserted))
     }
 }
 
+/// `Tx` for one backend: `$lock` locks the rows a write reads, `$claim`
+/// loads due revocations, and `$own` are the methods this backend does its
+/// own way instead of the port's provided ones.
 macro_rules! impl_tx {
-    ($conn:ty, $lock:ident, $claim:ident) => {
+    ($conn:ty, $lock:ident, $claim:ident, { $($own:item)* }) => {
         impl DbTx<'_, $conn> {
             /// Inserts `record` unless a row is in its way; whether it did.
             fn insert_replay(&mut self, record: &ReplayRecord) -> Result<bool, StoreError> {
@@ -1029,9 +1028,123 @@ macro_rules! impl_tx {
                     .load(self.conn);
                 self.db(rows)?.into_iter().map(AuditRow::into_record).collect()
             }
+
+            $($own)*
         }
     };
 }
 
-impl_tx!(SqliteConnection, no_lock, load_due);
-impl_tx!(PgConnection, pg_lock, load_due_skip_locked);
+// SQLite keeps the port's provided inbox batch methods: one statement per
+// step costs no round trip there.
+impl_tx!(SqliteConnection, no_lock, load_due, {});
+
+impl_tx!(PgConnection, pg_lock, load_due_skip_locked, {
+    fn inbox_batch_view(
+        &mut self,
+        alias: &Alias,
+        senders: &[Handle],
+        records: &[ReplayRecord],
+    ) -> Result<Option<InboxBatchView>, StoreError> {
+        if !self.lock_rows {
+            // A read-only transaction may not lock: the steps one by one.
+            let Some(recipient) = self.identity_by_alias(alias)? else {
+                return Ok(None);
+            };
+            return Ok(Some(InboxBatchView {
+                relationships: self.relationships_with(recipient.user, senders)?,
+                replays_in_way: self.replays_in_way(records)?,
+                recipient,
+            }));
+        }
+        let (with_nonce, without): (Vec<&ReplayRecord>, Vec<&ReplayRecord>) =
+            records.iter().partition(|r| !r.nonce.is_empty());
+        let rows = ReadInboxBatch {
+            alias: alias.as_str(),
+            senders: senders.iter().map(Handle::as_str).collect(),
+            keys_without_nonce: without.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            nonce_senders: with_nonce.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: with_nonce.iter().map(|r| r.nonce.as_str()).collect(),
+        }
+        .load::<InboxBatchRow>(self.conn);
+        inbox_batch_view(self.db(rows)?)
+    }
+
+    fn store_inbox_batch(
+        &mut self,
+        user: UserId,
+        replays: &[ReplayRecord],
+        now: UnixTime,
+        messages: &[NewMessage<'_>],
+    ) -> Result<(), StoreError> {
+        if replays.is_empty() && messages.is_empty() {
+            return Ok(());
+        }
+        let inserted = StoreInboxBatch {
+            keys: replays.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            senders: replays.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: replays.iter().map(|r| r.nonce.as_str()).collect(),
+            expires_at: replays.iter().map(|r| nanos(r.expires_at)).collect(),
+            user: user.0,
+            received_at: messages.iter().map(|m| nanos(m.received_at)).collect(),
+            envelopes: messages.iter().map(|m| m.envelope).collect(),
+            message_senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
+        }
+        .load::<Vec<u8>>(self.conn);
+        let inserted = self.db(inserted)?;
+        for record in not_inserted(replays, &inserted) {
+            self.replace_expired_replay(record, now)?;
+        }
+        Ok(())
+    }
+});
+
+/// The records of `records` whose key is not among `inserted`.
+fn not_inserted<'r>(records: &'r [ReplayRecord], inserted: &[Vec<u8>]) -> Vec<&'r ReplayRecord> {
+    if inserted.len() == records.len() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter(|r| !inserted.iter().any(|key| key.as_slice() == r.key.as_bytes().as_slice()))
+        .collect()
+}
+
+/// The recipient, relationships and replay rows of [`ReadInboxBatch`]'s
+/// rows (their columns as [`InboxBatchRow`] says).
+fn inbox_batch_view(rows: Vec<InboxBatchRow>) -> Result<Option<InboxBatchView>, StoreError> {
+    let mut recipient = None;
+    let (mut relationships, mut replays_in_way) = (Vec::new(), Vec::new());
+    for (shape, n1, n2, n3, n4, t1, t2, b1, b2) in rows {
+        match (shape, t1, t2, b1) {
+            (0, alias, _, signing_key) => {
+                let row = UserRow {
+                    id: n1,
+                    alias,
+                    signing_key,
+                    encryption_key: b2,
+                    keys_updated_at: n2,
+                    last_reset_at: n3,
+                    inbox_count: n4,
+                };
+                recipient = Some(row.into_record()?);
+            }
+            (1, Some(peer), Some(state), _) => relationships.push(
+                RelationshipRow {
+                    user_id: 0,
+                    peer,
+                    state,
+                    since: n1,
+                    created_at: n2.ok_or_else(|| corrupt("relationship"))?,
+                }
+                .into_record()?,
+            ),
+            (2, Some(sender), Some(nonce), Some(key)) => replays_in_way.push(replay_row((key, sender, nonce, n1))?),
+            _ => return Err(corrupt("inbox batch row")),
+        }
+    }
+    Ok(recipient.map(|recipient| InboxBatchView {
+        recipient,
+        relationships,
+        replays_in_way,
+    }))
+}

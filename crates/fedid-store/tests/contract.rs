@@ -186,6 +186,18 @@ fn postgres_records_replays_by_batch() {
     contract::batched_replays(&postgres("replays"));
 }
 
+#[test]
+fn sqlite_reads_and_writes_inbox_batches() {
+    let (_dir, store) = sqlite();
+    contract::inbox_batch_reads_and_writes(&store);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_reads_and_writes_inbox_batches() {
+    contract::inbox_batch_reads_and_writes(&postgres("inbox_batch"));
+}
+
 /// Makes every insert into the revocation queue fail, as a full disk or a
 /// lost connection would, in the middle of a reset.
 fn break_queue_inserts(store: &DieselStore) {

@@ -645,6 +645,110 @@ pub fn batched_replays(store: &dyn Store) {
     );
 }
 
+/// The inbox's batch read and write: the recipient (none for a free
+/// alias), its relationships with the senders asked about and the replay
+/// rows in the way, read at once; replays and messages written at once,
+/// an expired row in the way replaced.
+pub fn inbox_batch_reads_and_writes(store: &dyn Store) {
+    let alias = Alias::parse("rita").unwrap();
+    let held = alias.clone();
+    let user = write(store, move |tx| {
+        let user = tx.create_user(t(0))?;
+        tx.set_alias(user, &held, t(0))?;
+        tx.put_relationship(
+            user,
+            &Relationship::entering(h("ann@p.example"), RelationshipState::Active, t(1), None),
+        )?;
+        tx.put_relationship(
+            user,
+            &Relationship::entering(h("cat@p.example"), RelationshipState::Incoming, t(1), None),
+        )?;
+        Ok::<_, StoreError>(user)
+    })
+    .unwrap();
+    let rec = |key: u8, sender: &str, nonce: &str, exp: i64| ReplayRecord {
+        key: ReplayKey::from_bytes([key; 32]),
+        sender: h(sender),
+        nonce: Nonce::parse(nonce).unwrap(),
+        expires_at: t(exp),
+    };
+    let n1 = "AAAAAAAAAAAAAAAAAAAAAA";
+    let stored = vec![rec(1, "ann@p.example", n1, 10), rec(2, "ann@p.example", "", 50)];
+    let records = stored.clone();
+    write(store, move |tx| tx.record_replays(&records, t(0))).unwrap();
+
+    let senders = [h("ann@p.example"), h("ben@p.example")];
+    let asked = vec![
+        rec(3, "ann@p.example", n1, 60),
+        rec(2, "ann@p.example", "", 60),
+        rec(4, "ben@p.example", "", 60),
+    ];
+    let (held, records) = (alias.clone(), asked.clone());
+    // In a write, where the recipient is locked as the inbox reads it.
+    let view = write(store, move |tx| tx.inbox_batch_view(&held, &senders, &records))
+        .unwrap()
+        .expect("rita holds the alias");
+    assert_eq!(view.recipient.user, user);
+    let peers: Vec<&str> = view.relationships.iter().map(|r| r.peer.as_str()).collect();
+    assert_eq!(peers, ["ann@p.example"], "only the senders asked about");
+    let mut in_way = view.replays_in_way.clone();
+    in_way.sort_by_key(|r| r.key.as_bytes()[0]);
+    assert_eq!(in_way, stored, "expired or not");
+    let nobody = Alias::parse("nobody").unwrap();
+    assert_eq!(
+        read(store, move |tx| tx.inbox_batch_view(&nobody, &[], &[])).unwrap(),
+        None
+    );
+
+    // Row 1 (n1) expired at 20: replaced by record 3.
+    let records = vec![asked[0].clone(), asked[2].clone()];
+    write(store, move |tx| {
+        let messages = [
+            NewMessage {
+                received_at: t(20),
+                unsolicited_from: None,
+                envelope: "{\"m\":1}",
+            },
+            NewMessage {
+                received_at: t(21),
+                unsolicited_from: Some("ben@p.example"),
+                envelope: "{\"m\":2}",
+            },
+        ];
+        tx.store_inbox_batch(user, &records, t(20), &messages)
+    })
+    .unwrap();
+    let envelopes: Vec<String> = read(store, |tx| tx.messages_after(user, None, 10))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.envelope)
+        .collect();
+    assert_eq!(envelopes, ["{\"m\":1}", "{\"m\":2}"]);
+    assert_eq!(read(store, |tx| tx.identity(user)).unwrap().unwrap().inbox_messages, 2);
+    assert_eq!(
+        read(store, |tx| tx.count_unsolicited(user, "ben@p.example")).unwrap(),
+        1
+    );
+    let records = asked.clone();
+    let outcomes = write(store, move |tx| {
+        Ok::<_, StoreError>((
+            tx.record_replay(&records[0], t(20))?,
+            tx.record_replay(&records[2], t(20))?,
+        ))
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        (ReplayOutcome::Duplicate, ReplayOutcome::Duplicate),
+        "both recorded"
+    );
+
+    // Replays alone: the inbox count stays.
+    let records = vec![rec(5, "ann@p.example", "", 60)];
+    write(store, move |tx| tx.store_inbox_batch(user, &records, t(20), &[])).unwrap();
+    assert_eq!(read(store, |tx| tx.identity(user)).unwrap().unwrap().inbox_messages, 2);
+}
+
 fn pin_of(handle: &str, seq: u64, prev: &str, kind: EntryKind, change: EntryClass) -> PeerPin {
     let handle = h(handle);
     let at = Timestamp::parse("2026-11-27T10:00:00Z").unwrap();

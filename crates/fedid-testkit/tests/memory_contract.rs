@@ -44,3 +44,8 @@ fn memory_store_reads_relationships_with_several_peers_at_once() {
 fn memory_store_records_replays_by_batch() {
     contract::batched_replays(&MemoryStore::new());
 }
+
+#[test]
+fn memory_store_reads_and_writes_inbox_batches() {
+    contract::inbox_batch_reads_and_writes(&MemoryStore::new());
+}

@@ -2,9 +2,9 @@
 //! (recipient side), for the deliveries to one recipient that share a unit
 //! of work ([`super::gather`]). The store is read once for all of them (the
 //! recipient, its relationships with their senders, the replay records in
-//! their way); each delivery is then decided in order, against what the
-//! store held and what the deliveries before it did; what was decided is
-//! written at the end, a few statements for the whole batch. A refused
+//! their way: `Tx::inbox_batch_view`); each delivery is then decided in
+//! order, against what the store held and what the deliveries before it
+//! did; what was decided is written at the end (`Tx::store_inbox_batch`). A refused
 //! delivery writes nothing, so each stays all or nothing without a
 //! savepoint of its own.
 
@@ -14,7 +14,9 @@ use std::sync::Arc;
 use crate::envelope::MessageType;
 use crate::handle::{Alias, Handle};
 use crate::key_directory::PinMove;
-use crate::model::{IdentityRecord, NewMessage, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, UserId};
+use crate::model::{
+    IdentityRecord, InboxBatchView, NewMessage, Relationship, RelationshipState, ReplayOutcome, ReplayRecord, UserId,
+};
 use crate::ports::{StoreError, Tx};
 use crate::time::UnixTime;
 
@@ -61,12 +63,16 @@ pub(super) fn apply_all<'d>(
     let Some(first) = deliveries.clone().next() else {
         return Ok(Vec::new());
     };
+    let mut senders: Vec<Handle> = deliveries.clone().map(|d| d.record.sender.clone()).collect();
+    senders.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    senders.dedup();
+    let records: Vec<ReplayRecord> = deliveries.clone().map(|d| d.record.clone()).collect();
     // Step 2 (again), under the recipient's lock: never apply to an
     // identity reset (or an alias moved) since a first check.
-    let Some(recipient) = tx.identity_by_alias(&first.alias)? else {
+    let Some(view) = tx.inbox_batch_view(&first.alias, &senders, &records)? else {
         return Ok(deliveries.map(|_| Err(InboxError::UnknownRecipient)).collect());
     };
-    let mut batch = Batch::read(recipient, deliveries.clone(), tx)?;
+    let mut batch = Batch::new(view);
     let mut answers = Vec::new();
     for delivery in deliveries {
         match batch.decide(delivery, tx) {
@@ -120,26 +126,11 @@ struct Batch<'d> {
 }
 
 impl<'d> Batch<'d> {
-    /// Reads, in a few statements, what the batch's deliveries need.
-    fn read(
-        recipient: IdentityRecord,
-        deliveries: impl Iterator<Item = &'d Delivery> + Clone,
-        tx: &mut dyn Tx,
-    ) -> Result<Self, StoreError> {
-        let mut senders: Vec<Handle> = deliveries.clone().map(|d| d.record.sender.clone()).collect();
-        senders.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-        senders.dedup();
-        let relationships = tx
-            .relationships_with(recipient.user, &senders)?
-            .into_iter()
-            .map(|r| (r.peer.clone(), r))
-            .collect();
-        let records: Vec<ReplayRecord> = deliveries.map(|d| d.record.clone()).collect();
-        let stored_replays = tx.replays_in_way(&records)?;
-        Ok(Self {
-            recipient,
-            relationships,
-            stored_replays,
+    fn new(view: InboxBatchView) -> Self {
+        Self {
+            recipient: view.recipient,
+            relationships: view.relationships.into_iter().map(|r| (r.peer.clone(), r)).collect(),
+            stored_replays: view.replays_in_way,
             replays: Vec::new(),
             relationship_writes: Vec::new(),
             messages: Vec::new(),
@@ -147,7 +138,7 @@ impl<'d> Batch<'d> {
             incoming_change: 0,
             unsolicited: HashMap::new(),
             now: None,
-        })
+        }
     }
 
     /// Decides one delivery, steps 2 (against the recipient read) to 7 in
@@ -345,11 +336,8 @@ impl<'d> Batch<'d> {
                 }
             }
         }
-        if let (false, Some(now)) = (self.replays.is_empty(), self.now) {
-            tx.record_replays(&self.replays, now)?;
-        }
-        if !self.messages.is_empty() {
-            tx.insert_messages(user, &self.messages)?;
+        if let Some(now) = self.now {
+            tx.store_inbox_batch(user, &self.replays, now, &self.messages)?;
         }
         Ok(())
     }
