@@ -33,6 +33,10 @@ use crate::tx::DbTx;
 /// of them waits for its answer.
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Opens a unit's savepoint (each unit's is named alike: see
+/// [`BatchConnection::RELEASE_EACH_UNIT`]).
+const SAVEPOINT: &str = "SAVEPOINT unit";
+
 /// How often a unit is run again after a serialization failure or a
 /// deadlock before it fails.
 const RETRIES: usize = 5;
@@ -41,6 +45,11 @@ const RETRIES: usize = 5;
 pub(crate) trait BatchConnection: Send + 'static {
     /// Opens the batch's transaction.
     const BEGIN: &'static str;
+    /// Opens the batch's transaction and the first unit's savepoint.
+    fn open(&mut self) -> QueryResult<()> {
+        self.command(Self::BEGIN)?;
+        self.command(SAVEPOINT)
+    }
     /// Whether a unit that succeeded releases its savepoint at once. On
     /// PostgreSQL it does not: each statement is a round trip, and the
     /// next `SAVEPOINT unit` nests inside it (at most [`MAX_BATCH`] deep,
@@ -73,6 +82,12 @@ impl BatchConnection for PgConnection {
     // READ COMMITTED, with the rows a unit changes locked as it reads them.
     const BEGIN: &'static str = "BEGIN";
     const RELEASE_EACH_UNIT: bool = false;
+
+    /// Both statements in one simple query: one round trip, not two.
+    fn open(&mut self) -> QueryResult<()> {
+        use diesel::connection::SimpleConnection;
+        self.batch_execute("BEGIN; SAVEPOINT unit")
+    }
 
     fn command(&mut self, sql: &'static str) -> QueryResult<()> {
         Command(sql).run(self)
@@ -201,17 +216,17 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn()> Writer<C, F,
         }
     }
 
-    /// The writer's connection inside a new transaction, connecting first
-    /// if it has none.
+    /// The writer's connection inside a new transaction, in the first
+    /// unit's savepoint, connecting first if it has none.
     fn begin(&mut self) -> Result<&mut C, StoreError> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => (self.connect)()?,
         };
-        if let Err(first) = conn.command(C::BEGIN) {
+        if let Err(first) = conn.open() {
             // A transaction left open by a failure: roll it back, once.
             let _ = conn.command("ROLLBACK");
-            conn.command(C::BEGIN).map_err(|_| unavailable(first))?;
+            conn.open().map_err(|_| unavailable(first))?;
         }
         Ok(self.conn.insert(conn))
     }
@@ -226,8 +241,10 @@ fn run_batch<C: BatchConnection>(
 ) -> (Vec<Ran>, Result<(), StoreError>) {
     let mut ran: Vec<Ran> = Vec::with_capacity(MAX_BATCH);
     let mut next = Some(first);
+    // The transaction was opened with the first unit's savepoint.
+    let mut savepoint_open = true;
     while let Some(mut unit) = next.take() {
-        match run_unit(conn, unit.as_mut()) {
+        match run_unit(conn, unit.as_mut(), std::mem::take(&mut savepoint_open)) {
             Ok(outcome) => ran.push(Ran { unit, outcome }),
             Err(Broken(e)) => {
                 let _ = conn.command("ROLLBACK");
@@ -247,12 +264,19 @@ fn run_batch<C: BatchConnection>(
     (ran, committed)
 }
 
-/// Runs one unit in its own savepoint, again after a conflict the database
-/// asks to retry; its own failure (or panic) rolls back only its savepoint.
-fn run_unit<C: BatchConnection>(conn: &mut C, unit: &mut dyn WriteUnit) -> Result<Result<(), StoreError>, Broken> {
+/// Runs one unit in its own savepoint (already open when
+/// `savepoint_open`), again after a conflict the database asks to retry;
+/// its own failure (or panic) rolls back only its savepoint.
+fn run_unit<C: BatchConnection>(
+    conn: &mut C,
+    unit: &mut dyn WriteUnit,
+    mut savepoint_open: bool,
+) -> Result<Result<(), StoreError>, Broken> {
     let mut attempt = 0;
     loop {
-        conn.command("SAVEPOINT unit").map_err(|e| Broken(unavailable(e)))?;
+        if !std::mem::take(&mut savepoint_open) {
+            conn.command(SAVEPOINT).map_err(|e| Broken(unavailable(e)))?;
+        }
         let (outcome, retry) = catch_unwind(AssertUnwindSafe(|| conn.run(unit)))
             .unwrap_or_else(|_| (Err(StoreError::Unavailable("a unit of work panicked".into())), false));
         if outcome.is_err() {

@@ -49,7 +49,7 @@ impl InboxBatches {
             let queue = waiting.entry(alias.clone()).or_default();
             // Every unit handed over takes up to DELIVERIES_PER_UNIT from
             // the front; one more is owed for each such share begun.
-            let owed = queue.len() % DELIVERIES_PER_UNIT == 0;
+            let owed = queue.len().is_multiple_of(DELIVERIES_PER_UNIT);
             queue.push_back(Gathered { delivery, answer });
             owed
         };
