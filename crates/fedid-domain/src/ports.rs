@@ -258,16 +258,7 @@ pub trait Tx {
         senders: &[Handle],
         records: &[ReplayRecord],
     ) -> Result<Option<InboxBatchView>, StoreError> {
-        let Some(recipient) = self.identity_by_alias(alias)? else {
-            return Ok(None);
-        };
-        let relationships = self.relationships_with(recipient.user, senders)?;
-        let replays_in_way = self.replays_in_way(records)?;
-        Ok(Some(InboxBatchView {
-            recipient,
-            relationships,
-            replays_in_way,
-        }))
+        inbox_batch_view_by_steps(self, alias, senders, records)
     }
     /// [`Tx::record_replays`] then [`Tx::insert_messages`] for `user`.
     /// Stores override this to write both at once.
@@ -299,6 +290,26 @@ pub trait Tx {
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Oldest first.
     fn audit_records(&mut self, user: UserId) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// [`Tx::inbox_batch_view`] one step after the other, as its provided body
+/// does: for a store that reads it at once only in some transactions.
+pub fn inbox_batch_view_by_steps<T: Tx + ?Sized>(
+    tx: &mut T,
+    alias: &Alias,
+    senders: &[Handle],
+    records: &[ReplayRecord],
+) -> Result<Option<InboxBatchView>, StoreError> {
+    let Some(recipient) = tx.identity_by_alias(alias)? else {
+        return Ok(None);
+    };
+    let relationships = tx.relationships_with(recipient.user, senders)?;
+    let replays_in_way = tx.replays_in_way(records)?;
+    Ok(Some(InboxBatchView {
+        recipient,
+        relationships,
+        replays_in_way,
+    }))
 }
 
 /// A read: gets the transaction on a consistent snapshot and must not

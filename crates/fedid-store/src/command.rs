@@ -12,6 +12,9 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
+use fedid_domain::{NewMessage, ReplayRecord, UserId};
+
+use crate::rows::nanos;
 
 /// One constant statement; diesel caches its prepared form by its text.
 #[derive(Debug, Clone, Copy)]
@@ -146,89 +149,27 @@ macro_rules! pg_statement {
     };
 }
 
-pg_statement! {
-    /// Messages stored in their order and their user's inbox count raised,
-    /// in one statement (one round trip for a whole batch); answers their
-    /// ids in order.
-    InsertCountedMessages {
-        user: i64,
-        received_at: Vec<i64>,
-        envelopes: Vec<&'a str>,
-        /// `''` for a consented message (the sender index is partial).
-        senders: Vec<&'a str>,
-    } -> BigInt,
-    |self, out| {
-        out.push_sql(
-            "WITH message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) \
-             SELECT ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(", m.received_at, m.envelope, m.sender FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS m(received_at, envelope, sender, n) ORDER BY m.n RETURNING id), \
-             counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) WHERE id = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(") SELECT id FROM message ORDER BY id");
-        Ok(())
-    }
+/// A batch of replay records as the arrays PostgreSQL unnests.
+pub(crate) struct ReplayColumns<'a> {
+    keys: Vec<&'a [u8]>,
+    senders: Vec<&'a str>,
+    nonces: Vec<&'a str>,
+    expires_at: Vec<i64>,
 }
 
-/// The replay row of one sender and nonce (`w`), as a lateral subquery:
-/// one index lookup per pair, whatever the table's size was when the plan
-/// was made. As a join, PostgreSQL planned it once on a near-empty table
-/// (a hash join over a full scan) and kept that plan while the table grew:
-/// 4 ms per batch after 10,000 envelopes (docs/performance.md). `LIMIT 1`
-/// (a pair is unique) keeps it from being flattened into a join; the
-/// writers' connections disable sequential scans, so the lookup takes the
-/// index even on a table of a few rows.
-const REPLAY_BY_NONCE: &str = "SELECT x.replay_key, x.sender, x.nonce, x.expires_at FROM replay_keys x \
-     WHERE x.sender = w.sender AND x.nonce = w.nonce AND x.nonce <> '' LIMIT 1";
-
-pg_statement! {
-    /// The replay rows in the way of a batch's records (see
-    /// `Tx::replays_in_way`): by key for records without a nonce, by
-    /// sender and nonce for the others; the literal nonce conditions let
-    /// the planner use the matching partial indexes.
-    ReplaysInWay {
-        keys_without_nonce: Vec<&'a [u8]>,
-        senders: Vec<&'a str>,
-        nonces: Vec<&'a str>,
-    } -> (Binary, Text, Text, BigInt),
-    |self, out| {
-        out.push_sql(
-            "SELECT replay_key, sender, nonce, expires_at FROM replay_keys \
-             WHERE nonce = '' AND replay_key = ANY(",
-        );
-        out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
-        out.push_sql(
-            ") UNION ALL SELECT r.replay_key, r.sender, r.nonce, r.expires_at FROM unnest(",
-        );
-        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
-        out.push_sql(") AS w(sender, nonce) CROSS JOIN LATERAL (");
-        out.push_sql(REPLAY_BY_NONCE);
-        out.push_sql(") r");
-        Ok(())
+impl<'a> ReplayColumns<'a> {
+    pub(crate) fn of(records: &'a [ReplayRecord]) -> Self {
+        Self {
+            keys: records.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            senders: records.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: records.iter().map(|r| r.nonce.as_str()).collect(),
+            expires_at: records.iter().map(|r| nanos(r.expires_at)).collect(),
+        }
     }
-}
 
-pg_statement! {
-    /// A batch's replay records inserted at once, each unless a row is in
-    /// its way; answers the keys inserted.
-    InsertReplays {
-        keys: Vec<&'a [u8]>,
-        senders: Vec<&'a str>,
-        nonces: Vec<&'a str>,
-        expires_at: Vec<i64>,
-    } -> Binary,
-    |self, out| {
+    /// Inserts each record unless a row is in its way, returning the keys
+    /// inserted.
+    fn push_insert<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("INSERT INTO replay_keys (replay_key, sender, nonce, expires_at) SELECT * FROM unnest(");
         out.push_bind_param::<Array<Binary>, _>(&self.keys)?;
         out.push_sql(", ");
@@ -242,6 +183,133 @@ pg_statement! {
     }
 }
 
+/// A batch of one user's messages as the arrays PostgreSQL unnests.
+pub(crate) struct MessageColumns<'a> {
+    user: i64,
+    received_at: Vec<i64>,
+    envelopes: Vec<&'a str>,
+    /// `''` for a consented message (the sender index is partial).
+    senders: Vec<&'a str>,
+}
+
+impl<'a> MessageColumns<'a> {
+    pub(crate) fn of(user: UserId, messages: &'a [NewMessage<'a>]) -> Self {
+        Self {
+            user: user.0,
+            received_at: messages.iter().map(|m| nanos(m.received_at)).collect(),
+            envelopes: messages.iter().map(|m| m.envelope).collect(),
+            senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
+        }
+    }
+
+    /// `message` (the messages stored in their order, their ids) and
+    /// `counted` (the user's inbox count raised by their number, when
+    /// there are any), as two clauses of a `WITH`.
+    fn push_insert_counted<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) SELECT ");
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(", m.received_at, m.envelope, m.sender FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS m(received_at, envelope, sender, n) ORDER BY m.n RETURNING id), \
+             counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) WHERE id = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(" AND EXISTS (SELECT 1 FROM message))");
+        Ok(())
+    }
+}
+
+/// What finds the replay rows in the way of a batch's records (see
+/// `Tx::replays_in_way`): keys for records without a nonce, senders and
+/// nonces for the others.
+pub(crate) struct ReplayLookup<'a> {
+    keys_without_nonce: Vec<&'a [u8]>,
+    senders: Vec<&'a str>,
+    nonces: Vec<&'a str>,
+}
+
+impl<'a> ReplayLookup<'a> {
+    pub(crate) fn of(records: &'a [ReplayRecord]) -> Self {
+        let (with_nonce, without): (Vec<&ReplayRecord>, Vec<&ReplayRecord>) =
+            records.iter().partition(|r| !r.nonce.is_empty());
+        Self {
+            keys_without_nonce: without.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
+            senders: with_nonce.iter().map(|r| r.sender.as_str()).collect(),
+            nonces: with_nonce.iter().map(|r| r.nonce.as_str()).collect(),
+        }
+    }
+
+    /// `SELECT columns` of the rows in the way (named `r`), by key, then by
+    /// sender and nonce. The literal nonce conditions let the planner use
+    /// the matching partial indexes. By sender and nonce it is a lateral
+    /// subquery: one index probe per pair, whatever the table's size was
+    /// when the plan was made. As a join, PostgreSQL planned it once on a
+    /// near-empty table (a hash join over a full scan) and kept that plan
+    /// while the table grew: 4 ms per batch after 10,000 envelopes
+    /// (docs/performance.md). `LIMIT 1` (a pair is unique) keeps it from
+    /// being flattened into a join; the writers' connections disable
+    /// sequential scans, so the probe takes the index even on a table of a
+    /// few rows.
+    fn push_select<'b>(&'b self, columns: &'static str, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT ");
+        out.push_sql(columns);
+        out.push_sql(" FROM replay_keys r WHERE r.nonce = '' AND r.replay_key = ANY(");
+        out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
+        out.push_sql(") UNION ALL SELECT ");
+        out.push_sql(columns);
+        out.push_sql(" FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
+        out.push_sql(
+            ") AS w(sender, nonce) CROSS JOIN LATERAL (SELECT x.replay_key, x.sender, x.nonce, x.expires_at \
+             FROM replay_keys x WHERE x.sender = w.sender AND x.nonce = w.nonce AND x.nonce <> '' LIMIT 1) r",
+        );
+        Ok(())
+    }
+}
+
+pg_statement! {
+    /// Messages stored in their order and their user's inbox count raised,
+    /// in one statement (one round trip for a whole batch); answers their
+    /// ids in order.
+    InsertCountedMessages {
+        messages: MessageColumns<'a>,
+    } -> BigInt,
+    |self, out| {
+        out.push_sql("WITH ");
+        self.messages.push_insert_counted(&mut out)?;
+        out.push_sql(" SELECT id FROM message ORDER BY id");
+        Ok(())
+    }
+}
+
+pg_statement! {
+    /// The replay rows in the way of a batch's records.
+    ReplaysInWay {
+        lookup: ReplayLookup<'a>,
+    } -> (Binary, Text, Text, BigInt),
+    |self, out| {
+        self.lookup.push_select("r.replay_key, r.sender, r.nonce, r.expires_at", &mut out)
+    }
+}
+
+pg_statement! {
+    /// A batch's replay records inserted at once, each unless a row is in
+    /// its way; answers the keys inserted.
+    InsertReplays {
+        replays: ReplayColumns<'a>,
+    } -> Binary,
+    |self, out| {
+        self.replays.push_insert(&mut out)
+    }
+}
+
 pg_statement! {
     /// What the inbox reads for a batch of deliveries (see
     /// `Tx::inbox_batch_view`), in one statement: the recipient, locked,
@@ -251,9 +319,7 @@ pg_statement! {
     ReadInboxBatch {
         alias: &'a str,
         senders: Vec<&'a str>,
-        keys_without_nonce: Vec<&'a [u8]>,
-        nonce_senders: Vec<&'a str>,
-        nonces: Vec<&'a str>,
+        lookup: ReplayLookup<'a>,
     } -> (
         Integer,
         BigInt,
@@ -279,22 +345,11 @@ pg_statement! {
              WHERE user_id = (SELECT id FROM recipient) AND peer = ANY(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.senders)?;
-        out.push_sql(
-            ") UNION ALL SELECT 2, expires_at, NULL, NULL, 0, sender, nonce, replay_key, NULL FROM replay_keys \
-             WHERE nonce = '' AND replay_key = ANY(",
-        );
-        out.push_bind_param::<Array<Binary>, _>(&self.keys_without_nonce)?;
-        out.push_sql(
-            ") UNION ALL SELECT 2, r.expires_at, NULL, NULL, 0, r.sender, r.nonce, r.replay_key, NULL \
-             FROM unnest(",
-        );
-        out.push_bind_param::<Array<Text>, _>(&self.nonce_senders)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
-        out.push_sql(") AS w(sender, nonce) CROSS JOIN LATERAL (");
-        out.push_sql(REPLAY_BY_NONCE);
-        out.push_sql(") r");
-        Ok(())
+        out.push_sql(") UNION ALL ");
+        self.lookup.push_select(
+            "2, r.expires_at, NULL, NULL, 0, r.sender, r.nonce, r.replay_key, NULL",
+            &mut out,
+        )
     }
 }
 
@@ -322,46 +377,15 @@ pg_statement! {
     /// user's inbox count raised; answers the replay keys inserted (a row
     /// in the way leaves its record out).
     StoreInboxBatch {
-        keys: Vec<&'a [u8]>,
-        senders: Vec<&'a str>,
-        nonces: Vec<&'a str>,
-        expires_at: Vec<i64>,
-        user: i64,
-        received_at: Vec<i64>,
-        envelopes: Vec<&'a str>,
-        /// `''` for a consented message (the sender index is partial).
-        message_senders: Vec<&'a str>,
+        replays: ReplayColumns<'a>,
+        messages: MessageColumns<'a>,
     } -> Binary,
     |self, out| {
-        out.push_sql(
-            "WITH replay AS (INSERT INTO replay_keys (replay_key, sender, nonce, expires_at) \
-             SELECT * FROM unnest(",
-        );
-        out.push_bind_param::<Array<Binary>, _>(&self.keys)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.senders)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.nonces)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.expires_at)?;
-        out.push_sql(
-            ") ON CONFLICT DO NOTHING RETURNING replay_key), \
-             message AS (INSERT INTO inbox_messages (user_id, received_at, envelope, sender) SELECT ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(", m.received_at, m.envelope, m.sender FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.envelopes)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.message_senders)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS m(received_at, envelope, sender, n) ORDER BY m.n RETURNING id), \
-             counted AS (UPDATE users SET inbox_count = inbox_count + (SELECT count(*) FROM message) \
-             WHERE id = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(" AND EXISTS (SELECT 1 FROM message)) SELECT replay_key FROM replay");
+        out.push_sql("WITH replay AS (");
+        self.replays.push_insert(&mut out)?;
+        out.push_sql("), ");
+        self.messages.push_insert_counted(&mut out)?;
+        out.push_sql(" SELECT replay_key FROM replay");
         Ok(())
     }
 }

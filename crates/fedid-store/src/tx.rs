@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use fedid_domain::keylog::{KeyConflict, PeerPin, PinTarget};
-use fedid_domain::ports::{StoreError, Tx};
+use fedid_domain::ports::{inbox_batch_view_by_steps, StoreError, Tx};
 use fedid_domain::{
     Alias, AliasChanges, AuditRecord, Domain, EncryptionKey, Handle, IdentityRecord, InboxBatchView, InboxMessage,
     NewMessage, PeerDomainHealth, QueuedRevocation, Relationship, RelationshipState, ReplayRecord, SigningKey,
@@ -16,8 +16,8 @@ use fedid_domain::{
 };
 
 use crate::command::{
-    AdjustInboxCount, InboxBatchRow, InsertCountedMessages, InsertReplays, ReadInboxBatch, ReplaysInWay,
-    StoreInboxBatch, Unsolicited, WithNonce, WithoutNonce,
+    AdjustInboxCount, InboxBatchRow, InsertCountedMessages, InsertReplays, MessageColumns, ReadInboxBatch,
+    ReplayColumns, ReplayLookup, ReplaysInWay, StoreInboxBatch, Unsolicited, WithNonce, WithoutNonce,
 };
 use crate::rows::*;
 use crate::schema::*;
@@ -158,10 +158,7 @@ impl DbTx<'_, PgConnection> {
             return Ok(Vec::new());
         }
         let ids = InsertCountedMessages {
-            user: user.0,
-            received_at: messages.iter().map(|m| nanos(m.received_at)).collect(),
-            envelopes: messages.iter().map(|m| m.envelope).collect(),
-            senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
+            messages: MessageColumns::of(user, messages),
         }
         .load::<i64>(self.conn);
         self.db(ids)
@@ -177,12 +174,8 @@ impl DbTx<'_, PgConnection> {
     }
 
     fn replays_in_way_of(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
-        let (with_nonce, without): (Vec<&ReplayRecord>, Vec<&ReplayRecord>) =
-            records.iter().partition(|r| !r.nonce.is_empty());
         let rows = ReplaysInWay {
-            keys_without_nonce: without.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
-            senders: with_nonce.iter().map(|r| r.sender.as_str()).collect(),
-            nonces: with_nonce.iter().map(|r| r.nonce.as_str()).collect(),
+            lookup: ReplayLookup::of(records),
         }
         .load::<(Vec<u8>, String, String, i64)>(self.conn);
         self.db(rows)?.into_iter().map(replay_row).collect()
@@ -192,10 +185,7 @@ impl DbTx<'_, PgConnection> {
     /// those not inserted.
     fn insert_replays<'r>(&mut self, records: &'r [ReplayRecord]) -> Result<Vec<&'r ReplayRecord>, StoreError> {
         let inserted = InsertReplays {
-            keys: records.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
-            senders: records.iter().map(|r| r.sender.as_str()).collect(),
-            nonces: records.iter().map(|r| r.nonce.as_str()).collect(),
-            expires_at: records.iter().map(|r| nanos(r.expires_at)).collect(),
+            replays: ReplayColumns::of(records),
         }
         .load::<Vec<u8>>(self.conn);
         let inserted = self.db(inserted)?;
@@ -1047,23 +1037,12 @@ impl_tx!(PgConnection, pg_lock, load_due_skip_locked, {
     ) -> Result<Option<InboxBatchView>, StoreError> {
         if !self.lock_rows {
             // A read-only transaction may not lock: the steps one by one.
-            let Some(recipient) = self.identity_by_alias(alias)? else {
-                return Ok(None);
-            };
-            return Ok(Some(InboxBatchView {
-                relationships: self.relationships_with(recipient.user, senders)?,
-                replays_in_way: self.replays_in_way(records)?,
-                recipient,
-            }));
+            return inbox_batch_view_by_steps(self, alias, senders, records);
         }
-        let (with_nonce, without): (Vec<&ReplayRecord>, Vec<&ReplayRecord>) =
-            records.iter().partition(|r| !r.nonce.is_empty());
         let rows = ReadInboxBatch {
             alias: alias.as_str(),
             senders: senders.iter().map(Handle::as_str).collect(),
-            keys_without_nonce: without.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
-            nonce_senders: with_nonce.iter().map(|r| r.sender.as_str()).collect(),
-            nonces: with_nonce.iter().map(|r| r.nonce.as_str()).collect(),
+            lookup: ReplayLookup::of(records),
         }
         .load::<InboxBatchRow>(self.conn);
         inbox_batch_view(self.db(rows)?)
@@ -1080,14 +1059,8 @@ impl_tx!(PgConnection, pg_lock, load_due_skip_locked, {
             return Ok(());
         }
         let inserted = StoreInboxBatch {
-            keys: replays.iter().map(|r| r.key.as_bytes().as_slice()).collect(),
-            senders: replays.iter().map(|r| r.sender.as_str()).collect(),
-            nonces: replays.iter().map(|r| r.nonce.as_str()).collect(),
-            expires_at: replays.iter().map(|r| nanos(r.expires_at)).collect(),
-            user: user.0,
-            received_at: messages.iter().map(|m| nanos(m.received_at)).collect(),
-            envelopes: messages.iter().map(|m| m.envelope).collect(),
-            message_senders: messages.iter().map(|m| m.unsolicited_from.unwrap_or("")).collect(),
+            replays: ReplayColumns::of(replays),
+            messages: MessageColumns::of(user, messages),
         }
         .load::<Vec<u8>>(self.conn);
         let inserted = self.db(inserted)?;
