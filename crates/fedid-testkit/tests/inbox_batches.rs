@@ -280,3 +280,21 @@ fn every_delivery_of_a_unit_the_store_drops_hears_the_failure() {
     }
     assert_eq!(w.inbox_len(), before);
 }
+
+#[test]
+fn deliveries_of_a_unit_the_store_drops_unanswered_hear_it_and_later_ones_go_through() {
+    let w = world();
+    let alice = w.friend("alice");
+    w.store.hold();
+    let completions: Vec<_> = (0..3)
+        .map(|_| w.deliver(&w.envelope(&alice, MessageType::Message)))
+        .collect();
+    // A store that stops drops its queued units without answering them.
+    w.store.held.lock().unwrap().clear();
+    for completion in completions {
+        assert!(matches!(completion.wait(), Err(InboxError::Store(_))));
+    }
+    w.store.release();
+    let later = w.deliver(&w.envelope(&alice, MessageType::Message));
+    assert_eq!(later.wait(), Ok(Received::Accepted));
+}

@@ -89,6 +89,16 @@ struct BatchUnit {
     answers: Vec<Result<Received, InboxError>>,
 }
 
+impl BatchUnit {
+    /// The unit's share of the waiting deliveries, taken now if it was not
+    /// yet; the unit keeps an empty share, so that it never takes another.
+    fn take_share(&mut self) -> Vec<Gathered> {
+        let taken = self.taken.take().unwrap_or_else(|| self.batches.take(&self.alias));
+        self.taken = Some(Vec::new());
+        taken
+    }
+}
+
 impl WriteUnit for BatchUnit {
     fn run(&mut self, tx: &mut dyn Tx) -> Result<(), StoreError> {
         let taken = self.taken.get_or_insert_with(|| self.batches.take(&self.alias));
@@ -96,15 +106,9 @@ impl WriteUnit for BatchUnit {
         Ok(())
     }
 
-    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
-        let BatchUnit {
-            batches,
-            alias,
-            taken,
-            answers,
-        } = *self;
-        let taken = taken.unwrap_or_else(|| batches.take(&alias));
-        let mut answers = answers.into_iter();
+    fn finish(mut self: Box<Self>, outcome: Result<(), StoreError>) {
+        let taken = self.take_share();
+        let mut answers = std::mem::take(&mut self.answers).into_iter();
         for gathered in taken {
             let answer = match &outcome {
                 Ok(()) => answers.next().unwrap_or_else(|| {
@@ -121,5 +125,15 @@ impl WriteUnit for BatchUnit {
 
     fn lane(&self) -> Option<Lane> {
         Some(Lane::of_alias(&self.alias))
+    }
+}
+
+impl Drop for BatchUnit {
+    /// A unit dropped unanswered (a store that stopped) still takes its
+    /// share, so that the deliveries behind it are not left waiting for a
+    /// unit that will never come; its callers hear that the store dropped
+    /// the write (their answers are dropped unsent).
+    fn drop(&mut self) {
+        drop(self.take_share());
     }
 }
