@@ -122,14 +122,6 @@ impl DbTx<'_, SqliteConnection> {
         Ok(ids)
     }
 
-    fn relationships_of(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
-        let mut found = Vec::with_capacity(peers.len());
-        for peer in peers {
-            found.extend(self.relationship(user, peer)?);
-        }
-        Ok(found)
-    }
-
     fn replays_in_way_of(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
         let mut found = Vec::with_capacity(records.len());
         for record in records {
@@ -162,15 +154,6 @@ impl DbTx<'_, PgConnection> {
         }
         .load::<i64>(self.conn);
         self.db(ids)
-    }
-
-    fn relationships_of(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
-        let rows = relationships::table
-            .filter(relationships::user_id.eq(user.0))
-            .filter(relationships::peer.eq_any(peers.iter().map(Handle::as_str)))
-            .select(RelationshipRow::as_select())
-            .load(self.conn);
-        self.db(rows)?.into_iter().map(RelationshipRow::into_record).collect()
     }
 
     fn replays_in_way_of(&mut self, records: &[ReplayRecord]) -> Result<Vec<ReplayRecord>, StoreError> {
@@ -251,21 +234,17 @@ macro_rules! impl_tx {
             /// transaction is run again (PostgreSQL) rather than the key
             /// claimed.
             fn replace_expired_replay(&mut self, record: &ReplayRecord, now: UnixTime) -> Result<(), StoreError> {
-                match self.replay_in_way(record)? {
-                    Some((_, earlier)) if earlier.expires_at > now => {}
-                    Some((id, _)) => {
+                // An expired row in the way goes; the insert is tried again
+                // (also when the row went meanwhile, pruned by another
+                // instance), and fails only on a live row.
+                if let Some((id, earlier)) = self.replay_in_way(record)? {
+                    if earlier.expires_at <= now {
                         let deleted = diesel::delete(replay_keys::table.find(id)).execute(self.conn);
                         self.db(deleted)?;
-                        if self.insert_replay(record)? {
-                            return Ok(());
-                        }
                     }
-                    // Gone since the insert (pruned by another instance).
-                    None => {
-                        if self.insert_replay(record)? {
-                            return Ok(());
-                        }
-                    }
+                }
+                if self.insert_replay(record)? {
+                    return Ok(());
                 }
                 self.retry = true;
                 Err(StoreError::Unavailable(
@@ -435,10 +414,6 @@ macro_rules! impl_tx {
                     .get_result(self.conn)
                     .optional();
                 self.db(row)?.map(RelationshipRow::into_record).transpose()
-            }
-
-            fn relationships_with(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
-                self.relationships_of(user, peers)
             }
 
             fn put_relationship(&mut self, user: UserId, relationship: &Relationship) -> Result<(), StoreError> {
@@ -1024,11 +999,20 @@ macro_rules! impl_tx {
     };
 }
 
-// SQLite keeps the port's provided inbox batch methods: one statement per
-// step costs no round trip there.
+// SQLite keeps the port's provided batch methods: one statement per row
+// or step costs no round trip there.
 impl_tx!(SqliteConnection, no_lock, load_due, {});
 
 impl_tx!(PgConnection, pg_lock, load_due_skip_locked, {
+    fn relationships_with(&mut self, user: UserId, peers: &[Handle]) -> Result<Vec<Relationship>, StoreError> {
+        let rows = relationships::table
+            .filter(relationships::user_id.eq(user.0))
+            .filter(relationships::peer.eq_any(peers.iter().map(Handle::as_str)))
+            .select(RelationshipRow::as_select())
+            .load(self.conn);
+        self.db(rows)?.into_iter().map(RelationshipRow::into_record).collect()
+    }
+
     fn inbox_batch_view(
         &mut self,
         alias: &Alias,
