@@ -252,8 +252,8 @@ impl<'a> ReplayLookup<'a> {
     /// near-empty table (a hash join over a full scan) and kept that plan
     /// while the table grew: 4 ms per batch after 10,000 envelopes
     /// (docs/performance.md). `LIMIT 1` (a pair is unique) keeps it from
-    /// being flattened into a join; the writers' connections disable
-    /// sequential scans, so the probe takes the index even on a table of a
+    /// being flattened into a join; PostgreSQL connections disable
+    /// sequential scans (`PostgresSetup`), so the probe takes the index even on a table of a
     /// few rows.
     fn push_select<'b>(&'b self, columns: &'static str, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("SELECT ");

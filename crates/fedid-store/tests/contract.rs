@@ -198,6 +198,23 @@ fn postgres_reads_and_writes_inbox_batches() {
     contract::inbox_batch_reads_and_writes(&postgres("inbox_batch"));
 }
 
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_pooled_connections_do_not_plan_sequential_scans() {
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        enable_seqscan: String,
+    }
+    let DieselStore::Postgres(pool) = postgres("plans") else {
+        panic!("a PostgreSQL store");
+    };
+    let setting: Setting = diesel::sql_query("SHOW enable_seqscan")
+        .get_result(&mut *pool.get().unwrap())
+        .unwrap();
+    assert_eq!(setting.enable_seqscan, "off");
+}
+
 /// Makes every insert into the revocation queue fail, as a full disk or a
 /// lost connection would, in the middle of a reset.
 fn break_queue_inserts(store: &DieselStore) {
