@@ -1,12 +1,16 @@
 //! The write path of both backends: writer threads that each own one
 //! connection and run the units handed to them in batches. A writer takes
-//! the first queued unit, opens a transaction, runs it in a savepoint, then
-//! runs whatever else is queued behind it the same way (up to
+//! the first queued unit, opens a transaction, runs it, then runs whatever
+//! else is queued behind it each in a savepoint of its own (up to
 //! [`MAX_BATCH`]), commits once and answers each unit with its outcome. So
 //! units that arrive together share one commit (one WAL append and sync on
 //! SQLite, one round trip and flush on PostgreSQL), while each stays all or
 //! nothing: a unit that fails or panics is rolled back to its savepoint and
-//! fails alone. A unit is answered only after the commit that holds it.
+//! fails alone. The first unit of a transaction needs no savepoint: if it
+//! fails, the whole transaction, which holds nothing else, is rolled back
+//! (on SQLite a savepoint journals every page its unit changes, which was
+//! most of the writer's file writes). A unit is answered only after the
+//! commit that holds it.
 //!
 //! SQLite has one writer (it allows one at a time); PostgreSQL has several,
 //! and units of one lane ([`WriteUnit::lane`]: one user's) always go to the
@@ -37,6 +41,9 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// [`BatchConnection::RELEASE_EACH_UNIT`]).
 const SAVEPOINT: &str = "SAVEPOINT unit";
 
+/// Ends a transaction and everything in it.
+const ROLLBACK: &str = "ROLLBACK";
+
 /// How often a unit is run again after a serialization failure or a
 /// deadlock before it fails.
 const RETRIES: usize = 5;
@@ -45,11 +52,6 @@ const RETRIES: usize = 5;
 pub(crate) trait BatchConnection: Send + 'static {
     /// Opens the batch's transaction.
     const BEGIN: &'static str;
-    /// Opens the batch's transaction and the first unit's savepoint.
-    fn open(&mut self) -> QueryResult<()> {
-        self.command(Self::BEGIN)?;
-        self.command(SAVEPOINT)
-    }
     /// Whether a unit that succeeded releases its savepoint at once. On
     /// PostgreSQL it does not: each statement is a round trip, and the
     /// next `SAVEPOINT unit` nests inside it (at most [`MAX_BATCH`] deep,
@@ -82,12 +84,6 @@ impl BatchConnection for PgConnection {
     // READ COMMITTED, with the rows a unit changes locked as it reads them.
     const BEGIN: &'static str = "BEGIN";
     const RELEASE_EACH_UNIT: bool = false;
-
-    /// Both statements in one simple query: one round trip, not two.
-    fn open(&mut self) -> QueryResult<()> {
-        use diesel::connection::SimpleConnection;
-        self.batch_execute("BEGIN; SAVEPOINT unit")
-    }
 
     fn command(&mut self, sql: &'static str) -> QueryResult<()> {
         Command(sql).run(self)
@@ -123,12 +119,13 @@ pub(crate) struct Writers {
 impl Writers {
     /// Starts `count` writer threads named `fedid-{name}-writer-N`, each
     /// with a connection from `connect` (made again after a failure).
-    /// `committed` runs after each commit, once its units are answered.
+    /// `committed` runs on the writer's connection after each commit, once
+    /// its units are answered.
     pub(crate) fn start<C: BatchConnection>(
         name: &str,
         count: usize,
         connect: impl Fn() -> Result<C, StoreError> + Clone + Send + 'static,
-        committed: impl Fn() + Clone + Send + 'static,
+        committed: impl Fn(&mut C) + Clone + Send + 'static,
     ) -> std::io::Result<Self> {
         let mut queues = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
@@ -183,14 +180,28 @@ struct Ran {
 }
 
 /// The open transaction can no longer be trusted: a statement around the
-/// units failed.
-struct Broken(StoreError);
+/// units failed (`cause`). The unit that was running hears `unit`: its own
+/// error if it had failed first, else `cause`.
+struct Broken {
+    cause: StoreError,
+    unit: StoreError,
+}
+
+impl Broken {
+    fn by(cause: impl std::fmt::Display) -> Self {
+        let cause = unavailable(cause);
+        Self {
+            unit: cause.clone(),
+            cause,
+        }
+    }
+}
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn()> Writer<C, F, K> {
+impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn(&mut C)> Writer<C, F, K> {
     /// Runs batches until every queue sender is gone (the store dropped).
     fn serve(mut self, units: mpsc::Receiver<Box<dyn WriteUnit>>) {
         while let Ok(first) = units.recv() {
@@ -211,25 +222,31 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn()> Writer<C, F,
             self.conn = None;
         }
         answer(ran, ended);
-        if committed {
-            (self.committed)();
+        if let (true, Some(conn)) = (committed, self.conn.as_mut()) {
+            (self.committed)(conn);
         }
     }
 
-    /// The writer's connection inside a new transaction, in the first
-    /// unit's savepoint, connecting first if it has none.
+    /// The writer's connection inside a new transaction, connecting first
+    /// if it has none.
     fn begin(&mut self) -> Result<&mut C, StoreError> {
-        let mut conn = match self.conn.take() {
+        let conn = match self.conn.take() {
             Some(conn) => conn,
             None => (self.connect)()?,
         };
-        if let Err(first) = conn.open() {
-            // A transaction left open by a failure: roll it back, once.
-            let _ = conn.command("ROLLBACK");
-            conn.open().map_err(|_| unavailable(first))?;
-        }
-        Ok(self.conn.insert(conn))
+        let conn = self.conn.insert(conn);
+        open(conn)?;
+        Ok(conn)
     }
+}
+
+/// Opens a transaction on `conn`.
+fn open<C: BatchConnection>(conn: &mut C) -> Result<(), StoreError> {
+    conn.command(C::BEGIN).or_else(|first| {
+        // A transaction left open by a failure: roll it back, once.
+        let _ = conn.command(ROLLBACK);
+        conn.command(C::BEGIN).map_err(|_| unavailable(first))
+    })
 }
 
 /// Runs `first` and the units queued behind it in the open transaction,
@@ -241,15 +258,17 @@ fn run_batch<C: BatchConnection>(
 ) -> (Vec<Ran>, Result<(), StoreError>) {
     let mut ran: Vec<Ran> = Vec::with_capacity(MAX_BATCH);
     let mut next = Some(first);
-    // The transaction was opened with the first unit's savepoint.
-    let mut savepoint_open = true;
+    let mut transaction = Transaction::Empty;
     while let Some(mut unit) = next.take() {
-        match run_unit(conn, unit.as_mut(), std::mem::take(&mut savepoint_open)) {
+        match run_unit(conn, unit.as_mut(), &mut transaction) {
             Ok(outcome) => ran.push(Ran { unit, outcome }),
-            Err(Broken(e)) => {
-                let _ = conn.command("ROLLBACK");
-                let reason = format!("the batch holding this unit was rolled back: {e}");
-                ran.push(Ran { unit, outcome: Err(e) });
+            Err(Broken { cause, unit: own }) => {
+                let _ = conn.command(ROLLBACK);
+                ran.push(Ran {
+                    unit,
+                    outcome: Err(own),
+                });
+                let reason = format!("the batch holding this unit was rolled back: {cause}");
                 return (ran, Err(StoreError::Unavailable(reason)));
             }
         }
@@ -257,35 +276,71 @@ fn run_batch<C: BatchConnection>(
             next = units.try_recv().ok();
         }
     }
-    let committed = conn.command("COMMIT").map_err(|e| {
-        let _ = conn.command("ROLLBACK");
-        unavailable(e)
-    });
+    let committed = match transaction {
+        Transaction::Ended => Ok(()),
+        Transaction::Empty | Transaction::Holding => conn.command("COMMIT").map_err(|e| {
+            let _ = conn.command(ROLLBACK);
+            unavailable(e)
+        }),
+    };
     (ran, committed)
 }
 
-/// Runs one unit in its own savepoint (already open when
-/// `savepoint_open`), again after a conflict the database asks to retry;
-/// its own failure (or panic) rolls back only its savepoint.
+/// Where a batch's transaction stands between two units.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    /// Open, with no unit's work in it: the next unit needs no savepoint.
+    Empty,
+    /// Open, with work of units that succeeded.
+    Holding,
+    /// Rolled back after the first unit failed: the next unit opens
+    /// another.
+    Ended,
+}
+
+/// Runs one unit on the open `transaction`, in its own savepoint when
+/// the transaction holds other units' work, again after a conflict the
+/// database asks to retry; its own failure (or panic) rolls back only
+/// its own work.
 fn run_unit<C: BatchConnection>(
     conn: &mut C,
     unit: &mut dyn WriteUnit,
-    mut savepoint_open: bool,
+    transaction: &mut Transaction,
 ) -> Result<Result<(), StoreError>, Broken> {
     let mut attempt = 0;
     loop {
-        if !std::mem::take(&mut savepoint_open) {
-            conn.command(SAVEPOINT).map_err(|e| Broken(unavailable(e)))?;
+        let in_savepoint = *transaction == Transaction::Holding;
+        if *transaction == Transaction::Ended {
+            open(conn).map_err(Broken::by)?;
+            *transaction = Transaction::Empty;
+        }
+        if in_savepoint {
+            conn.command(SAVEPOINT).map_err(Broken::by)?;
         }
         let (outcome, retry) = catch_unwind(AssertUnwindSafe(|| conn.run(unit)))
             .unwrap_or_else(|_| (Err(StoreError::Unavailable("a unit of work panicked".into())), false));
-        if outcome.is_err() {
-            conn.command("ROLLBACK TO unit").map_err(|e| Broken(unavailable(e)))?;
-        }
-        if outcome.is_err() || C::RELEASE_EACH_UNIT {
-            conn.command("RELEASE unit").map_err(|e| Broken(unavailable(e)))?;
-        }
-        if outcome.is_err() && retry && attempt < RETRIES {
+        let Err(own) = &outcome else {
+            if in_savepoint && C::RELEASE_EACH_UNIT {
+                conn.command("RELEASE unit").map_err(Broken::by)?;
+            }
+            *transaction = Transaction::Holding;
+            return Ok(outcome);
+        };
+        let undone = if in_savepoint {
+            conn.command("ROLLBACK TO unit")
+                .and_then(|()| conn.command("RELEASE unit"))
+        } else {
+            // Nothing else in the transaction: all of it goes. (It may be
+            // gone already: SQLite ends a transaction on some errors.)
+            let _ = conn.command(ROLLBACK);
+            *transaction = Transaction::Ended;
+            Ok(())
+        };
+        undone.map_err(|e| Broken {
+            cause: unavailable(e),
+            unit: own.clone(),
+        })?;
+        if retry && attempt < RETRIES {
             attempt += 1;
             continue;
         }

@@ -667,6 +667,61 @@ fn postgres_queued_completions_tell_what_was_stored() {
     queued_completions_tell_what_was_stored_on(&postgres("queued_completions"));
 }
 
+/// Hands the store a unit that waits for a word before it numbers `0`,
+/// then units numbering `1..=4` queued behind it on the same writer, then
+/// gives the word: all five share one batch. The unit numbering `failing`
+/// fails; the store keeps exactly the others and tells each caller so.
+fn batch_mates_of_a_failing_unit_are_stored_on(store: &DieselStore, failing: usize) {
+    use fedid_domain::ports::{write, Lane};
+    use fedid_domain::StoreError;
+    let user = numbering_user(store);
+    let (go, word) = std::sync::mpsc::channel::<()>();
+    let word = std::sync::Mutex::new(word);
+    let number = move |tx: &mut dyn fedid_domain::Tx, n: usize| {
+        insert_numbered(tx, user, n)?;
+        if n == failing {
+            return Err(StoreError::Unavailable("refused".into()));
+        }
+        Ok(())
+    };
+    let mut completions = vec![write(store, Some(Lane(7)), move |tx| {
+        word.lock().unwrap().recv().unwrap();
+        number(tx, 0)
+    })];
+    completions.extend((1..=4).map(|n| write(store, Some(Lane(7)), move |tx| number(tx, n))));
+    go.send(()).unwrap();
+    let told_ok: std::collections::BTreeSet<usize> = completions
+        .into_iter()
+        .enumerate()
+        .filter_map(|(n, completion)| completion.wait().is_ok().then_some(n))
+        .collect();
+    let expected: std::collections::BTreeSet<usize> = (0..=4).filter(|&n| n != failing).collect();
+    assert_eq!(told_ok, expected);
+    assert_eq!(stored_numbers(store, user), expected);
+}
+
+#[test]
+fn sqlite_a_failing_first_unit_of_a_batch_leaves_the_others_stored() {
+    batch_mates_of_a_failing_unit_are_stored_on(&sqlite().1, 0);
+}
+
+#[test]
+fn sqlite_a_failing_later_unit_of_a_batch_leaves_the_others_stored() {
+    batch_mates_of_a_failing_unit_are_stored_on(&sqlite().1, 2);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_a_failing_first_unit_of_a_batch_leaves_the_others_stored() {
+    batch_mates_of_a_failing_unit_are_stored_on(&postgres("failing_first_unit"), 0);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: FEDID_TEST_POSTGRES_URL, make test-postgres"]
+fn postgres_a_failing_later_unit_of_a_batch_leaves_the_others_stored() {
+    batch_mates_of_a_failing_unit_are_stored_on(&postgres("failing_later_unit"), 2);
+}
+
 macro_rules! at_the_second_migration_with_replays {
     ($conn:expr, $migrations:expr) => {{
         let conn = $conn;
