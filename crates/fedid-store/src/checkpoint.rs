@@ -23,14 +23,16 @@
 //! 176 MiB). So when the log still holds [`RESTART_AT_FRAMES`] after one of
 //! its checkpoints, this thread asks the writer, which restarts the log
 //! after its next commit ([`Checkpoints::after_commit`]): it waits for
-//! this thread's pass and for readers on older snapshots, if any, and
-//! copies the last frames (a few milliseconds, once per 16 MiB of log).
+//! this thread's pass and for readers on older snapshots, if any, at most
+//! 10 ms (else it waits for this thread to ask again after its next pass),
+//! and copies the last frames (a few milliseconds, once per 16 MiB of log).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
 use diesel::RunQueryDsl;
 use fedid_domain::ports::StoreError;
@@ -43,12 +45,12 @@ const GATHER: Duration = Duration::from_millis(100);
 /// thread gathers and copies still leaves the log under that.
 const RESTART_AT_FRAMES: i64 = 4000;
 
+/// How long the writer's restart of the log waits for locks.
+const RESTART_WAIT: &str = "PRAGMA busy_timeout = 10";
+
 /// What `PRAGMA wal_checkpoint` reports.
 #[derive(diesel::QueryableByName)]
 struct Checkpointed {
-    /// 1 when the checkpoint could not finish (a lock was held).
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    busy: i64,
     /// Frames in the log.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     log: i64,
@@ -71,16 +73,28 @@ impl Checkpoints {
     /// Runs on the writer's connection after each commit: asks for a
     /// checkpoint soon (never blocking: one request pending is enough;
     /// a burst of commits costs one wake-up), and restarts the log if the
-    /// checkpointer found it too long. A failed restart is tried again
-    /// after the next commit.
+    /// checkpointer found it too long.
     pub(crate) fn after_commit(&self, conn: &mut SqliteConnection) {
         let _ = self.wake.try_send(());
-        if self.restart_due.swap(false, Ordering::Relaxed)
-            && !Checkpointed::run(conn, "PRAGMA wal_checkpoint(RESTART)").is_ok_and(|c| c.busy == 0)
-        {
-            self.restart_due.store(true, Ordering::Relaxed);
+        if self.restart_due.swap(false, Ordering::Relaxed) {
+            restart(conn);
         }
     }
+}
+
+/// Restarts the log on the writer's connection. It waits for the
+/// checkpointer's pass and for readers of older snapshots at most
+/// [`RESTART_WAIT`], not the connection's `busy_timeout`: every write waits
+/// meanwhile. A restart missed (a reader held on) is asked for again by
+/// the checkpointer's next pass, not tried after every commit, so that a
+/// long reader costs the writer at most one such wait per pass.
+fn restart(conn: &mut SqliteConnection) {
+    let _ = conn
+        .batch_execute(RESTART_WAIT)
+        .and_then(|()| Checkpointed::run(conn, "PRAGMA wal_checkpoint(RESTART)"));
+    // Should this fail, the connection keeps the short wait: its next
+    // batch then meets only a lock held by another process for longer.
+    let _ = conn.batch_execute(crate::SqliteSetup::BUSY_TIMEOUT);
 }
 
 /// Starts the checkpointer thread of one database; it ends when every
