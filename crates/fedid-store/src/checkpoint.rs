@@ -20,7 +20,7 @@
 //! cannot restart the log itself: a RESTART checkpoint waits for the write
 //! lock, which the writer takes again between any two of its polls, so it
 //! starved, holding the checkpoint lock meanwhile (the log reached
-//! 176 MiB). So when the log still holds [`RESTART_AT_FRAMES`] after one of
+//! 176 MiB). So when the log holds [`RESTART_AT_FRAMES`] or more at one of
 //! its checkpoints, this thread asks the writer, which restarts the log
 //! after its next commit ([`Checkpoints::after_commit`]): it waits for
 //! this thread's pass and for readers on older snapshots, if any, at most
@@ -119,7 +119,7 @@ pub(crate) fn start(
     Ok(Checkpoints { wake, restart_due })
 }
 
-/// One PASSIVE checkpoint; the frames left in the log, if it ran. A
+/// One PASSIVE checkpoint; the frames the log holds, if it ran. A
 /// failure leaves the pages in the log for the next one (the log only
 /// grows meanwhile); the connection is made again.
 fn checkpoint(
