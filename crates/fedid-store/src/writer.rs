@@ -216,11 +216,13 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn(&mut C)> Writer
             Err(e) => return first.finish(Err(e)),
         };
         let (ran, ended) = run_batch(conn, first, units);
-        let committed = ended.is_ok();
-        if !committed {
+        if ended.is_err() {
             // Connect afresh: whatever broke may have broken the connection.
             self.conn = None;
         }
+        // Units that succeeded in a batch that ended well were committed
+        // (a batch whose only unit failed committed nothing).
+        let committed = ended.is_ok() && ran.iter().any(|r| r.outcome.is_ok());
         answer(ran, ended);
         if let (true, Some(conn)) = (committed, self.conn.as_mut()) {
             (self.committed)(conn);
@@ -228,15 +230,16 @@ impl<C: BatchConnection, F: Fn() -> Result<C, StoreError>, K: Fn(&mut C)> Writer
     }
 
     /// The writer's connection inside a new transaction, connecting first
-    /// if it has none.
+    /// if it has none. A connection that cannot open one is dropped, so
+    /// that the next batch connects afresh (the database may have
+    /// restarted).
     fn begin(&mut self) -> Result<&mut C, StoreError> {
-        let conn = match self.conn.take() {
+        let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => (self.connect)()?,
         };
-        let conn = self.conn.insert(conn);
-        open(conn)?;
-        Ok(conn)
+        open(&mut conn)?;
+        Ok(self.conn.insert(conn))
     }
 }
 
@@ -353,5 +356,95 @@ fn run_unit<C: BatchConnection>(
 fn answer(ran: Vec<Ran>, ended: Result<(), StoreError>) {
     for Ran { unit, outcome } in ran {
         unit.finish(outcome.and_then(|()| ended.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    use diesel::QueryResult;
+    use fedid_domain::ports::{Lane, StoreError, WriteUnit};
+
+    use super::{BatchConnection, Writers};
+
+    /// A connection to a database that restarts: once `restarts` has moved
+    /// past the one it was made in, every statement on it fails.
+    struct Restarting {
+        made_in: usize,
+        restarts: Arc<AtomicUsize>,
+    }
+
+    impl BatchConnection for Restarting {
+        const BEGIN: &'static str = "BEGIN";
+        const RELEASE_EACH_UNIT: bool = true;
+
+        fn command(&mut self, _: &'static str) -> QueryResult<()> {
+            if self.restarts.load(Ordering::SeqCst) == self.made_in {
+                Ok(())
+            } else {
+                Err(diesel::result::Error::BrokenTransactionManager)
+            }
+        }
+
+        fn run(&mut self, _: &mut dyn WriteUnit) -> (Result<(), StoreError>, bool) {
+            (
+                self.command("INSERT")
+                    .map_err(|e| StoreError::Unavailable(e.to_string())),
+                false,
+            )
+        }
+    }
+
+    /// A unit that reports its outcome.
+    struct Reported(mpsc::Sender<Result<(), StoreError>>);
+
+    impl WriteUnit for Reported {
+        fn run(&mut self, _: &mut dyn fedid_domain::Tx) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
+            self.0.send(outcome).unwrap();
+        }
+
+        fn lane(&self) -> Option<Lane> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_writer_whose_connection_broke_connects_again() {
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (made, counted) = (Arc::clone(&restarts), Arc::clone(&connections));
+        let writers = Writers::start(
+            "test",
+            1,
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(Restarting {
+                    made_in: made.load(Ordering::SeqCst),
+                    restarts: Arc::clone(&made),
+                })
+            },
+            |_: &mut Restarting| {},
+        )
+        .unwrap();
+        let write = || {
+            let (told, outcome) = mpsc::channel();
+            writers.submit(Box::new(Reported(told)));
+            outcome.recv().unwrap()
+        };
+        assert_eq!(write(), Ok(()));
+        restarts.fetch_add(1, Ordering::SeqCst);
+        // The connection made before the restart fails the next write...
+        assert!(write().is_err());
+        // ...and is not kept: the one after that runs on a new connection.
+        assert_eq!(write(), Ok(()));
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }
