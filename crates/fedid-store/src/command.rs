@@ -253,8 +253,8 @@ impl<'a> ReplayLookup<'a> {
     /// while the table grew: 4 ms per batch after 10,000 envelopes
     /// (docs/performance.md). `LIMIT 1` (a pair is unique) keeps it from
     /// being flattened into a join; PostgreSQL connections disable
-    /// sequential scans (`PostgresSetup`), so the probe takes the index even on a table of a
-    /// few rows.
+    /// sequential scans (`PostgresSetup`), so the probe takes the index
+    /// even on a table of a few rows.
     fn push_select<'b>(&'b self, columns: &'static str, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("SELECT ");
         out.push_sql(columns);

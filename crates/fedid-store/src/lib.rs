@@ -486,6 +486,18 @@ mod tests {
         );
     }
 
+    /// One commit of 128 messages of 2 KiB.
+    fn write_256_kib(store: &DieselStore, user: fedid_domain::UserId) {
+        write(store, None, move |tx| {
+            for _ in 0..128 {
+                tx.insert_message(user, UnixTime::from_secs(0), None, &"x".repeat(2048))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .wait()
+        .unwrap();
+    }
+
     #[test]
     fn the_sqlite_write_ahead_log_stays_bounded_under_steady_writes() {
         let (dir, store) = fresh_sqlite();
@@ -503,14 +515,7 @@ mod tests {
         // the writer's own automatic checkpoint (32 MiB): without the
         // restart the log reached 43 to 69 MiB here.
         for _ in 0..384 {
-            write(&store, None, move |tx| {
-                for _ in 0..128 {
-                    tx.insert_message(user, UnixTime::from_secs(0), None, &"x".repeat(2048))?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .wait()
-            .unwrap();
+            write_256_kib(&store, user);
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
         assert!(largest < 64 * 1024 * 1024, "the log reached {largest} bytes");
@@ -531,14 +536,7 @@ mod tests {
         let mut slowest = Duration::ZERO;
         for _ in 0..256 {
             let started = std::time::Instant::now();
-            write(&store, None, move |tx| {
-                for _ in 0..128 {
-                    tx.insert_message(user, UnixTime::from_secs(0), None, &"x".repeat(2048))?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .wait()
-            .unwrap();
+            write_256_kib(&store, user);
             slowest = slowest.max(started.elapsed());
         }
         assert!(slowest < Duration::from_secs(5), "a write waited {slowest:?}");
